@@ -1,0 +1,52 @@
+"""`lifelong ls strategies|stages|scorers|config`: registered methods with their documented parameters."""
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+WHAT = ("strategies", "stages", "scorers", "config")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ls", help="list strategies, stage kinds, scorers or config fields")
+    p.add_argument("what", choices=WHAT)
+
+
+def _fields(model: Any, indent: str = "    ") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        out.append(f"{indent}{name}: {ann} ({default})")
+        if f.description:
+            out.append(f"{indent}    {' '.join(f.description.split())}")
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from lifelong.config import DataConfig, EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
+    from lifelong.eval.scorers import SCORERS
+    from lifelong.stages import STAGE_KINDS
+    from lifelong.strategies import STRATEGIES
+
+    lines: list[str] = []
+    if args.what == "config":
+        for title, model in (("run", RunConfig), ("model", ModelConfig), ("train", TrainConfig),
+                             ("stages[]", StageConfig), ("stages[].data", DataConfig),
+                             ("stages[].eval / eval.probes[]", EvalTaskConfig), ("eval", EvalConfig)):
+            lines += [f"{title}:"] + _fields(model)
+    else:
+        reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS}[args.what]
+        for name, cls in reg.items():
+            doc = inspect.getdoc(cls) or ""
+            lines.append(f"{name}: {doc.splitlines()[0] if doc else ''}")
+            flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed",
+                                                   "stores_examples", "trainable", "higher_is_better",
+                                                   "formats") if hasattr(cls, k)}
+            if flags:
+                lines.append("    capabilities: " + ", ".join(f"{k}={v}" for k, v in flags.items()))
+            if hasattr(cls, "Params"):
+                lines += _fields(cls.Params)
+    print("\n".join(lines))
+    return 0

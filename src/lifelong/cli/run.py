@@ -1,0 +1,25 @@
+"""`lifelong run CONFIG [key=value ...] [--resume]`: train through the stream and evaluate after each stage."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a continual-learning stream from a YAML config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from lifelong.config import load_config
+    from lifelong.report.table import print_run
+    from lifelong.runner import Run
+
+    cfg = load_config(args.config, args.overrides)
+    run = Run(cfg, resume=args.resume, quiet=args.quiet)
+    run.execute()
+    if run.accelerator.is_main_process:
+        print_run(run.run_dir, run.console)
+    return 0

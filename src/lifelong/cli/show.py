@@ -1,0 +1,25 @@
+"""`lifelong show RUN_DIR...`: the results matrix and metrics as tables; progress of a run still going."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print a run's results matrix and metrics (several runs: side by side)")
+    p.add_argument("run_dirs", nargs="+")
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from lifelong.report.table import print_comparison, print_run
+
+    console = Console()
+    for d in args.run_dirs:
+        if not (Path(d) / "config.yaml").exists():
+            raise ValueError(f"{d}: not a run directory (no config.yaml)")
+        print_run(Path(d), console)
+    if len(args.run_dirs) > 1:
+        print_comparison([Path(d) for d in args.run_dirs], console)
+    return 0

@@ -1,0 +1,22 @@
+"""`lifelong validate CONFIG [key=value ...]`: check a config strictly, load nothing."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a config file and print the resolved config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+
+
+def main(args: argparse.Namespace) -> int:
+    import yaml
+
+    from lifelong.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=False), end="")
+    print(f"# {args.config}: valid ({len(cfg.stages)} stages, strategy "
+          f"{' + '.join(s.name for s in cfg.strategy)})")
+    return 0

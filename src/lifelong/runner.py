@@ -1,0 +1,189 @@
+"""One continual-learning run: a model through a stream of stages, the eval suite after each, results,
+events and checkpoints in the run directory, resumable after a crash at any moment."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+
+from lifelong.config import RunConfig
+from lifelong.data.formats import Formatter
+from lifelong.eval.lm import HFLM
+from lifelong.eval.results import Results
+from lifelong.eval.tasks import EvalTask, build_suite
+from lifelong.models import load_model_and_tokenizer
+from lifelong.stages import STAGE_KINDS
+from lifelong.strategies import build_strategy
+from lifelong.strategies.base import StageContext
+from lifelong.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_difference(x, y, f"{path}.{i}")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path or '<root>'}: {json.dumps(a)[:80]} != {json.dumps(b)[:80]}"
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import transformers
+
+    import lifelong
+
+    return {"lifelong": lifelong.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+class Run:
+    def __init__(self, cfg: RunConfig, resume: bool = False, quiet: bool = False,
+                 console: Optional[Console] = None) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.quiet = quiet
+        self.console = console or Console()
+        self.run_dir = Path(cfg.output_dir) / cfg.name
+        self.resume = resume
+        cuda = torch.cuda.is_available()
+        prec = cfg.train.precision
+        if prec == "auto":
+            prec = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision=prec)
+        self._check_run_dir()
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model, self.tokenizer = load_model_and_tokenizer(cfg.model, seed=cfg.seed)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        torch.set_num_threads(cfg.torch_threads or (1 if n_params < 5_000_000 else (os.cpu_count() or 1)))
+        self.model.to(self.accelerator.device).eval()
+        self.formatter = Formatter(self.tokenizer, cfg.model.chat_template, cfg.model.system_prompt)
+        self.strategy = build_strategy(cfg.strategy, seed=cfg.seed)
+        # Everything that can fail on input is loaded and checked before any training.
+        self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
+        self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
+        self.tasks: list[EvalTask] = build_suite(cfg)
+
+    # ---- run directory --------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        d = self.run_dir
+        resolved = self.cfg.model_dump(mode="json")
+        if self.resume:
+            if not (d / "config.yaml").exists():
+                raise ValueError(f"{d}: nothing to resume (no config.yaml); run without --resume")
+            saved = yaml.safe_load((d / "config.yaml").read_text())
+            diff = first_difference(saved, resolved)
+            if diff:
+                raise ValueError(f"{d}: the config differs from the one the run started with ({diff}); "
+                                 "resume with the same config and overrides, or start a new run name")
+            return
+        if d.exists() and any(d.iterdir()):
+            raise ValueError(f"{d} already exists; continue it with --resume, or choose another name "
+                             f"(e.g. name={self.cfg.name}-2); runs are never overwritten")
+        if self.accelerator.is_main_process:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(d / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        self.accelerator.wait_for_everyone()
+
+    def log(self, **event: Any) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        event = {"time": time.time(), **event}
+        with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, results: Results, row: int) -> None:
+        acc = self.accelerator
+        world, rank = acc.num_processes, acc.process_index
+        t0 = time.perf_counter()
+        for j, task in enumerate(self.tasks):
+            ctx = StageContext(stage_index=row - 1, stage_name=results.rows[row], model=self.model,
+                               tokenizer=self.tokenizer, accelerator=acc, device=acc.device, task_stage=task.stage)
+            model = self.strategy.eval_model(ctx, task)
+            model.eval()
+            lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
+            part = np.array_split(np.arange(len(task.items)), world)[rank]
+            stats = task.scorer.score(lm, [task.items[i] for i in part]) if len(part) else np.zeros((0, 1))
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                parts = gather_object([(rank, stats.tolist())])
+                stats = np.concatenate([np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
+                                        for _, s in sorted(parts, key=lambda p: p[0]) if len(s)])
+            results.set_cell(row, j, stats)
+        if acc.is_main_process:
+            results.save(self.run_dir)
+            self.log(type="eval", row=results.rows[row], scores={t.name: results.matrix[row][j]
+                                                                  for j, t in enumerate(self.tasks)},
+                     wall_s=time.perf_counter() - t0)
+        acc.wait_for_everyone()
+
+    # ---- the stream -----------------------------------------------------------------------------
+    def execute(self) -> Results:
+        cfg, acc = self.cfg, self.accelerator
+        rows = ["baseline"] + [s.name for s in cfg.stages]
+        tasks = [{"name": t.name, "metric": t.metric, "higher_is_better": t.higher_is_better, "stage": t.stage,
+                  "scorer": t.scorer.registered_name, "n": len(t.items)} for t in self.tasks]  # type: ignore
+        results = Results(cfg.name, rows, tasks, cfg.eval.bwt_denominator)
+        results.extra["versions"] = versions()
+        results.extra["strategy"] = [s.name for s in cfg.strategy]
+        start, mid = 0, None
+        if self.resume:
+            if (self.run_dir / "results.json").exists():
+                results = Results.load(self.run_dir)
+            ck = latest_checkpoint(self.run_dir)
+            if ck is not None:
+                meta = load_checkpoint(ck, self.model, self.strategy)
+                start = meta["stage"] + 1 if meta["done"] else meta["stage"]
+                mid = None if meta["done"] else meta
+                self.log(type="resume", checkpoint=ck.name)
+            for r in range(start + 1, len(rows)):  # rows computed after the checkpoint are recomputed
+                results.matrix[r] = [None] * len(tasks)
+        else:
+            self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"])
+        if not results.has_row(0):
+            self.evaluate(results, 0)
+        if start > 0 and mid is None and not results.has_row(start):
+            self.evaluate(results, start)
+        for i in range(start, len(cfg.stages)):
+            self.log(type="stage_start", stage=i, name=cfg.stages[i].name)
+            cost = self.kinds[i].apply(self, i, self.prepared[i], resume=mid if mid and mid["stage"] == i else None)
+            mid = None
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(self.run_dir, f"stage{i}-end", self.model, self.strategy,
+                                {"stage": i, "step": None, "done": True})
+            acc.wait_for_everyone()
+            results.costs[cfg.stages[i].name] = cost
+            self.log(type="stage_end", stage=i, cost=cost)
+            self.evaluate(results, i + 1)
+        if acc.is_main_process:
+            results.compute_metrics(cfg.eval.bootstrap, cfg.seed)
+            results.save(self.run_dir)
+            self.log(type="end")
+        acc.wait_for_everyone()
+        return results
+
+
+def run(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Results:
+    return Run(cfg, resume=resume, quiet=quiet).execute()

@@ -1,0 +1,44 @@
+"""Base classes of stage kinds."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from lifelong.data import check_rows, infer_format, load_rows, to_examples
+
+if TYPE_CHECKING:
+    from lifelong.runner import Run
+
+
+class StageKind:
+    """One kind of update. `prepare` loads and checks data (before any training of the run);
+    `apply` updates `run.model`."""
+
+    trainable: ClassVar[bool] = True
+    formats: ClassVar[tuple[str, ...]] = ()
+    """Row formats this kind accepts."""
+
+    def prepare(self, run: "Run", index: int) -> Any:
+        raise NotImplementedError
+
+    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+        """Update the model; return cost figures for the stage."""
+        raise NotImplementedError
+
+
+class TrainableStage(StageKind):
+    """A stage trained by the shared loop on tokenized examples."""
+
+    def prepare(self, run: "Run", index: int) -> list[dict]:
+        stage = run.cfg.stages[index]
+        rows = load_rows(stage.data)
+        fmt = infer_format(rows, stage.data.format)
+        if fmt not in self.formats:
+            raise ValueError(f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
+                             f"{', '.join(self.formats)}; {rows.source} has format {fmt}")
+        check_rows(rows, fmt)
+        return to_examples(rows, fmt, stage.data, run.formatter, run.cfg.stage_train(index).max_length)
+
+    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+        from lifelong.train.loop import train_stage
+
+        return train_stage(run, index, prepared, resume)

@@ -1,0 +1,21 @@
+"""Strategies: how updates are made without forgetting. One file per strategy, registered by file name.
+
+The loop owns backward, optimizer and scheduler steps; a strategy only answers hooks with explicit
+context and return values (see `base.Strategy`). `Compose` runs several in order.
+"""
+from lifelong.registry import Registry, import_siblings
+from lifelong.strategies.base import Compose, StageContext, Strategy
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+import_siblings(__name__, __path__)
+
+
+def build_strategy(specs: list, seed: int = 0) -> Strategy:
+    """Instantiate strategies from config specs (`name` plus typed params); several are composed."""
+    built = [STRATEGIES.get(s.name)(STRATEGIES.get(s.name).Params(**(s.model_extra or {})), seed=seed)
+             for s in specs]
+    return built[0] if len(built) == 1 else Compose(built)
+
+
+__all__ = ["STRATEGIES", "Strategy", "StageContext", "Compose", "build_strategy"]

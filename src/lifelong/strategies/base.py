@@ -1,0 +1,133 @@
+"""The strategy interface and `Compose`.
+
+Hook order in a trainable stage: `before_stage` -> for every micro-batch `batches` (a generator wrapping
+the stage's global micro-batches, e.g. replay mixing) and `penalty` (added to the loss) -> `before_step`
+(after backward, before the optimizer step: gradient projection) -> `after_stage`. `eval_model` picks the
+model used to score a task. On resume inside a stage, `before_stage` is not called again: everything it
+computed must be in `state_dict()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+@dataclass
+class StageContext:
+    """What a hook may look at. The model is the unwrapped module (not the DDP wrapper)."""
+
+    stage_index: int
+    stage_name: str
+    model: Any
+    tokenizer: Any
+    examples: list[dict] = field(default_factory=list)
+    """The stage's tokenized training examples (`input_ids`, `labels`)."""
+    step: int = 0
+    num_steps: int = 0
+    accelerator: Any = None
+    device: Any = None
+    task_stage: Optional[int] = None
+    """For `eval_model`: the index of the stage that owns the task being scored (None for probes)."""
+
+
+class Strategy:
+    """Base class; every hook is a no-op. Subclasses set `Params` and capability flags."""
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+    needs_task_identity: ClassVar[bool] = False
+    """Needs to know which stage an eval example belongs to at inference."""
+    supports_distributed: ClassVar[bool] = True
+    """Correct under DDP (`accelerate launch`)."""
+    stores_examples: ClassVar[bool] = False
+    """Keeps training examples of earlier stages (privacy / storage relevant)."""
+
+    def __init__(self, params: Optional[BaseModel] = None, seed: int = 0) -> None:
+        self.params = params if params is not None else self.Params()
+        self.seed = seed
+
+    def before_stage(self, ctx: StageContext) -> None:
+        return None
+
+    def batches(self, ctx: StageContext, it: Iterator[list[dict]]) -> Iterator[list[dict]]:
+        return it
+
+    def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
+        return None
+
+    def before_step(self, ctx: StageContext) -> None:
+        return None
+
+    def after_stage(self, ctx: StageContext) -> None:
+        return None
+
+    def eval_model(self, ctx: StageContext, task: Any) -> Any:
+        return ctx.model
+
+    def cost(self) -> dict[str, Any]:
+        """Extra cost figures for the run's cost table (e.g. stored examples)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class Compose(Strategy):
+    """Run several strategies: batches chained, penalties summed, hooks in order."""
+
+    def __init__(self, parts: list[Strategy]) -> None:
+        super().__init__(NoParams())
+        self.parts = parts
+        self.needs_task_identity = any(p.needs_task_identity for p in parts)  # type: ignore[misc]
+        self.supports_distributed = all(p.supports_distributed for p in parts)  # type: ignore[misc]
+
+    def before_stage(self, ctx: StageContext) -> None:
+        for p in self.parts:
+            p.before_stage(ctx)
+
+    def batches(self, ctx: StageContext, it: Iterator[list[dict]]) -> Iterator[list[dict]]:
+        for p in self.parts:
+            it = p.batches(ctx, it)
+        return it
+
+    def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
+        terms = [t for t in (p.penalty(ctx, batch, out) for p in self.parts) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def before_step(self, ctx: StageContext) -> None:
+        for p in self.parts:
+            p.before_step(ctx)
+
+    def after_stage(self, ctx: StageContext) -> None:
+        for p in self.parts:
+            p.after_stage(ctx)
+
+    def eval_model(self, ctx: StageContext, task: Any) -> Any:
+        model = ctx.model
+        for p in self.parts:
+            chosen = p.eval_model(ctx, task)
+            if chosen is not ctx.model:
+                model = chosen
+        return model
+
+    def cost(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in self.parts:
+            out.update(p.cost())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): p.state_dict() for i, p in enumerate(self.parts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, p in enumerate(self.parts):
+            p.load_state_dict(state.get(str(i), {}))

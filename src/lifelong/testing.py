@@ -1,0 +1,115 @@
+"""Public helpers for tests and smoke runs: an in-process tokenizer, tiny models, synthetic streams.
+
+Nothing here touches the network. The tokenizer is character level over printable ASCII, so any short
+English text tokenizes, and it is rebuilt identically in every process (resume and distributed tests).
+"""
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+CHARS = string.printable[:95]  # digits, letters, punctuation, space
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+
+
+def tiny_tokenizer() -> Any:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + [c for c in CHARS if c not in SPECIALS])}
+    vocab["\n"] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                  pad_token="<pad>", unk_token="<unk>")
+    return tok
+
+
+def tiny_config(kind: str = "llama", vocab_size: int = 100, **overrides: Any) -> Any:
+    if kind == "llama":
+        from transformers import LlamaConfig
+
+        base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                    bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+        return LlamaConfig(**{**base, **overrides})
+    if kind == "gpt2":
+        from transformers import GPT2Config
+
+        base = dict(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=512,
+                    bos_token_id=1, eos_token_id=2, pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
+                    attn_pdrop=0.0)
+        return GPT2Config(**{**base, **overrides})
+    raise ValueError(f"unknown tiny model kind {kind!r}; use llama or gpt2")
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, **overrides: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(kind, vocab_size=len(tiny_tokenizer()), **overrides)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+    return model
+
+
+def tiny_llama(seed: int = 0, **overrides: Any) -> Any:
+    return tiny_model("llama", seed, **overrides)
+
+
+def tiny_gpt2(seed: int = 0, **overrides: Any) -> Any:
+    return tiny_model("gpt2", seed, **overrides)
+
+
+LETTERS = "abcdef"
+RULES = ("abc", "def", "ace", "bdf")  # stage k answers "yes" when the first letter is in RULES[k % 4]
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(LETTERS) for _ in range(3))
+
+
+def tiny_stream(n_stages: int = 3, n_train: int = 96, n_eval: int = 32, seed: int = 0) -> list[dict]:
+    """A synthetic stream of conflicting classification tasks.
+
+    Stage k asks `tK xyz?` and the answer (`yes`/`no`) depends on the first letter of the word by a rule that
+    differs per stage (stage 1 inverts stage 0), so plain sequential fine-tuning on stage k overwrites the earlier rules (forgetting),
+    while a model that sees earlier stages again (replay) can keep all of them apart by the task prefix.
+    """
+    rng = random.Random(seed)
+    stages = []
+    for k in range(n_stages):
+        def label(w: str, k: int = k) -> str:
+            return "yes" if w[0] in RULES[k % len(RULES)] else "no"
+
+        def rows(n: int) -> list[dict]:
+            out = []
+            while len(out) < n:
+                w = _word(rng)
+                out.append({"text": f"t{k} {w}?", "label": label(w)})
+            return out
+
+        stages.append({"name": f"task{k}", "train": rows(n_train), "eval": rows(n_eval)})
+    return stages
+
+
+def tiny_run_config(strategy: Any = "naive", n_stages: int = 3, steps: int = 30, seed: int = 0,
+                    **top: Any) -> dict:
+    """A raw run config dict over `tiny_stream` with inline rows (validate with `validate_raw`)."""
+    stream = tiny_stream(n_stages, seed=seed)
+    return {
+        "name": top.pop("name", "tiny"),
+        "seed": seed,
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "strategy": strategy,
+        "train": {"lr": 3e-3, "batch_size": 16, "max_steps": steps, "max_length": 32, **top.pop("train", {})},
+        "eval": {"batch_size": 32, "bootstrap": 200},
+        "stages": [{"name": s["name"], "kind": "instruct",
+                    "data": {"rows": s["train"], "labels": ["no", "yes"]},
+                    "eval": {"rows": s["eval"], "labels": ["no", "yes"]}} for s in stream],
+        **top,
+    }

@@ -1,0 +1,154 @@
+"""Atomic files and checkpoints.
+
+Everything in a run directory is written under a temporary name and renamed into place, so a kill -9 at
+any moment leaves either the old file or the new one. A checkpoint is a directory written as
+`ckpt/.tmp-*` and renamed; `ckpt/latest` names the newest complete one.
+Contents: `model.safetensors` (weights), `optimizer.pt` and `rng.pt` (read back with
+`weights_only=True`), `strategy.json` + `strategy.safetensors`, `meta.json` (stage, step, data position).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"cannot store {type(o).__name__} in JSON")
+
+
+def save_tree(state: Any, folder: Path, name: str) -> None:
+    """Save a nested dict/list with tensor leaves: tensors to safetensors, the rest to JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, key: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[key] = x.detach().contiguous().cpu()
+            return {"__tensor__": key}
+        if isinstance(x, dict):
+            return {str(k): walk(v, f"{key}.{k}") for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(x)]
+        return x
+
+    skeleton = walk(state, "s")
+    (folder / f"{name}.json").write_text(json.dumps(skeleton, default=_json_default))
+    if tensors:
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+
+
+def load_tree(folder: Path, name: str) -> Any:
+    skeleton = json.loads((folder / f"{name}.json").read_text())
+    st = folder / f"{name}.safetensors"
+    tensors = load_file(str(st)) if st.exists() else {}
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            if set(x) == {"__tensor__"}:
+                return tensors[x["__tensor__"]]
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(skeleton)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(run_dir: Path, tag: str, model: Any, strategy: Any, meta: dict,
+                    optimizer: Optional[Any] = None, scheduler: Optional[Any] = None) -> Path:
+    """Write checkpoint `tag` atomically, point `ckpt/latest` at it, remove older ones."""
+    root = Path(run_dir) / "ckpt"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{tag}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                   tmp / "optimizer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    save_tree(strategy.state_dict(), tmp, "strategy")
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    final = root / tag
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(root / "latest", tag)
+    for old in root.iterdir():  # keep only the newest complete checkpoint
+        if old.name not in (tag, "latest") and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.name.startswith(".tmp-") and old != tmp:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    root = Path(run_dir) / "ckpt"
+    ptr = root / "latest"
+    if not ptr.exists():
+        return None
+    path = root / ptr.read_text().strip()
+    return path if (path / "meta.json").exists() else None
+
+
+def load_checkpoint(path: Path, model: Any, strategy: Any) -> dict:
+    """Restore weights, strategy state and RNG; return meta plus `optimizer.pt` contents if present."""
+    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    if unexpected or [m for m in missing if m not in _tied_names(model)]:
+        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    strategy.load_state_dict(load_tree(path, "strategy"))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    meta = json.loads((path / "meta.json").read_text())
+    opt = path / "optimizer.pt"
+    if opt.exists():
+        meta["optimizer_state"] = torch.load(opt, weights_only=True)
+    return meta
+
+
+def _tied_names(model: Any) -> set[str]:
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, p in model.state_dict(keep_vars=True).items():
+        if id(p) in seen:
+            tied.add(name)
+        seen.setdefault(id(p), name)
+    return tied

@@ -1,0 +1,156 @@
+"""The training loop of trainable stages, on accelerate.
+
+All processes walk the same global micro-batches in the same order (a permutation per epoch seeded by run
+seed, stage and epoch); strategies transform the global micro-batch identically on every process (replay
+mixing), and each process then takes its slice. So the data position is just the optimizer step, resume is
+exact, and replay is consistent across processes. The loop owns backward, clipping, optimizer and
+scheduler steps; strategies only add penalties and act at the hooks.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lifelong.strategies.base import StageContext
+from lifelong.train.checkpoint import save_checkpoint
+from lifelong.train.schedules import lr_multiplier
+
+if TYPE_CHECKING:
+    from lifelong.runner import Run
+
+
+def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0) -> Iterator[list[int]]:
+    """Endless global micro-batches of example indices; a fresh permutation each epoch."""
+    pos = start * size
+    perm_epoch, perm = -1, np.arange(0)
+    while True:
+        idx = []
+        while len(idx) < size:
+            epoch, off = divmod(pos, n)
+            if epoch != perm_epoch:
+                perm, perm_epoch = np.random.default_rng([seed, stage, epoch]).permutation(n), epoch
+            idx.append(int(perm[off]))
+            pos += 1
+        yield idx
+
+
+def collate(examples: list[dict], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; labels -100 on padding."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for r, e in enumerate(examples):
+        k = len(e["input_ids"])
+        ids[r, :k] = torch.tensor(e["input_ids"])
+        labels[r, :k] = torch.tensor(e["labels"])
+        mask[r, :k] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def stage_steps(n_examples: int, global_batch: int, max_steps: Optional[int], epochs: float) -> int:
+    if max_steps:
+        return max_steps
+    return max(1, math.ceil(epochs * n_examples / global_batch))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[dict] = None) -> dict:
+    """Train stage `index` on its examples; return its cost figures."""
+    tc = run.cfg.stage_train(index)
+    acc = run.accelerator
+    model = run.model
+    world, rank = acc.num_processes, acc.process_index
+    micro = tc.batch_size * world
+    steps = stage_steps(len(examples), micro * tc.grad_accum, tc.max_steps, tc.epochs)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    elif getattr(model, "supports_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps))
+    ctx = StageContext(stage_index=index, stage_name=run.cfg.stages[index].name, model=model,
+                       tokenizer=run.tokenizer, examples=examples, num_steps=steps, accelerator=acc,
+                       device=acc.device)
+    start = 0
+    if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
+        start = int(resume["step"])
+        state = resume["optimizer_state"]
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    else:
+        run.strategy.before_stage(ctx)
+    wrapped, opt_w = acc.prepare(model, opt)
+    wrapped.train()
+
+    pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
+    index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum)
+    stream = run.strategy.batches(ctx, ([examples[i] for i in idx] for idx in index_stream))
+    tokens, t0 = 0, time.perf_counter()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+                        TimeRemainingColumn(), disable=not acc.is_main_process or run.quiet,
+                        console=run.console, transient=False)
+    with progress:
+        bar = progress.add_task(f"stage {index} {ctx.stage_name}", total=steps, completed=start,
+                                loss=float("nan"), tps=0.0)
+        for step in range(start, steps):
+            ctx.step = step
+            loss_sum, step_tokens = 0.0, 0
+            for m in range(tc.grad_accum):
+                gbatch = next(stream)
+                part = np.array_split(np.arange(len(gbatch)), world)[rank]
+                batch = collate([gbatch[i] for i in part], pad_id, acc.device)
+                sync = acc.no_sync(wrapped) if m < tc.grad_accum - 1 and world > 1 else nullcontext()
+                with sync, acc.autocast():
+                    out = wrapped(**batch)
+                    loss = out.loss
+                    pen = run.strategy.penalty(ctx, batch, out)
+                    total = loss + pen if pen is not None else loss
+                    acc.backward(total / tc.grad_accum)
+                loss_sum += float(loss.detach()) / tc.grad_accum
+                step_tokens += int(batch["attention_mask"].sum())
+            run.strategy.before_step(ctx)
+            if tc.max_grad_norm:
+                acc.clip_grad_norm_(params, tc.max_grad_norm)
+            lr = opt.param_groups[0]["lr"]
+            opt_w.step()
+            sched.step()
+            opt_w.zero_grad(set_to_none=True)
+            tokens += step_tokens * world
+            tps = tokens / max(time.perf_counter() - t0, 1e-9)
+            progress.update(bar, advance=1, loss=loss_sum, tps=tps)
+            run.log(type="step", stage=index, step=step, loss=loss_sum, lr=lr, tokens=step_tokens * world,
+                    tokens_per_s=tps)
+            if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    save_checkpoint(run.run_dir, f"stage{index}-step{step + 1}", acc.unwrap_model(wrapped),
+                                    run.strategy, {"stage": index, "step": step + 1, "done": False},
+                                    opt, sched)
+                    run.log(type="checkpoint", stage=index, step=step + 1)
+                acc.wait_for_everyone()
+    model = acc.unwrap_model(wrapped)
+    run.model = model
+    ctx.model = model
+    model.eval()
+    run.strategy.after_stage(ctx)
+    acc.free_memory()
+    return {"wall_s": time.perf_counter() - t0, "steps": steps - start, "tokens": tokens,
+            "trainable_params": sum(p.numel() for p in params),
+            "peak_memory_mb": peak_memory_mb(acc.device), **run.strategy.cost()}
