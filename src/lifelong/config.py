@@ -363,6 +363,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    if isinstance(raw.get("strategy"), (str, dict)) and any(o.startswith("strategy.") for o in overrides or []):
+        s = raw["strategy"]
+        raw["strategy"] = [{"name": s} if isinstance(s, str) else s]  # so `strategy.0.x=` overrides work
     raw = apply_overrides(raw, overrides or [])
     lines = _line_map(text)
     return validate_raw(raw, str(path), lines, base_dir=path.parent)
