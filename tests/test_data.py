@@ -67,7 +67,8 @@ def test_classification_labels_become_options_and_template(fm):
                      template="Review: {text}\nSentiment:")
     rows = load_rows(cfg)
     items = to_eval_items(rows, "classification", cfg)
-    assert items[0] == {"prompt": "Review: great\nSentiment:", "options": ["neg", "pos"], "answer": 1}
+    assert items[0] == {"prompt": "Review: great\nSentiment:", "options": ["neg", "pos"], "answer": 1,
+                        "targets": ["pos"]}
     ex = to_examples(rows, "classification", cfg, fm, 64)
     assert fm.tok.decode([t for t in ex[1]["labels"] if t != -100], skip_special_tokens=True) == " neg"
 

@@ -17,7 +17,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         mod = importlib.import_module(f"lifelong.cli.{name}")
         mod.add_parser(sub)
         modules[name] = mod
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # `key=value` overrides may follow flags: `run cfg.yaml --resume train.lr=1e-4`
+        if hasattr(args, "overrides") and all("=" in u and not u.startswith("-") for u in unknown):
+            args.overrides = list(args.overrides) + unknown
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(modules[args.command].main(args) or 0)
     except ValueError as e:  # user input problems: one clear message, no traceback

@@ -193,7 +193,8 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
             if lab not in opts:
                 raise ValueError(f"{rows.source}: label {lab!r} is not in the label set {opts}; "
                                  "set data.labels")
-            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": opts, "answer": opts.index(lab)})
+            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": opts, "answer": opts.index(lab),
+                          "targets": [lab]})
         elif fmt == "choice":
             opts = [str(o) for o in r["options"]]
             ans = r["answer"] if isinstance(r["answer"], int) else opts.index(r["answer"])

@@ -78,8 +78,10 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    elif getattr(model, "supports_gradient_checkpointing", False):
+        model._lifelong_checkpointing = True
+    elif getattr(model, "_lifelong_checkpointing", False):
         model.gradient_checkpointing_disable()
+        model._lifelong_checkpointing = False
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)

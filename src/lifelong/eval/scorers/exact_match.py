@@ -34,7 +34,7 @@ def normalize(text: str) -> str:
 class ExactMatch(Scorer):
     Params = ExactMatchParams
     metric = "exact_match"
-    formats = ("prompt_response", "messages")
+    formats = ("prompt_response", "messages", "classification")
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
         p: ExactMatchParams = self.params  # type: ignore[assignment]
