@@ -147,6 +147,7 @@ class Run:
         results = Results(cfg.name, rows, tasks, cfg.eval.bwt_denominator)
         results.extra["versions"] = versions()
         results.extra["strategy"] = [s.name for s in cfg.strategy]
+        results.extra["processes"] = acc.num_processes
         start, mid = 0, None
         if self.resume:
             if (self.run_dir / "results.json").exists():
@@ -160,7 +161,8 @@ class Run:
             for r in range(start + 1, len(rows)):  # rows computed after the checkpoint are recomputed
                 results.matrix[r] = [None] * len(tasks)
         else:
-            self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"])
+            self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"],
+                     processes=acc.num_processes)
         if not results.has_row(0):
             self.evaluate(results, 0)
         if start > 0 and mid is None and not results.has_row(start):

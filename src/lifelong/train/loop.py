@@ -121,11 +121,15 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
                 sync = acc.no_sync(wrapped) if m < tc.grad_accum - 1 and world > 1 else nullcontext()
                 with sync, acc.autocast():
                     out = wrapped(**batch)
-                    loss = out.loss
+                    loss = raw = out.loss
+                    if world > 1:  # token-weighted like one process: DDP's gradient mean then equals the
+                        n_local = (batch["labels"][:, 1:] != -100).sum()  # mean over all processes' tokens
+                        n_all = acc.reduce(n_local.detach().clone(), "sum")
+                        loss = loss * n_local * world / n_all.clamp(min=1)
                     pen = run.strategy.penalty(ctx, batch, out)
                     total = loss + pen if pen is not None else loss
                     acc.backward(total / tc.grad_accum)
-                loss_sum += float(loss.detach()) / tc.grad_accum
+                loss_sum += float(raw.detach()) / tc.grad_accum
                 step_tokens += int(batch["attention_mask"].sum())
             run.strategy.before_step(ctx)
             if tc.max_grad_norm:
