@@ -21,7 +21,7 @@ setup: $(BIN)/lifelong
 demo: setup
 	rm -rf $(OUT)/quickstart $(OUT)/quickstart-replay
 	$(BIN)/lifelong run examples/quickstart.yaml output_dir=$(OUT)
-	$(BIN)/lifelong run examples/quickstart.yaml output_dir=$(OUT) name=quickstart-replay strategy.0.name=replay
+	$(BIN)/lifelong run examples/quickstart.yaml output_dir=$(OUT) name=quickstart-replay strategy.0.name=replay strategy.0.fraction=0.3
 	$(BIN)/lifelong show $(OUT)/quickstart $(OUT)/quickstart-replay
 
 test: setup
