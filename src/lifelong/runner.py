@@ -118,7 +118,8 @@ class Run:
         t0 = time.perf_counter()
         for j, task in enumerate(self.tasks):
             ctx = StageContext(stage_index=row - 1, stage_name=results.rows[row], model=self.model,
-                               tokenizer=self.tokenizer, accelerator=acc, device=acc.device, task_stage=task.stage)
+                               tokenizer=self.tokenizer, accelerator=acc, device=acc.device, task_stage=task.stage,
+                               task_items=task.items, run_dir=self.run_dir, formatter=self.formatter)
             model = self.strategy.eval_model(ctx, task)
             model.eval()
             lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
@@ -154,7 +155,14 @@ class Run:
                 results = Results.load(self.run_dir)
             ck = latest_checkpoint(self.run_dir)
             if ck is not None:
-                meta = load_checkpoint(ck, self.model, self.strategy)
+                def rebuild(model: Any, meta: dict) -> Any:
+                    ctx = StageContext(stage_index=meta["stage"], stage_name=cfg.stages[meta["stage"]].name,
+                                       model=model, tokenizer=self.tokenizer, accelerator=acc,
+                                       device=acc.device, resuming=True, run_dir=self.run_dir)
+                    return self.strategy.wrap_model(ctx)
+
+                self.model, meta = load_checkpoint(ck, self.model, self.strategy, rebuild)
+                self.model.to(acc.device)
                 start = meta["stage"] + 1 if meta["done"] else meta["stage"]
                 mid = None if meta["done"] else meta
                 self.log(type="resume", checkpoint=ck.name)

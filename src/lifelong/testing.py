@@ -113,3 +113,34 @@ def tiny_run_config(strategy: Any = "naive", n_stages: int = 3, steps: int = 30,
                     "eval": {"rows": s["eval"], "labels": ["no", "yes"]}} for s in stream],
         **top,
     }
+
+
+def tiny_pretrained(path: Any, steps: int = 100, seed: int = 0) -> str:
+    """A tiny llama that already answers `tK xyz?` with ` yes` / ` no` (random labels, so it knows the
+    format but no rule), saved with its tokenizer to `path`. Adapter methods (LoRA) need such a base: on a
+    random base with frozen random embeddings they barely learn."""
+    import torch
+
+    from lifelong.data.formats import Formatter
+    from lifelong.train.loop import collate
+
+    tok = tiny_tokenizer()
+    fm = Formatter(tok)
+    model = tiny_llama(seed=seed)
+    rng = random.Random(seed + 1)
+    data = []
+    for _ in range(400):
+        p = fm.prompt_ids(f"t{rng.randint(0, 3)} {_word(rng)}?")
+        q = fm.response_ids(rng.choice(["yes", "no"]))
+        data.append({"input_ids": p + q, "labels": [-100] * len(p) + q})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for step in range(steps):
+            start = (step * 16) % len(data)
+            model(**collate(data[start:start + 16], 0, "cpu")).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return str(path)

@@ -8,7 +8,7 @@ computed must be in `state_dict()`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Iterator, Optional
 
 import torch
@@ -35,6 +35,14 @@ class StageContext:
     device: Any = None
     task_stage: Optional[int] = None
     """For `eval_model`: the index of the stage that owns the task being scored (None for probes)."""
+    task_items: Optional[list] = None
+    """For `eval_model`: the task's eval items (inputs only are used by routers; never the answers)."""
+    formatter: Any = None
+    """The run's prompt formatter (chat template) for strategies that tokenize prompts themselves."""
+    resuming: bool = False
+    """For `wrap_model`: rebuilding the structure of a checkpoint rather than starting a stage."""
+    run_dir: Any = None
+    """The run directory (exports such as PEFT adapters go under it; main process only)."""
 
 
 class Strategy:
@@ -51,6 +59,12 @@ class Strategy:
     def __init__(self, params: Optional[BaseModel] = None, seed: int = 0) -> None:
         self.params = params if params is not None else self.Params()
         self.seed = seed
+
+    def wrap_model(self, ctx: StageContext) -> Any:
+        """Change the model's structure (add adapters, soft prompts) before stage `ctx.stage_index` trains,
+        and, with `ctx.resuming`, rebuild the structure a checkpoint was saved with (called after
+        `load_state_dict`, before the weights load). Returns the model to use from now on."""
+        return ctx.model
 
     def before_stage(self, ctx: StageContext) -> None:
         return None
@@ -89,6 +103,12 @@ class Compose(Strategy):
         self.parts = parts
         self.needs_task_identity = any(p.needs_task_identity for p in parts)  # type: ignore[misc]
         self.supports_distributed = all(p.supports_distributed for p in parts)  # type: ignore[misc]
+
+    def wrap_model(self, ctx: StageContext) -> Any:
+        model = ctx.model
+        for p in self.parts:
+            model = p.wrap_model(replace(ctx, model=model))
+        return model
 
     def before_stage(self, ctx: StageContext) -> None:
         for p in self.parts:

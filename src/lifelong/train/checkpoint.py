@@ -13,7 +13,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -129,19 +129,23 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     return path if (path / "meta.json").exists() else None
 
 
-def load_checkpoint(path: Path, model: Any, strategy: Any) -> dict:
-    """Restore weights, strategy state and RNG; return meta plus `optimizer.pt` contents if present."""
+def load_checkpoint(path: Path, model: Any, strategy: Any,
+                    rebuild: Optional[Callable[[Any, dict], Any]] = None) -> tuple[Any, dict]:
+    """Restore strategy state, the model's structure (`rebuild(model, meta)`, e.g. adapters a strategy
+    added), weights and RNG. Returns the model and the meta plus `optimizer.pt` contents if present."""
+    strategy.load_state_dict(load_tree(path, "strategy"))
+    meta = json.loads((path / "meta.json").read_text())
+    if rebuild is not None:
+        model = rebuild(model, meta)
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     if unexpected or [m for m in missing if m not in _tied_names(model)]:
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-    strategy.load_state_dict(load_tree(path, "strategy"))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    meta = json.loads((path / "meta.json").read_text())
     opt = path / "optimizer.pt"
     if opt.exists():
         meta["optimizer_state"] = torch.load(opt, weights_only=True)
-    return meta
+    return model, meta
 
 
 def _tied_names(model: Any) -> set[str]:

@@ -71,7 +71,10 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
     """Train stage `index` on its examples; return its cost figures."""
     tc = run.cfg.stage_train(index)
     acc = run.accelerator
-    model = run.model
+    ctx = StageContext(stage_index=index, stage_name=run.cfg.stages[index].name, model=run.model,
+                       tokenizer=run.tokenizer, examples=examples, accelerator=acc, device=acc.device,
+                       run_dir=run.run_dir, formatter=run.formatter)
+    model = run.model = ctx.model = run.strategy.wrap_model(ctx).to(acc.device)  # adapters etc.
     world, rank = acc.num_processes, acc.process_index
     micro = tc.batch_size * world
     steps = stage_steps(len(examples), micro * tc.grad_accum, tc.max_steps, tc.epochs)
@@ -86,9 +89,7 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps))
-    ctx = StageContext(stage_index=index, stage_name=run.cfg.stages[index].name, model=model,
-                       tokenizer=run.tokenizer, examples=examples, num_steps=steps, accelerator=acc,
-                       device=acc.device)
+    ctx.num_steps = steps
     start = 0
     if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
         start = int(resume["step"])
