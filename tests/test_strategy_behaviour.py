@@ -128,3 +128,30 @@ def test_l2_gradient_equals_penalty_gradient():
     s.before_step(ctx)
     g = model.lm_head.weight.grad
     assert torch.allclose(g, torch.full_like(g, 0.3 * 0.01), atol=1e-6)
+
+
+def test_merge_after_stage_forgets_less_and_is_exact_task_arithmetic(tiny_cfg, naive_metrics):
+    run, m = run_strategy(tiny_cfg, {"name": "merge_after_stage", "weight": 0.5})
+    assert m["FM"] < naive_metrics["FM"] - 15, (m, naive_metrics)
+    s = run.strategy
+    assert len(s.vectors) == 3
+    for name, p in run.model.named_parameters():
+        expected = s.base[name] + 0.5 * sum(v[name] for v in s.vectors)
+        assert torch.allclose(p.detach(), expected, atol=1e-6)
+
+
+def test_generative_replay_forgets_less_without_storing_data(tiny_cfg):
+    fm = {}
+    for spec in ("naive", {"name": "generative_replay", "fraction": 0.3, "max_new_tokens": 24}):
+        name = "naive-long" if spec == "naive" else "genreplay"
+        cfg = tiny_cfg(spec, steps=120, train={"lr": 2e-3}, name=name)
+        cfg.eval.bootstrap = 0
+        run = Run(cfg, quiet=True)
+        fm[name] = run.execute().metrics["score"]["metrics"]
+    assert fm["genreplay"]["FM"] < fm["naive-long"]["FM"] - 15, fm
+    assert fm["genreplay"]["AA"] > fm["naive-long"]["AA"] + 5, fm
+    s = run.strategy
+    assert len(s.pseudo) > 32 and all(e["stage"] in (0, 1) for e in s.pseudo)  # pseudo-examples of stages 0-1
+    assert s.cost()["stored_examples"] == 0 and not s.stores_examples
+    decoded = run.tokenizer.decode([t for t in s.pseudo[0]["input_ids"]])
+    assert decoded.startswith("t") and "?" in decoded  # the model generates its own task examples
