@@ -148,6 +148,7 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
         return pack([r["text"] for r in rows.rows], fm, max_length)
     out = []
     for r, where in zip(rows.rows, rows.where):
+        text: dict[str, str] = {}
         try:
             if fmt == "messages":
                 ids, labels = fm.messages_example(r["messages"])
@@ -161,11 +162,12 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
                     prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["response"])
                 p, q = fm.prompt_ids(prompt), fm.response_ids(resp)
                 ids, labels = p + q, [-100] * len(p) + q
+                text = {"prompt_text": prompt, "response_text": resp}  # for strategies that rewrite targets
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         ids, labels = ids[:max_length], labels[:max_length]
         if any(x != -100 for x in labels):
-            out.append({"input_ids": ids, "labels": labels})
+            out.append({"input_ids": ids, "labels": labels, **(text if fmt != "messages" else {})})
     if not out:
         raise ValueError(f"{rows.source}: no example keeps a response token within max_length={max_length}")
     return out
