@@ -103,3 +103,29 @@ def test_olora_keeps_new_adapter_orthogonal_and_old_ones_frozen(base, tmp_path):
         assert exported and all(torch.equal(live[n].detach(), t) for n, t in exported.items())  # frozen
         assert set(run.model.base_model.active_adapters) == {"stage0", "stage1"}  # all active at inference
     assert overlaps[0.5] < 0.3 * overlaps[0.0], overlaps
+
+
+def test_progressive_prompts_isolate_stages_and_learn(base, tmp_path):
+    from lifelong.train.loop import collate
+
+    cfg = make(base, tmp_path, {"name": "prompt", "n_tokens": 8}, "prompt", steps=60, lr=3e-2)
+    run = Run(cfg, quiet=True)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    res = run.execute()
+    A = res.matrix
+    for j in range(3):
+        for i in range(j + 1, 3):
+            assert A[i + 1][j] == A[j + 1][j]  # [P_j..P_1] unchanged by later stages
+    model = run.model
+    assert len(model.prompts) == 3 and not any(p.requires_grad for p in model.parameters())
+    for n, p in model.base.named_parameters():
+        assert torch.equal(p, before[n])  # base frozen
+    # the stage-0 prompt learned: lower loss on stage 0's data than the prompt it started from
+    ex = run.prepared[0]
+    batch = collate(ex[:64], 0, "cpu")
+    model.active = 1
+    with torch.no_grad():
+        trained = float(model(**batch).loss)
+        model.prompts[0].data.copy_(run.strategy._new_prompt(model, 0))
+        initial = float(model(**batch).loss)
+    assert trained < initial - 0.01, (trained, initial)
