@@ -129,3 +129,35 @@ def test_progressive_prompts_isolate_stages_and_learn(base, tmp_path):
         model.prompts[0].data.copy_(run.strategy._new_prompt(model, 0))
         initial = float(model(**batch).loss)
     assert trained < initial - 0.01, (trained, initial)
+
+
+def test_lora_moe_starts_as_base_freezes_old_experts_and_balances(base, tmp_path):
+    from lifelong.strategies.base import StageContext
+    from lifelong.strategies.lora_moe import LoRAMoE, LoRAMoEParams, moe_layers
+    from lifelong.testing import tiny_tokenizer
+    from lifelong.train.loop import collate
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    s = LoRAMoE(LoRAMoEParams(n_experts=2))
+    model = s.wrap_model(StageContext(stage_index=0, stage_name="a", model=model, tokenizer=tiny_tokenizer()))
+    ids = torch.tensor([[33, 5, 98, 14, 15, 16, 86]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, ref(ids).logits, atol=1e-6)  # B = 0: function unchanged
+    assert len(moe_layers(model)) == 2 * 3  # gate, up, down in each of 2 layers (module map)
+
+    cvs, runs = {}, {}
+    for bal in (0.0, 2.0):
+        run = Run(make(base, tmp_path, {"name": "lora_moe", "n_experts": 2, "balance": bal}, f"moe{bal}",
+                       steps=60, n_stages=2), quiet=True)
+        run.execute()
+        batch = collate(run.prepared[1][:64], 0, "cpu")
+        with torch.no_grad():
+            run.model(**batch)
+        cvs[bal], runs[bal] = run.strategy.importance_cv(run.model), run
+    assert cvs[2.0] < 0.5 * cvs[0.0], cvs  # the balance term spreads the router's gates over experts
+    layers = moe_layers(runs[0.0].model)
+    assert all(len(m.A) == 4 and m.router.shape[0] == 4 for m in layers)  # 2 experts per stage, 2 stages
+    assert not any(m.A[0].requires_grad or m.B[1].requires_grad for m in layers)  # stage-0 experts frozen
+    assert any(float(m.B[2].abs().sum()) > 0 for m in layers)  # stage-1 experts trained

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 ARCH: dict[str, dict[str, Any]] = {
-    "llama": {"attention": ["q_proj", "v_proj"], "mlp_out": "mlp.down_proj", "layers": "model.layers"},
-    "mistral": {"attention": ["q_proj", "v_proj"], "mlp_out": "mlp.down_proj", "layers": "model.layers"},
-    "qwen2": {"attention": ["q_proj", "v_proj"], "mlp_out": "mlp.down_proj", "layers": "model.layers"},
-    "gpt2": {"attention": ["c_attn"], "mlp_out": "mlp.c_proj", "layers": "transformer.h"},
+    "llama": {"attention": ["q_proj", "v_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
+              "mlp_out": "mlp.down_proj", "layers": "model.layers"},
+    "mistral": {"attention": ["q_proj", "v_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
+                "mlp_out": "mlp.down_proj", "layers": "model.layers"},
+    "qwen2": {"attention": ["q_proj", "v_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
+              "mlp_out": "mlp.down_proj", "layers": "model.layers"},
+    "gpt2": {"attention": ["c_attn"], "mlp": ["mlp.c_fc", "mlp.c_proj"], "mlp_out": "mlp.c_proj",
+             "layers": "transformer.h"},
 }
 
 
