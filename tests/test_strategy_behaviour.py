@@ -155,3 +155,13 @@ def test_generative_replay_forgets_less_without_storing_data(tiny_cfg):
     assert s.cost()["stored_examples"] == 0 and not s.stores_examples
     decoded = run.tokenizer.decode([t for t in s.pseudo[0]["input_ids"]])
     assert decoded.startswith("t") and "?" in decoded  # the model generates its own task examples
+
+
+def test_replay_and_ewc_compose(tiny_cfg, naive_metrics):
+    run, m = run_strategy(tiny_cfg, [{"name": "replay", "buffer_size": 200, "fraction": 0.3},
+                                     {"name": "ewc", "weight": 1e5}], name="replay-ewc")
+    from lifelong.strategies.base import Compose
+
+    assert isinstance(run.strategy, Compose) and len(run.strategy.parts[1].terms) == 3
+    assert run.strategy.parts[0].replayed > 0
+    assert m["FM"] < naive_metrics["FM"] - 20, (m, naive_metrics)

@@ -40,8 +40,8 @@ def main(args: argparse.Namespace) -> int:
         reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS}[args.what]
         for name, cls in reg.items():
             doc = inspect.getdoc(cls) or ""
-            lines.append(f"{name}: {doc.splitlines()[0] if doc else ''}")
-            flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed",
+            lines.append(f"{name}: {' '.join(doc.split(chr(10) * 2)[0].split()) if doc else ''}")
+            flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed", "supports_fsdp",
                                                    "stores_examples", "trainable", "higher_is_better",
                                                    "formats") if hasattr(cls, k)}
             if flags:

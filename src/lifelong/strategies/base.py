@@ -52,7 +52,10 @@ class Strategy:
     needs_task_identity: ClassVar[bool] = False
     """Needs to know which stage an eval example belongs to at inference."""
     supports_distributed: ClassVar[bool] = True
-    """Correct under DDP (`accelerate launch`)."""
+    """Correct under DDP (`accelerate launch`): hooks see the same data and act the same on every process."""
+    supports_fsdp: ClassVar[bool] = False
+    """Tested under FSDP / ZeRO-3 sharded parameters (none is yet: hooks that read full parameters by name
+    would see shards)."""
     stores_examples: ClassVar[bool] = False
     """Keeps training examples of earlier stages (privacy / storage relevant)."""
 
