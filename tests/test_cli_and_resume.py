@@ -25,7 +25,7 @@ def test_cli_run_show_and_refuse_overwrite(tmp_path, capsys):
     p = write_cfg(tmp_path, "cli", n_stages=2, steps=3)
     assert main(["run", str(p), "--quiet"]) == 0
     run_dir = tmp_path / "runs" / "cli"
-    for f in ("config.yaml", "results.json", "per_example.json", "events.jsonl", "ckpt/latest"):
+    for f in ("config.yaml", "results.json", "per_example.json", "events.jsonl", "ckpt/latest", "report.html"):
         assert (run_dir / f).exists(), f
     res = json.loads((run_dir / "results.json").read_text())
     assert res["rows"] == ["baseline", "task0", "task1"] and len(res["matrix"][0]) == 2

@@ -199,6 +199,10 @@ class RunConfig(Strict):
     """Evaluation suite settings."""
     stages: list[StageConfig] = Field(min_length=1)
     """The stream of stages, in order."""
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    """Experiment trackers fed through accelerate (losses, learning rate, eval scores); none by default.
+    TensorBoard and MLflow write under the run directory (MLflow: a local file store unless
+    MLFLOW_TRACKING_URI is set)."""
 
     @model_validator(mode="before")
     @classmethod

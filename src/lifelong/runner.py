@@ -43,6 +43,23 @@ def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
     return None if a == b else f"{path or '<root>'}: {json.dumps(a)[:80]} != {json.dumps(b)[:80]}"
 
 
+def flat_scalars(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config into scalar `a.b.c` entries (what trackers accept as hyper-parameters)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flat_scalars(v, f"{prefix}{k}."))
+    elif isinstance(d, list):
+        if all(isinstance(x, (int, float, str, bool)) for x in d) and len(d) <= 8:
+            out[prefix[:-1]] = str(d)
+        else:
+            for i, v in enumerate(d[:32]):
+                out.update(flat_scalars(v, f"{prefix}{i}."))
+    elif isinstance(d, (int, float, str, bool)):
+        out[prefix[:-1]] = d
+    return out
+
+
 def versions() -> dict[str, str]:
     import accelerate
     import transformers
@@ -51,7 +68,8 @@ def versions() -> dict[str, str]:
 
     return {"lifelong": lifelong.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "accelerate": accelerate.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"}
 
 
 class Run:
@@ -68,8 +86,14 @@ class Run:
         prec = cfg.train.precision
         if prec == "auto":
             prec = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision=prec)
+        trackers = list(cfg.trackers)
+        if "mlflow" in trackers and "MLFLOW_TRACKING_URI" not in os.environ:
+            os.environ["MLFLOW_TRACKING_URI"] = (self.run_dir / "mlruns").resolve().as_uri()
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision=prec, log_with=trackers or None,
+                                       project_dir=str(self.run_dir / "trackers") if trackers else None)
         self._check_run_dir()
+        if trackers:
+            self.accelerator.init_trackers(cfg.name, config=flat_scalars(cfg.model_dump(mode="json")))
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model, self.tokenizer = load_model_and_tokenizer(cfg.model, seed=cfg.seed)
@@ -82,6 +106,15 @@ class Run:
         self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
         self.tasks: list[EvalTask] = build_suite(cfg)
+        # global optimizer-step offset of every stage (tracker x-axis), from the same step rule as the loop
+        from lifelong.train.loop import stage_steps
+
+        self.step_offsets = [0]
+        for i, ex in enumerate(self.prepared):
+            tc = cfg.stage_train(i)
+            n = stage_steps(len(ex), tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
+                            tc.max_steps, tc.epochs) if isinstance(ex, list) else 0
+            self.step_offsets.append(self.step_offsets[-1] + n)
 
     # ---- run directory --------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -132,6 +165,9 @@ class Run:
                 stats = np.concatenate([np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
                                         for _, s in sorted(parts, key=lambda p: p[0]) if len(s)])
             results.set_cell(row, j, stats)
+        if self.cfg.trackers:
+            acc.log({f"eval/{t.name}": results.matrix[row][j] for j, t in enumerate(self.tasks)},
+                    step=self.step_offsets[row])
         if acc.is_main_process:
             results.save(self.run_dir)
             self.log(type="eval", row=results.rows[row], scores={t.name: results.matrix[row][j]
@@ -191,6 +227,16 @@ class Run:
             results.compute_metrics(cfg.eval.bootstrap, cfg.seed)
             results.save(self.run_dir)
             self.log(type="end")
+            from lifelong.report.html import build_report
+
+            build_report(self.run_dir)
+            if cfg.trackers:
+                for group, g in results.metrics.items():
+                    if isinstance(g, dict) and "metrics" in g:
+                        acc.log({f"metrics/{group}/{k}": v for k, v in g["metrics"].items() if v is not None},
+                                step=self.step_offsets[-1])
+        if cfg.trackers:
+            acc.end_training()
         acc.wait_for_everyone()
         return results
 

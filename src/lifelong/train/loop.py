@@ -144,6 +144,9 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
             progress.update(bar, advance=1, loss=loss_sum, tps=tps)
             run.log(type="step", stage=index, step=step, loss=loss_sum, lr=lr, tokens=step_tokens * world,
                     tokens_per_s=tps)
+            if run.cfg.trackers:
+                acc.log({"train/loss": loss_sum, "train/lr": lr, "train/tokens_per_s": tps},
+                        step=run.step_offsets[index] + step + 1)
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 acc.wait_for_everyone()
                 if acc.is_main_process:

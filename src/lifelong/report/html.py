@@ -1,0 +1,96 @@
+"""`report.html`: one self-contained page per run (styles and SVG figures inline, no network needed), rendered
+from a Jinja2 template: the results matrix heatmap, per-task curves with CI bands, the metrics with CIs and
+their convention, training loss and learning rate with stage boundaries, the cost table, the resolved config
+and the environment."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from lifelong.eval.metrics import METRICS
+from lifelong.report import plots
+from lifelong.report.table import read_events
+from lifelong.train.checkpoint import atomic_write_text
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:,.{d}f}"
+    return env
+
+
+def cell_bands(res: dict, per_example: dict, n_boot: int = 500, seed: int = 0) -> dict[str, list]:
+    """95% percentile-bootstrap CI of every cell (resampling that task's eval examples)."""
+    from lifelong.eval.scorers import SCORERS
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    for t in res["tasks"]:
+        agg = SCORERS.get(t["scorer"]).aggregate
+        band: list[Optional[list[float]]] = []
+        for row in res["rows"]:
+            stats = per_example.get(t["name"], {}).get(row)
+            if not stats:
+                band.append(None)
+                continue
+            s = np.asarray(stats, dtype=float)
+            idx = rng.integers(len(s), size=(n_boot, len(s)))
+            draws = agg(s[idx])
+            band.append([float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))])
+        out[t["name"]] = band
+    return out
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    rp = run_dir / "results.json"
+    if not rp.exists():
+        raise ValueError(f"{run_dir}: no results.json; is this a run directory (lifelong run ... writes one)?")
+    res = json.loads(rp.read_text())
+    pe = run_dir / "per_example.json"
+    per = json.loads(pe.read_text()) if pe.exists() else {}
+    cfg = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    return {"dir": run_dir, "results": res, "per_example": per, "config": cfg, "events": read_events(run_dir)}
+
+
+def training_series(events: list[dict]) -> tuple[list[dict], list[tuple[int, str]]]:
+    steps = [e for e in events if e.get("type") == "step"]
+    # a resumed run logs some steps twice: keep the last record of each (stage, step)
+    last: dict[tuple, dict] = {}
+    for e in steps:
+        last[(e["stage"], e["step"])] = e
+    ordered = [last[k] for k in sorted(last)]
+    bounds, seen = [], set()
+    names = {e["stage"]: e.get("name", f"stage {e['stage']}") for e in events if e.get("type") == "stage_start"}
+    for i, e in enumerate(ordered):
+        if e["stage"] not in seen:
+            seen.add(e["stage"])
+            bounds.append((i, names.get(e["stage"], f"stage {e['stage']}")))
+    return ordered, bounds
+
+
+def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
+    run = load_run(run_dir)
+    res = run["results"]
+    steps, bounds = training_series(run["events"])
+    groups = [(g, v) for g, v in res.get("metrics", {}).items() if g not in ("convention", "probes")]
+    costs = [{"stage": k, **v} for k, v in res.get("costs", {}).items()]
+    cost_keys = sorted({k for c in costs for k in c if k != "stage"},
+                       key=lambda k: (k not in ("wall_s", "steps", "tokens", "trainable_params", "peak_memory_mb"), k))
+    html = environment().get_template("report.html.j2").render(
+        res=res, metrics_order=METRICS, groups=groups, costs=costs, cost_keys=cost_keys,
+        heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
+        curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
+        training=plots.training(steps, bounds) if steps else None,
+        config=run["config"], versions=res.get("versions", {}), probes=res.get("metrics", {}).get("probes"),
+        convention=res.get("metrics", {}).get("convention", ""), complete=all(v is not None for v in res["matrix"][-1]))
+    path = Path(out) if out else Path(run_dir) / "report.html"
+    atomic_write_text(path, html)
+    return path
