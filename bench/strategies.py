@@ -24,7 +24,7 @@ RECIPES: dict[str, tuple[dict, float]] = {
     "naive": ({}, 2e-3),
     "replay": ({"buffer_size": 200, "fraction": 0.3}, 2e-3),
     "agem": ({"memory_size": 300, "sample_size": 64}, 2e-3),
-    "ewc": ({"weight": 1e5}, 2e-3),
+    "ewc": ({"weight": 1000.0, "normalize": True}, 2e-3),
     "l2": ({"weight": 0.05}, 2e-3),
     "lwf": ({"weight": 1.0}, 2e-3),
     "generative_replay": ({"fraction": 0.3, "max_new_tokens": 24}, 2e-3),

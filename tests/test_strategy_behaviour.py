@@ -165,3 +165,19 @@ def test_replay_and_ewc_compose(tiny_cfg, naive_metrics):
     assert isinstance(run.strategy, Compose) and len(run.strategy.parts[1].terms) == 3
     assert run.strategy.parts[0].replayed > 0
     assert m["FM"] < naive_metrics["FM"] - 20, (m, naive_metrics)
+
+
+def test_sampled_fisher_uses_model_labels_not_data_labels():
+    from lifelong.strategies.base import StageContext
+    from lifelong.strategies.ewc import EWC, EWCParams
+    from lifelong.testing import tiny_llama, tiny_tokenizer
+
+    model, tok = tiny_llama(seed=8), tiny_tokenizer()
+    examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 8
+    ctx = StageContext(stage_index=0, stage_name="s", model=model, tokenizer=tok, examples=examples)
+    emp = EWC(EWCParams(fisher_samples=8)).fisher(ctx)
+    smp = EWC(EWCParams(fisher_samples=8, fisher="sampled")).fisher(ctx)
+    again = EWC(EWCParams(fisher_samples=8, fisher="sampled")).fisher(ctx)
+    k = "model.layers.1.mlp.down_proj.weight"
+    assert not torch.allclose(emp[k], smp[k])  # a random model rarely samples the data's labels
+    assert torch.equal(smp[k], again[k])  # seeded: reproducible

@@ -5,7 +5,7 @@ import argparse
 import inspect
 from typing import Any
 
-WHAT = ("strategies", "stages", "scorers", "config")
+WHAT = ("strategies", "stages", "scorers", "merges", "config")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def _fields(model: Any, indent: str = "    ") -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from lifelong.config import DataConfig, EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
     from lifelong.eval.scorers import SCORERS
+    from lifelong.merging import MERGE_METHODS
     from lifelong.stages import STAGE_KINDS
     from lifelong.strategies import STRATEGIES
 
@@ -37,12 +38,13 @@ def main(args: argparse.Namespace) -> int:
                              ("stages[].eval / eval.probes[]", EvalTaskConfig), ("eval", EvalConfig)):
             lines += [f"{title}:"] + _fields(model)
     else:
-        reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS}[args.what]
+        reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS,
+               "merges": MERGE_METHODS}[args.what]
         for name, cls in reg.items():
             doc = inspect.getdoc(cls) or ""
             lines.append(f"{name}: {' '.join(doc.split(chr(10) * 2)[0].split()) if doc else ''}")
             flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed", "supports_fsdp",
-                                                   "stores_examples", "trainable", "higher_is_better",
+                                                   "stores_examples", "trainable", "higher_is_better", "uses_base", "n_models",
                                                    "formats") if hasattr(cls, k)}
             if flags:
                 lines.append("    capabilities: " + ", ".join(f"{k}={v}" for k, v in flags.items()))

@@ -13,7 +13,7 @@ penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `b
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ class EWCParams(BaseModel):
     """Examples of the finished stage used to estimate its Fisher (per-example gradients)."""
     normalize: bool = False
     """Divide each stage's Fisher by its mean over all parameters, so `weight` is scale-free."""
+    fisher: Literal["empirical", "sampled"] = "empirical"
+    """`empirical`: gradients of the true labels (vanishes on data the model already fits);
+    `sampled`: labels drawn from the model's own predictive distribution at the response positions (the
+    Fisher information proper, as in Kirkpatrick et al.; Kunstner et al. 2019 on the difference)."""
 
 
 @STRATEGIES.register("ewc")
@@ -48,6 +52,7 @@ class EWC(Strategy):
     def __init__(self, params: EWCParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
         self.terms: list[dict[str, dict[str, torch.Tensor]]] = []  # [{"fisher": {...}, "anchor": {...}}]
+        self._version = 0  # bumped whenever the terms change (invalidates the device cache)
 
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread
@@ -65,11 +70,19 @@ class EWC(Strategy):
         device = ctx.device or next(model.parameters()).device
         pad = ctx.tokenizer.pad_token_id if ctx.tokenizer is not None and ctx.tokenizer.pad_token_id is not None else 0
         fisher = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in params.items()}
+        gen = torch.Generator(device=device).manual_seed(int(self.seed * 7919 + ctx.stage_index))
         was_training = model.training
         model.eval()  # no dropout noise in the Fisher
         for i in mine:
             model.zero_grad(set_to_none=True)
             batch = collate([ctx.examples[int(i)]], pad, device)
+            if p.fisher == "sampled":
+                with torch.no_grad():
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    probs = torch.softmax(logits[0, :-1].float(), -1)  # position t predicts token t+1
+                    draw = torch.multinomial(probs, 1, generator=gen)[:, 0][None]
+                    keep = batch["labels"][:, 1:] != -100
+                    batch["labels"][:, 1:] = torch.where(keep, draw, batch["labels"][:, 1:])
             model(**batch).loss.backward()
             for k, v in params.items():
                 if v.grad is not None:
@@ -93,19 +106,32 @@ class EWC(Strategy):
             f = {k: p.gamma * old[k] + v for k, v in f.items()}
             self.terms = []
         self.terms.append({"fisher": f, "anchor": anchor})
+        self._version += 1
 
     @torch.no_grad()
     def before_step(self, ctx: StageContext) -> None:
         lam = self.params.weight  # type: ignore[attr-defined]
         if not self.terms or lam == 0:
             return
-        for name, p in trainable(ctx.model).items():
-            if p.grad is None:
-                continue
+        for params, fishers, anchors in self._lists(ctx.model):
+            live = [i for i, p in enumerate(params) if p.grad is not None]
+            diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
+            torch._foreach_mul_(diff, [fishers[i] for i in live])
+            torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam F (theta - theta*)
+
+    def _lists(self, model: Any) -> list[tuple[list, list, list]]:
+        """Per term: (parameters, Fisher, anchor) aligned lists on the parameters' device, cached."""
+        key = (id(model), self._version)
+        if getattr(self, "_cache_key", None) != key:
+            named = trainable(model)
+            out = []
             for t in self.terms:
-                if name in t["fisher"]:
-                    diff = p.detach() - t["anchor"][name].to(p.device)
-                    p.grad.add_(t["fisher"][name].to(p.device, p.grad.dtype) * diff, alpha=lam)
+                names = [n for n in named if n in t["fisher"]]
+                out.append(([named[n] for n in names],
+                             [t["fisher"][n].to(named[n].device, named[n].dtype) for n in names],
+                             [t["anchor"][n].to(named[n].device) for n in names]))
+            self._cache, self._cache_key = out, key
+        return self._cache
 
     def penalty_value(self, model: Any) -> float:
         """The EWC penalty itself (for logging and tests)."""
@@ -122,3 +148,4 @@ class EWC(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.terms = [dict(t) for t in state.get("terms", [])]
+        self._version += 1

@@ -34,25 +34,40 @@ class L2(Strategy):
     def __init__(self, params: L2Params | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
         self.anchor: dict[str, torch.Tensor] = {}
+        self._version = 0  # bumped whenever the anchor changes (invalidates the device cache)
 
     def before_stage(self, ctx: StageContext) -> None:
         if not self.anchor:  # first stage: anchor at the starting (pre-trained) weights
             self.anchor = snapshot(ctx.model)
+            self._version += 1
 
     @torch.no_grad()
     def before_step(self, ctx: StageContext) -> None:
         if not self.anchor:
             return
         lam = self.params.weight  # type: ignore[attr-defined]
-        for name, p in trainable(ctx.model).items():
-            if p.grad is not None and name in self.anchor:
-                p.grad.add_(p.detach() - self.anchor[name].to(p.device), alpha=lam)
+        params, anchors = self._pairs(ctx.model)
+        live = [i for i, p in enumerate(params) if p.grad is not None]
+        diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
+        torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam (theta - theta*)
+
+    def _pairs(self, model: Any) -> tuple[list, list]:
+        """(parameters, anchors on the parameters' device), cached per model and anchor."""
+        key = (id(model), self._version)
+        if getattr(self, "_cache_key", None) != key:
+            named = trainable(model)
+            names = [n for n in named if n in self.anchor]
+            self._cache = ([named[n] for n in names], [self.anchor[n].to(named[n].device) for n in names])
+            self._cache_key = key
+        return self._cache
 
     def after_stage(self, ctx: StageContext) -> None:
         self.anchor = snapshot(ctx.model)
+        self._version += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"anchor": self.anchor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchor = dict(state.get("anchor", {}))
+        self._version += 1

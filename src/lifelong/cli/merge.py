@@ -1,0 +1,19 @@
+"""`lifelong merge MERGE.yaml --out DIR [key=value ...]`: merge models as a mergekit user would write it."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge models (task arithmetic, TIES, DARE, SLERP, linear) into a new model dir")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", required=True, help="output model directory (must not exist)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from lifelong.merging.engine import load_merge_config, merge_models
+
+    cfg = load_merge_config(args.config, args.overrides)
+    print(merge_models(cfg, args.out))
+    return 0

@@ -1,0 +1,61 @@
+"""DARE (Yu et al. 2024, "Language Models are Super Mario: Absorbing Abilities from Homologous Models as a
+Free Lunch", ICML): Drop And REscale. Each entry of every task vector tau_i is dropped with probability p
+and the survivors are rescaled by 1 / (1 - p), so E[tau~_i] = tau_i; the sparsified task vectors are then
+merged with `combine` (linear average of the models, task arithmetic, or TIES). Masks are drawn from a
+generator seeded by (seed, tensor name, model index): reproducible and independent of tensor order."""
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelong.merging import MERGE_METHODS
+from lifelong.merging.base import MergeMethod, TensorContext
+from lifelong.merging.ties import elect_and_merge, trim_topk
+
+
+class DareParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+    p: float = Field(default=0.9, ge=0, lt=1)
+    """Drop probability of each delta entry (the paper drops up to 90-99%)."""
+    rescale: bool = True
+    """Rescale survivors by 1/(1-p) (without it the merge shrinks toward the base)."""
+    combine: Literal["linear", "task_arithmetic", "ties"] = "task_arithmetic"
+    """How the sparsified task vectors are merged."""
+    lambda_: float = Field(default=1.0, alias="lambda")
+    """Scaling of the merged task vector (task_arithmetic and ties)."""
+    density: float = Field(default=1.0, gt=0, le=1)
+    """TIES trim density applied after dropping (combine: ties; 1 keeps every survivor)."""
+    sign: Literal["mass", "frequency"] = "mass"
+    """TIES sign election rule (combine: ties)."""
+
+
+def drop_mask(shape: torch.Size, p: float, seed: int, name: str, index: int) -> torch.Tensor:
+    digest = hashlib.sha256(f"{seed}|{name}|{index}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return torch.rand(shape, generator=g) >= p
+
+
+@MERGE_METHODS.register("dare")
+class Dare(MergeMethod):
+    """Drop delta entries with probability p, rescale by 1/(1-p), then merge."""
+
+    Params = DareParams
+    uses_base = True
+
+    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
+              ctx: TensorContext) -> torch.Tensor:
+        assert base is not None
+        q: DareParams = self.params  # type: ignore[assignment]
+        taus = []
+        for i, t in enumerate(tensors):
+            tau = (t - base) * drop_mask(t.shape, q.p, ctx.seed, ctx.name, i).to(t.dtype)
+            taus.append(tau / (1 - q.p) if q.rescale else tau)
+        if q.combine == "linear":
+            return base + sum(w * t for w, t in zip(weights, taus)) / sum(weights)  # type: ignore[return-value]
+        if q.combine == "task_arithmetic":
+            return base + q.lambda_ * sum(w * t for w, t in zip(weights, taus))  # type: ignore[return-value]
+        taus = [trim_topk(w * t, q.density) for w, t in zip(weights, taus)]
+        return base + q.lambda_ * elect_and_merge(taus, q.sign)

@@ -1,0 +1,31 @@
+"""Linear merge: the weighted average of the models (a uniform model soup, Wortsman et al. 2022, when
+the weights are equal)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from lifelong.merging import MERGE_METHODS
+from lifelong.merging.base import MergeMethod, TensorContext
+
+
+class LinearParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    normalize: bool = True
+    """Divide by the sum of the weights (a true average)."""
+
+
+@MERGE_METHODS.register("linear")
+class Linear(MergeMethod):
+    """sum_i w_i theta_i (/ sum_i w_i)."""
+
+    Params = LinearParams
+
+    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
+              ctx: TensorContext) -> torch.Tensor:
+        out = sum(w * t for w, t in zip(weights, tensors))
+        if self.params.normalize:  # type: ignore[attr-defined]
+            out = out / sum(weights)
+        return out  # type: ignore[return-value]

@@ -1,0 +1,179 @@
+"""Merge methods against hand-computed examples, their properties, and the streaming engine end to end."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from lifelong.merging import MERGE_METHODS
+from lifelong.merging.base import TensorContext
+from lifelong.merging.engine import MergeConfig, merge_models
+
+CTX = TensorContext(name="w", seed=0)
+
+
+def method(name, **params):
+    cls = MERGE_METHODS.get(name)
+    return cls(cls.Params(**params))
+
+
+def test_ties_hand_computed():
+    base = torch.zeros(6)
+    a = torch.tensor([3.0, -1.0, 0.5, 2.0, -4.0, 0.1])
+    b = torch.tensor([-2.0, -3.0, 0.2, 1.0, 5.0, 0.0])
+    c = torch.tensor([1.0, 2.0, -0.4, -6.0, -1.0, 0.3])
+    # density 0.5 keeps the 3 largest magnitudes of each task vector:
+    # a -> [3, 0, 0, 2, -4, 0]; b -> [-2, -3, 0, 0, 5, 0]; c -> [0, 2, 0, -6, 0, 0] (|1|,|-1| tie below)
+    c_trim = torch.tensor([1.0, 2.0, 0, -6.0, -1.0, 0])  # c has |1| twice at the 3rd place: both kept
+    # mass election per entry: [3-2+1=2 (+), -3+2=-1 (-), 0, 2-6=-4 (-), -4+5-1=0 -> 0, 0]
+    # disjoint means: e0: mean(3, 1) = 2; e1: mean(-3) = -3; e3: -6; e4: sign 0 -> nothing agrees -> 0
+    out = method("ties", density=0.5).merge([a, b, c], [1, 1, 1], base, CTX)
+    assert torch.allclose(out, torch.tensor([2.0, -3.0, 0.0, -6.0, 0.0, 0.0]))
+    # frequency election: e0 signs (+,-,+) -> +; e1 (0,-,+) -> 0 -> nothing; e3 (+,0,-) -> 0;
+    # e4 (-,+,-) -> - : mean(-4,-1)
+    out_f = method("ties", density=0.5, sign="frequency").merge([a, b, c], [1, 1, 1], base, CTX)
+    assert torch.allclose(out_f, torch.tensor([2.0, 0.0, 0.0, 0.0, -2.5, 0.0]))
+    assert torch.equal(c_trim[:2], torch.tensor([1.0, 2.0]))
+    # lambda scales the merged task vector, added to the base
+    out_l = method("ties", density=0.5, **{"lambda": 0.5}).merge([a + 1, b + 1, c + 1], [1, 1, 1], base + 1, CTX)
+    assert torch.allclose(out_l, 1 + 0.5 * torch.tensor([2.0, -3.0, 0.0, -6.0, 0.0, 0.0]))
+
+
+def test_task_arithmetic_and_linear_hand_computed():
+    base, a, b = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0])
+    out = method("task_arithmetic", **{"lambda": 0.5}).merge([a, b], [1.0, 2.0], base, CTX)
+    assert torch.allclose(out, base + 0.5 * (torch.tensor([1.0, -1.0]) + 2 * torch.tensor([0.0, 2.0])))
+    assert torch.allclose(method("linear").merge([a, b], [1.0, 3.0], None, CTX), (a + 3 * b) / 4)
+
+
+def test_dare_is_unbiased_and_reproducible():
+    base = torch.zeros(20000)
+    a = torch.randn(20000, generator=torch.Generator().manual_seed(1))
+    m = method("dare", p=0.8, combine="task_arithmetic")
+    draws = torch.stack([m.merge([a], [1.0], base, TensorContext(name=f"w{i}", seed=0)) for i in range(60)])
+    kept = (draws[0] != 0).float().mean()
+    assert abs(float(kept) - 0.2) < 0.02  # drop rate p
+    assert torch.allclose(draws.mean(0).mean(), a.mean(), atol=0.02)
+    assert float((draws.mean(0) - a).abs().mean()) < 0.35 * float(a.abs().mean())  # E[tau~] = tau
+    again = m.merge([a], [1.0], base, TensorContext(name="w0", seed=0))
+    assert torch.equal(again, draws[0])  # same seed and name: same mask
+    other = m.merge([a], [1.0], base, TensorContext(name="w0", seed=1))
+    assert not torch.equal(other, draws[0])
+    nores = method("dare", p=0.8, rescale=False).merge([a], [1.0], base, TensorContext(name="w0", seed=0))
+    assert torch.allclose(nores * 5, draws[0])
+
+
+def test_slerp_endpoints_midpoint_and_parallel():
+    v0, v1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    s = method("slerp", t=0.5)
+    assert torch.allclose(s.merge([v0, v1], [1, 1], None, CTX), torch.tensor([2 ** -0.5, 2 ** -0.5]))
+    assert torch.allclose(method("slerp", t=0.0).merge([v0, v1], [1, 1], None, CTX), v0)
+    assert torch.allclose(method("slerp", t=1.0).merge([v0, v1], [1, 1], None, CTX), v1)
+    assert torch.allclose(s.merge([v0, 2 * v0], [1, 1], None, CTX), 1.5 * v0)  # parallel: linear
+
+
+@pytest.mark.parametrize("name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {"density": 1.0}),
+                                         ("dare", {"p": 0.0})])
+def test_merging_one_model_returns_it(name, params):
+    base = torch.randn(4, 5)
+    a = torch.randn(4, 5)
+    out = method(name, **params).merge([a], [1.0], base, CTX)
+    assert torch.allclose(out, a, atol=1e-6)
+
+
+def test_linear_of_identical_models_is_identity():
+    a = torch.randn(3, 3)
+    assert torch.allclose(method("linear").merge([a, a, a], [0.2, 0.3, 0.5], None, CTX), a)
+
+
+# ---- engine -------------------------------------------------------------------------------------------
+def save_tiny(path, seed, base=None, scale=0.1, dtype=torch.float32):
+    from lifelong.testing import tiny_llama, tiny_tokenizer
+
+    model = tiny_llama(seed=0)
+    if base is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    model.to(dtype).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def test_engine_matches_in_memory_merge_and_loads(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base = save_tiny(tmp_path / "base", 0)
+    a = save_tiny(tmp_path / "a", 1, base=True)
+    b = save_tiny(tmp_path / "b", 2, base=True)
+    cfg = MergeConfig(merge_method="ties", base_model=base, models=[{"model": a}, {"model": b}],
+                      parameters={"density": 0.5}, max_shard_size=20_000,
+                      overrides=[{"pattern": "*embed_tokens*", "use": "base"}])
+    out = merge_models(cfg, tmp_path / "merged")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # sharded
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    tb, ta, tbb = (load_file(f"{d}/model.safetensors") for d in (base, a, b))
+    got = merged.state_dict()
+    m = method("ties", density=0.5)
+    for name in tb:
+        if "embed_tokens" in name:
+            assert torch.equal(got[name], tb[name])
+        else:
+            want = m.merge([ta[name], tbb[name]], [1, 1], tb[name], TensorContext(name=name))
+            assert torch.allclose(got[name], want, atol=1e-6), name
+    with pytest.raises(ValueError, match="already exists"):
+        merge_models(cfg, tmp_path / "merged")
+
+
+def test_engine_names_the_mismatching_tensor(tmp_path):
+    from lifelong.testing import tiny_llama
+
+    base = save_tiny(tmp_path / "base", 0)
+    other = tiny_llama(seed=0, intermediate_size=96)
+    other.save_pretrained(tmp_path / "wide")
+    cfg = MergeConfig(merge_method="task_arithmetic", base_model=base, models=[{"model": str(tmp_path / "wide")}])
+    with pytest.raises(ValueError, match=r"tensor 'model\.layers\.0\.mlp\.down_proj\.weight': shape \[64, 128\]"):
+        merge_models(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_global_trim_keeps_the_global_top_fraction(tmp_path):
+    base = save_tiny(tmp_path / "base", 0)
+    a = save_tiny(tmp_path / "a", 1, base=True)
+    from lifelong.merging.engine import global_thresholds
+    from lifelong.merging.st_io import LazyModel
+
+    lb, la = LazyModel(base), LazyModel(a)
+    names = lb.names()
+    th = global_thresholds([la], lb, [1.0], 0.1, names)[0]
+    all_d = torch.cat([(la.get(n) - lb.get(n)).abs().flatten() for n in names])
+    assert int((all_d >= th).sum()) == int(round(0.1 * all_d.numel()))
+
+
+def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
+    from lifelong.cli import main
+
+    base = save_tiny(tmp_path / "base", 0)
+    a = save_tiny(tmp_path / "a", 1, base=True)
+    b = save_tiny(tmp_path / "b", 2, base=True)
+    y = tmp_path / "merge.yaml"
+    y.write_text(yaml.safe_dump({"merge_method": "dare", "base_model": "base",
+                                 "models": [{"model": "a", "parameters": {"weight": 0.5}},
+                                            {"model": "b", "parameters": {"weight": 0.5}}],
+                                 "parameters": {"p": 0.5, "combine": "ties", "density": 0.8}, "dtype": "bfloat16"}))
+    assert main(["merge", str(y), "--out", str(tmp_path / "m")]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
+    y.write_text(yaml.safe_dump({"merge_method": "tie", "base_model": "base", "models": [{"model": "a"}]}))
+    assert main(["merge", str(y), "--out", str(tmp_path / "m2")]) == 2
+    assert "did you mean 'ties'" in capsys.readouterr().err
+    y.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": "base", "models": [{"model": "a"}],
+                                 "parameters": {"density": 2}}))
+    assert main(["merge", str(y), "--out", str(tmp_path / "m3")]) == 2
+    assert "parameters.density" in capsys.readouterr().err
