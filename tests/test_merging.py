@@ -177,3 +177,41 @@ def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
                                  "parameters": {"density": 2}}))
     assert main(["merge", str(y), "--out", str(tmp_path / "m3")]) == 2
     assert "parameters.density" in capsys.readouterr().err
+
+
+def test_merge_stage_combines_two_branches_tuned_from_one_base(tmp_path):
+    """Behaviour: fine-tune A, fine-tune B from the same base, merge them; the merged model (scored in the same
+    results matrix) is well above the base on both tasks."""
+    from lifelong.config import validate_raw
+    from lifelong.runner import Run
+    from lifelong.testing import tiny_pretrained, tiny_run_config
+
+    base = tiny_pretrained(tmp_path / "base")
+    raw = tiny_run_config("naive", n_stages=3, steps=60, train={"lr": 1e-3}, name="branches",
+                          output_dir=str(tmp_path / "runs"))
+    raw["model"] = {"path": base}
+    raw["eval"]["bootstrap"] = 0
+    a, _, b = raw["stages"]
+    b["start_from"] = "base"
+    raw["stages"] = [a, b, {"name": "merged", "kind": "merge",
+                            "merge": {"method": "task_arithmetic", "models": [a["name"], b["name"]]}}]
+    run = Run(validate_raw(raw), quiet=True)
+    res = run.execute()
+    baseline, merged = res.matrix[0], res.matrix[3]
+    assert merged[0] > baseline[0] + 25 and merged[1] > baseline[1] + 25, res.matrix
+    assert res.matrix[2][1] > res.matrix[1][1]  # branch B started from the base, not from A
+    assert res.costs["merged"]["merged_models"] == 2
+
+
+def test_merge_stage_config_errors(tmp_path):
+    from lifelong.config import ConfigError, validate_raw
+    from lifelong.testing import tiny_run_config
+
+    raw = tiny_run_config("naive", n_stages=2)
+    raw["stages"].append({"name": "m", "kind": "merge", "merge": {"method": "tie", "models": ["task0", "nope"]}})
+    with pytest.raises(ConfigError) as e:
+        validate_raw(raw)
+    assert "'nope' is not `base` or an earlier stage" in str(e.value) and "did you mean 'ties'" in str(e.value)
+    raw["stages"][-1] = {"name": "m", "kind": "instruct"}
+    with pytest.raises(ConfigError, match="stage kind 'instruct' trains, so it needs `data`"):
+        validate_raw(raw)

@@ -154,13 +154,31 @@ class StrategySpec(Strict):
     """Registered strategy name (`lifelong ls strategies`); its parameters sit beside `name`."""
 
 
+class MergeStageConfig(Strict):
+    method: str
+    """Merge method (`lifelong ls merges`)."""
+    models: list[str] = Field(min_length=1)
+    """Earlier stage names whose end-of-stage weights are merged (`base`: the run's starting model)."""
+    weights: Optional[list[float]] = None
+    """Per-model weights (default 1 each)."""
+    base: str = "base"
+    """The base the deltas are taken against: `base` (the starting model) or an earlier stage's name."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Method parameters (typed per method)."""
+
+
 class StageConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     """Stage name (letters, digits, `_ . -`); unique in the stream."""
     kind: str = "instruct"
     """Stage kind (`lifelong ls stages`)."""
-    data: DataConfig
-    """Training rows of the stage."""
+    data: Optional[DataConfig] = None
+    """Training rows of the stage (required by trainable kinds)."""
+    start_from: str = "previous"
+    """Weights the stage starts from: `previous` (the stream's model), `base` (the starting model) or an
+    earlier stage's name (its end-of-stage weights), e.g. to tune two branches from one base and merge them."""
+    merge: Optional[MergeStageConfig] = None
+    """For `kind: merge`: which earlier stages to merge and how."""
     eval: Optional[EvalTaskConfig] = None
     """The stage's own held-out eval task, scored after every stage."""
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
@@ -211,6 +229,15 @@ class RunConfig(Strict):
             s = data["strategy"]
             data = {**data, "strategy": [{"name": s} if isinstance(s, str) else s]}
         return data
+
+    def kept_weights(self) -> list[str]:
+        """`base` and stage names whose weights later stages start from or merge (kept in the run dir)."""
+        keep: list[str] = []
+        for s in self.stages:
+            refs = ([s.start_from] if s.start_from != "previous" else []) + \
+                   (s.merge.models + [s.merge.base] if s.merge else [])
+            keep += [r for r in refs if r not in keep]
+        return keep
 
     def stage_train(self, i: int) -> TrainConfig:
         """The run-level train settings with stage `i`'s overrides applied."""
@@ -339,10 +366,38 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
                 SCORERS.get(task.scorer).Params(**task.params)
             except ValidationError as err:
                 msgs += format_validation_error(err, source, lines, loc + ("params",))
+    from lifelong.merging import MERGE_METHODS
+
     names = [s.name for s in cfg.stages]
     for i, s in enumerate(cfg.stages):
         if s.kind not in STAGE_KINDS:
             msgs.append(f"{where(('stages', i, 'kind'))}: stages.{i}.kind: {STAGE_KINDS.unknown_message(s.kind)}")
+            continue
+        kind = STAGE_KINDS.get(s.kind)
+        if kind.trainable and s.data is None:
+            msgs.append(f"{where(('stages', i))}: stages.{i}.data: stage kind {s.kind!r} trains, so it needs `data`")
+        earlier = ["base"] + names[:i]
+        if s.start_from not in ["previous"] + earlier:
+            msgs.append(f"{where(('stages', i, 'start_from'))}: stages.{i}.start_from: {s.start_from!r} is not "
+                        f"`previous`, `base` or an earlier stage ({', '.join(names[:i]) or 'none'})")
+        if s.kind == "merge":
+            if s.merge is None:
+                msgs.append(f"{where(('stages', i))}: stages.{i}.merge: a merge stage needs `merge: {{method, models}}`")
+                continue
+            loc = ("stages", i, "merge")
+            for m in s.merge.models + [s.merge.base]:
+                if m not in earlier:
+                    msgs.append(f"{where(loc)}: stages.{i}.merge: {m!r} is not `base` or an earlier stage")
+            if s.merge.method not in MERGE_METHODS:
+                msgs.append(f"{where(loc + ('method',))}: stages.{i}.merge.method: "
+                            f"{MERGE_METHODS.unknown_message(s.merge.method)}")
+            else:
+                try:
+                    MERGE_METHODS.get(s.merge.method).Params(**s.merge.parameters)
+                except ValidationError as err:
+                    msgs += format_validation_error(err, source, lines, loc + ("parameters",))
+            if s.merge.weights is not None and len(s.merge.weights) != len(s.merge.models):
+                msgs.append(f"{where(loc)}: stages.{i}.merge.weights: one weight per model")
         if names.index(s.name) != i:
             msgs.append(f"{where(('stages', i, 'name'))}: stages.{i}.name: duplicate stage name {s.name!r}")
     cols = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
@@ -399,7 +454,8 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
                 d.path = str(cand.resolve())
 
     for s in cfg.stages:
-        fix(s.data)
+        if s.data is not None:
+            fix(s.data)
         fix(s.eval)
     for t in cfg.eval.probes:
         fix(t)

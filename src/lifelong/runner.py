@@ -144,6 +144,33 @@ class Run:
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
 
+    # ---- kept weights (branches and merges) -------------------------------------------------------
+    def kept_path(self, name: str) -> Path:
+        return self.run_dir / "keep" / name / "model.safetensors"
+
+    def keep_weights(self, name: str) -> None:
+        """Save the current weights as `keep/<name>/model.safetensors` (atomically), for later stages that
+        start from them or merge them."""
+        from safetensors.torch import save_model
+
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            path = self.kept_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp{os.getpid()}.safetensors")
+            save_model(self.model, str(tmp))
+            os.replace(tmp, path)
+        self.accelerator.wait_for_everyone()
+
+    def load_kept(self, name: str) -> None:
+        from safetensors.torch import load_model
+
+        path = self.kept_path(name)
+        if not path.exists():
+            raise ValueError(f"{path}: the weights of {name!r} were not kept; they are needed by a later stage")
+        load_model(self.model, str(path), strict=False)
+        self.log(type="start_from", source=name)
+
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, results: Results, row: int) -> None:
         acc = self.accelerator
@@ -207,12 +234,17 @@ class Run:
         else:
             self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"],
                      processes=acc.num_processes)
+        if "base" in cfg.kept_weights() and not (self.run_dir / "keep" / "base" / "model.safetensors").exists():
+            self.keep_weights("base")  # before any stage (a resume from a stage checkpoint has it already)
         if not results.has_row(0):
             self.evaluate(results, 0)
         if start > 0 and mid is None and not results.has_row(start):
             self.evaluate(results, start)
         for i in range(start, len(cfg.stages)):
             self.log(type="stage_start", stage=i, name=cfg.stages[i].name)
+            src = cfg.stages[i].start_from
+            if src != "previous" and not (mid and mid["stage"] == i):
+                self.load_kept(src)
             cost = self.kinds[i].apply(self, i, self.prepared[i], resume=mid if mid and mid["stage"] == i else None)
             mid = None
             acc.wait_for_everyone()
@@ -220,6 +252,8 @@ class Run:
                 save_checkpoint(self.run_dir, f"stage{i}-end", self.model, self.strategy,
                                 {"stage": i, "step": None, "done": True})
             acc.wait_for_everyone()
+            if cfg.stages[i].name in cfg.kept_weights():
+                self.keep_weights(cfg.stages[i].name)
             results.costs[cfg.stages[i].name] = cost
             self.log(type="stage_end", stage=i, cost=cost)
             self.evaluate(results, i + 1)

@@ -54,7 +54,9 @@ def build_suite(cfg: RunConfig) -> list[EvalTask]:
         if s.eval is None:
             continue
         labels = None
-        if s.data.format in ("classification", "auto") and s.data.labels:
+        if s.data is None:
+            pass
+        elif s.data.format in ("classification", "auto") and s.data.labels:
             labels = list(s.data.labels)
         elif s.data.format in ("classification", "auto"):
             train = load_rows(s.data)

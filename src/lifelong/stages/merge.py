@@ -1,0 +1,48 @@
+"""Merge stage: merge the end-of-stage weights of earlier stages (e.g. two branches tuned from the same
+base with `start_from: base`) with a registered merge method, and continue the stream from the result, so
+the merged model is scored in the same results matrix as everything else."""
+from __future__ import annotations
+
+import shutil
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from lifelong.stages import STAGE_KINDS
+from lifelong.stages.base import StageKind
+
+if TYPE_CHECKING:
+    from lifelong.runner import Run
+
+
+@STAGE_KINDS.register("merge")
+class Merge(StageKind):
+    """Merge earlier stages' weights (task arithmetic, TIES, DARE, SLERP, linear) into the stream's model."""
+
+    trainable = False
+
+    def prepare(self, run: "Run", index: int) -> Any:
+        return None
+
+    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+        from safetensors.torch import load_model
+
+        from lifelong.merging.engine import MergeConfig, merge_models
+
+        stage = run.cfg.stages[index]
+        m = stage.merge
+        assert m is not None
+        t0 = time.perf_counter()
+        weights = m.weights or [1.0] * len(m.models)
+        out = run.run_dir / "keep" / f"{stage.name}-merged"
+        if run.accelerator.is_main_process:
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = MergeConfig(merge_method=m.method, base_model=str(run.kept_path(m.base).parent),
+                              models=[{"model": str(run.kept_path(n).parent), "parameters": {"weight": w}}
+                                      for n, w in zip(m.models, weights)],
+                              parameters=m.parameters, seed=run.cfg.seed, max_shard_size="100000GB")
+            merge_models(cfg, out)
+        run.accelerator.wait_for_everyone()
+        load_model(run.model, str(out / "model.safetensors"), strict=False)
+        run.log(type="merge", stage=index, method=m.method, models=m.models)
+        return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
+                "merged_models": len(m.models)}
