@@ -215,3 +215,35 @@ def test_merge_stage_config_errors(tmp_path):
     raw["stages"][-1] = {"name": "m", "kind": "instruct"}
     with pytest.raises(ConfigError, match="stage kind 'instruct' trains, so it needs `data`"):
         validate_raw(raw)
+
+
+def test_greedy_selection_keeps_only_improving_candidates():
+    from lifelong.merging.greedy_soup import select_greedy
+
+    solo = {0: 50.0, 1: 70.0, 2: 60.0, 3: 65.0}
+    soups = {(1,): 70.0, (1, 3): 72.0, (1, 2, 3): 71.0}
+
+    def score(idx):
+        key = tuple(sorted(idx))
+        return solo[key[0]] if len(key) == 1 else soups.get(key, 10.0)
+
+    kept, log = select_greedy(4, score)
+    assert kept == [1, 3]  # best first; 3 improves the soup; 2 and 0 do not
+    assert [t["kept"] for t in log] == [True, True, False, False]
+
+
+def test_greedy_soup_end_to_end_drops_a_harmful_model(tmp_path):
+    from lifelong.testing import tiny_stream
+
+    base = save_tiny(tmp_path / "base", 0)
+    good_a = save_tiny(tmp_path / "a", 1, base=True, scale=0.001)
+    good_b = save_tiny(tmp_path / "b", 2, base=True, scale=0.001)
+    bad = save_tiny(tmp_path / "bad", 3, base=True, scale=3.0)  # wrecked weights
+    rows = tiny_stream(1, n_eval=16)[0]["eval"]
+    cfg = MergeConfig(merge_method="greedy_soup", base_model=base,
+                      models=[{"model": bad}, {"model": good_a}, {"model": good_b}],
+                      parameters={"eval": {"rows": [{"text": r["text"]} for r in rows], "format": "text"}})
+    out = merge_models(cfg, tmp_path / "soup")
+    info = json.loads((out / "greedy_soup.json").read_text())
+    assert bad not in info["kept"] and len(info["kept"]) >= 1
+    assert (out / "model.safetensors").exists()

@@ -140,6 +140,8 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
     out = Path(out_dir)
     if out.exists():
         raise ValueError(f"{out} already exists; choose another --out (merges never overwrite)")
+    if cfg.merge_method == "greedy_soup":
+        return _greedy_soup(cfg, method, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     work = Path(tempfile.mkdtemp(prefix="lifelong-merge-"))
@@ -227,3 +229,53 @@ def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -
     for e in cfg.models:
         e.model = fix(e.model)
     return cfg
+
+
+def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
+    """Select the soup's ingredients by held-out score, then stream their uniform average."""
+    from lifelong.config import EvalTaskConfig
+    from lifelong.data.formats import Formatter
+    from lifelong.eval.lm import HFLM
+    from lifelong.eval.tasks import build_task
+    from lifelong.merging.greedy_soup import select_greedy
+
+    p = method.params
+    if not p.eval:
+        raise ValueError("greedy_soup needs parameters.eval: the held-out task (path or rows, scorer, ...)")
+    task = build_task(EvalTaskConfig(**p.eval), "heldout", None, None, None, "parameters.eval")
+    work = Path(tempfile.mkdtemp(prefix="lifelong-soup-"))
+    cache: dict[tuple, float] = {}
+
+    def score(idx: list[int]) -> float:
+        key = tuple(sorted(idx))
+        if key not in cache:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            d = work / ("soup-" + "-".join(map(str, key)))
+            sub = cfg.model_copy(update={"merge_method": "linear", "parameters": {},
+                                         "models": [cfg.models[i] for i in key]})
+            sub.models = [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key]
+            merge_models(sub, d)
+            tok_dir = cfg.base_model or cfg.models[0].model
+            model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
+            tok = AutoTokenizer.from_pretrained(tok_dir)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            lm = HFLM(model, Formatter(tok), p.batch_size)
+            value = float(task.scorer.aggregate(task.scorer.score(lm, task.items)))
+            cache[key] = value if task.higher_is_better else -value
+            shutil.rmtree(d, ignore_errors=True)
+        return cache[key]
+
+    try:
+        kept, log = select_greedy(len(cfg.models), score)
+        final = cfg.model_copy(update={"merge_method": "linear", "parameters": {}})
+        final.models = [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept]
+        merge_models(final, out)
+        import json
+
+        (out / "greedy_soup.json").write_text(json.dumps({"kept": [cfg.models[i].model for i in kept],
+                                                          "trials": log}, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
