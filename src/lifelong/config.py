@@ -118,11 +118,30 @@ class TrainConfig(Strict):
     epochs: float = Field(default=1.0, gt=0)
     """Passes over the stage's data when `max_steps` is unset."""
     warmup_steps: int = Field(default=0, ge=0)
-    """Linear warmup steps at the start of every stage (re-warming)."""
-    schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """Learning-rate shape after warmup, per stage."""
-    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
-    """Floor of linear/cosine decay as a fraction of `lr`."""
+    """Linear warmup steps at the start of every stage (re-warming); `infinite` warms up in the first
+    stage only."""
+    warmup_fraction: Optional[float] = Field(default=None, ge=0, lt=1)
+    """Warmup as a fraction of the stage's steps (overrides `warmup_steps`)."""
+    schedule: Literal["constant", "linear", "cosine", "infinite", "wsd"] = "constant"
+    """Learning-rate schedule. Per stage (re-warm and re-decay at every boundary): `constant`, `linear`,
+    `cosine`, `wsd` (warmup-stable-decay, Hagele et al. 2024). Across stages: `infinite` (Ibrahim et al.
+    2024: warmup and cooldown to a constant in the first stage, constant afterwards, never re-warmed,
+    annealed where `anneal` is set)."""
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    """eta_min / eta_max: floor of linear, cosine and wsd decay and of the infinite schedule's anneal."""
+    constant_lr_ratio: float = Field(default=0.5, gt=0, le=1)
+    """`infinite`: the constant learning rate after the cooldown, as a fraction of `lr`."""
+    cooldown_steps: int = Field(default=0, ge=0)
+    """`infinite`: steps of the first stage's cosine cooldown from `lr` to the constant."""
+    anneal: bool = False
+    """`infinite`: anneal this stage's last `decay_fraction` of steps from the constant to eta_min."""
+    decay_fraction: float = Field(default=0.2, gt=0, le=1)
+    """`wsd` and the infinite anneal: share of the stage's steps spent decaying."""
+    decay_shape: Literal["linear", "1-sqrt", "exponential"] = "linear"
+    """`wsd` and the infinite anneal: shape of the decay."""
+    optimizer_state: Literal["reset", "keep"] = "reset"
+    """AdamW moments at a stage boundary: start fresh (`reset`) or carry over from the previous stage
+    (`keep`; needs the same trainable parameters)."""
     weight_decay: float = Field(default=0.0, ge=0)
     """AdamW decoupled weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)

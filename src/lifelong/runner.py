@@ -106,6 +106,7 @@ class Run:
         self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
         self.tasks: list[EvalTask] = build_suite(cfg)
+        self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
         # global optimizer-step offset of every stage (tracker x-axis), from the same step rule as the loop
         from lifelong.train.loop import stage_steps
 
@@ -226,6 +227,8 @@ class Run:
 
                 self.model, meta = load_checkpoint(ck, self.model, self.strategy, rebuild)
                 self.model.to(acc.device)
+                if meta["done"] and meta.get("optimizer_state"):
+                    self.optimizer_state = meta["optimizer_state"]["optimizer"]
                 start = meta["stage"] + 1 if meta["done"] else meta["stage"]
                 mid = None if meta["done"] else meta
                 self.log(type="resume", checkpoint=ck.name)
@@ -250,7 +253,8 @@ class Run:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(self.run_dir, f"stage{i}-end", self.model, self.strategy,
-                                {"stage": i, "step": None, "done": True})
+                                {"stage": i, "step": None, "done": True},
+                                _StateHolder(self.optimizer_state) if self.optimizer_state else None)
             acc.wait_for_everyone()
             if cfg.stages[i].name in cfg.kept_weights():
                 self.keep_weights(cfg.stages[i].name)
@@ -273,6 +277,16 @@ class Run:
             acc.end_training()
         acc.wait_for_everyone()
         return results
+
+
+class _StateHolder:
+    """Lets a plain optimizer state dict be checkpointed like an optimizer."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
 
 
 def run(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Results:

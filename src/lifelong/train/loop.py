@@ -88,7 +88,17 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps, index))
+    if tc.optimizer_state == "keep" and run.optimizer_state is not None and resume is None:
+        try:  # carry AdamW moments over the boundary; the learning rate comes from the new schedule
+            kept = run.optimizer_state
+            opt.load_state_dict({"state": kept["state"], "param_groups": [
+                {**opt.param_groups[0], "params": kept["param_groups"][0]["params"]}]})
+            for g in opt.param_groups:
+                g["lr"] = tc.lr * lr_multiplier(tc, steps, index)(0)
+        except (ValueError, KeyError, IndexError) as e:
+            raise ValueError(f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
+                             f"as the previous stage ({e}); use reset") from None
     ctx.num_steps = steps
     start = 0
     if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
@@ -157,6 +167,7 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
                 acc.wait_for_everyone()
     model = acc.unwrap_model(wrapped)
     run.model = model
+    run.optimizer_state = opt.state_dict() if tc.optimizer_state == "keep" else None
     ctx.model = model
     model.eval()
     run.strategy.after_stage(ctx)
