@@ -70,3 +70,16 @@ def test_generation_is_greedy_and_batched_like_single():
     batched = lm.generate(ctxs, max_new_tokens=5)
     single = [lm.generate([c], max_new_tokens=5)[0] for c in ctxs]
     assert batched == single
+
+
+def test_bits_per_byte_is_nll_in_bits_over_bytes():
+    import math
+
+    model = tiny_llama(seed=2).eval()
+    lm = HFLM(model, Formatter(tiny_tokenizer()))
+    cls = SCORERS.get("bits_per_byte")
+    stats = cls().score(lm, [{"text": "héllo there"}, {"text": "abc"}])
+    (n1, _), (n2, _) = lm.nll(["héllo there", "abc"])
+    assert stats[:, 1].tolist() == [12.0, 3.0]  # UTF-8 bytes (é is 2)
+    assert cls.aggregate(stats) == pytest.approx((n1 + n2) / (math.log(2) * 15))
+    assert cls.higher_is_better is False

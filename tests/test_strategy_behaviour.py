@@ -181,3 +181,28 @@ def test_sampled_fisher_uses_model_labels_not_data_labels():
     k = "model.layers.1.mlp.down_proj.weight"
     assert not torch.allclose(emp[k], smp[k])  # a random model rarely samples the data's labels
     assert torch.equal(smp[k], again[k])  # seeded: reproducible
+
+
+def test_rho1_keeps_the_top_k_tokens_by_excess_loss(tmp_path):
+    from lifelong.strategies.base import StageContext
+    from lifelong.strategies.rho1 import Rho1, Rho1Params, token_losses
+    from lifelong.testing import tiny_llama, tiny_tokenizer
+    from lifelong.train.loop import collate
+
+    ref, model, tok = tiny_llama(seed=1), tiny_llama(seed=2), tiny_tokenizer()
+    ref.save_pretrained(tmp_path / "ref")
+    s = Rho1(Rho1Params(keep=0.5, reference=str(tmp_path / "ref")))
+    ctx = StageContext(stage_index=0, stage_name="s", model=model, tokenizer=tok, device="cpu")
+    batch = [{"input_ids": list(range(5, 17)), "labels": list(range(5, 17))},
+             {"input_ids": list(range(20, 29)), "labels": [-100] * 3 + list(range(23, 29))}]
+    out = next(s.batches(ctx, iter([batch])))
+    t = collate(batch, 0, "cpu")
+    with torch.no_grad():
+        excess = token_losses(model, t) - token_losses(s.ref, t)
+    valid = ~torch.isnan(excess)
+    n = int(valid.sum())
+    top = set(map(tuple, torch.nonzero(valid & (excess >= excess[valid].sort(descending=True).values[n // 2 - 1])).tolist()))
+    kept = {(r, p - 1) for r, e in enumerate(out) for p in range(1, len(e["labels"])) if e["labels"][p] != -100}
+    assert kept == top and len(kept) == n // 2
+    assert [e["input_ids"] for e in out] == [e["input_ids"] for e in batch]
+    assert s.cost()["rho1_kept_fraction"] == pytest.approx(0.5, abs=0.05)

@@ -43,8 +43,11 @@ class Results:
         done = [r for r in range(len(self.rows)) if self.has_row(r)]
         if not done or done[-1] != len(self.rows) - 1:
             return out
-        for hib, group in ((True, "score"), (False, "perplexity")):
-            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and t["higher_is_better"] == hib]
+        # one group for percent scores (higher is better); one per lower-is-better unit (never mixed)
+        lower = sorted({t["metric"] for t in self.tasks if t["stage"] is not None and not t["higher_is_better"]})
+        for hib, group in [(True, "score")] + [(False, m) for m in lower]:
+            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and t["higher_is_better"] == hib
+                    and (hib or t["metric"] == group)]
             if not cols:
                 continue
             rows = [self.tasks[j]["stage"] + 1 for j in cols]

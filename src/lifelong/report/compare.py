@@ -34,7 +34,8 @@ def check_same_stream(runs: list[dict]) -> None:
 def summary(run: dict) -> dict[str, Any]:
     res = run["results"]
     metrics = res.get("metrics", {})
-    group = "score" if "score" in metrics else ("perplexity" if "perplexity" in metrics else None)
+    groups = [k for k, v in metrics.items() if isinstance(v, dict) and "metrics" in v]
+    group = "score" if "score" in groups else (groups[0] if groups else None)
     g = metrics.get(group) if group else None
     diag: Optional[float] = None
     if g:

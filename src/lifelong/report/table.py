@@ -72,7 +72,8 @@ def print_comparison(run_dirs: list[Path], console: Optional[Console] = None) ->
         t.add_column(m, justify="right")
     for d in run_dirs:
         res: dict[str, Any] = json.loads((Path(d) / "results.json").read_text())
-        g = res.get("metrics", {}).get("score") or res.get("metrics", {}).get("perplexity")
+        ms = res.get("metrics", {})
+        g = ms.get("score") or next((v for v in ms.values() if isinstance(v, dict) and "metrics" in v), None)
         vals = [_fmt(g["metrics"].get(m)) if g else "—" for m in METRICS]
         t.add_row(res["name"], " + ".join(res.get("strategy", [])), *vals)
     console.print(t)

@@ -44,10 +44,16 @@ def _json_default(o: Any) -> Any:
 def save_tree(state: Any, folder: Path, name: str) -> None:
     """Save a nested dict/list with tensor leaves: tensors to safetensors, the rest to JSON."""
     tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
 
     def walk(x: Any, key: str) -> Any:
         if isinstance(x, torch.Tensor):
-            tensors[key] = x.detach().contiguous().cpu()
+            t = x.detach().contiguous().cpu()
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:  # tied weights share storage; safetensors stores each tensor once
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+            tensors[key] = t
             return {"__tensor__": key}
         if isinstance(x, dict):
             return {str(k): walk(v, f"{key}.{k}") for k, v in x.items()}

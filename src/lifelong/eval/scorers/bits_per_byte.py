@@ -1,0 +1,34 @@
+"""Bits per byte of held-out text: total NLL (in bits) / total UTF-8 bytes. Unlike perplexity it does not
+depend on the tokenizer, so models with different vocabularies compare (Gao et al. 2020, The Pile). Lower is
+better; the direction is recorded with the score."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lifelong.eval.scorers import SCORERS
+from lifelong.eval.scorers.base import Scorer
+
+
+@SCORERS.register("bits_per_byte")
+class BitsPerByte(Scorer):
+    metric = "bits_per_byte"
+    higher_is_better = False
+    formats = ("text",)
+
+    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
+        texts = [it["text"] for it in items]
+        nll = lm.nll(texts)
+        # bytes of the text actually scored: lm.nll truncates to max_length tokens
+        out = []
+        for (value, n_tok), t in zip(nll, texts):
+            ids = lm.tok(t)["input_ids"][: lm.max_length]
+            scored = lm.tok.decode(ids, skip_special_tokens=True) if len(ids) < len(lm.tok(t)["input_ids"]) else t
+            out.append([value, max(len(scored.encode("utf-8")), 1)])
+        return np.array(out, dtype=float)
+
+    @staticmethod
+    def aggregate(stats: np.ndarray) -> np.ndarray:
+        return stats[..., 0].sum(axis=-1) / (math.log(2) * np.maximum(stats[..., 1].sum(axis=-1), 1))
