@@ -56,7 +56,10 @@ class LazyModel:
         return self._meta[name]
 
     def get(self, name: str) -> torch.Tensor:
-        return self._file(name).get_tensor(name)
+        # open, copy out, close: a file kept open stays memory-mapped, and every page ever read would count
+        # in the process's resident memory until the end of the merge
+        with safe_open(str(self.where[name]), framework="pt") as f:
+            return f.get_tensor(name).clone()
 
 
 def parse_size(size: str | int) -> int:

@@ -31,13 +31,20 @@ class TiesParams(BaseModel):
     """Magnitude threshold per tensor, or one per model over all its tensors."""
 
 
+def topk_threshold(tau: torch.Tensor, density: float) -> float:
+    """Magnitude of the k-th largest entry, k = round(density * numel)."""
+    if density >= 1:
+        return 0.0
+    k = max(1, int(round(density * tau.numel())))
+    return float(tau.abs().flatten().kthvalue(tau.numel() - k + 1).values)
+
+
 def trim_topk(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the `density` fraction of entries with the largest magnitude (ties at the threshold kept)."""
+    """Keep the `density` fraction of entries with the largest magnitude (entries tied with the k-th
+    largest are all kept)."""
     if density >= 1:
         return tau
-    k = max(1, int(round(density * tau.numel())))
-    thresh = tau.abs().flatten().kthvalue(tau.numel() - k + 1).values
-    return torch.where(tau.abs() >= thresh, tau, torch.zeros_like(tau))
+    return torch.where(tau.abs() >= topk_threshold(tau, density), tau, torch.zeros_like(tau))
 
 
 def elect_and_merge(taus: list[torch.Tensor], rule: str) -> torch.Tensor:
@@ -69,7 +76,17 @@ class Ties(MergeMethod):
         p: TiesParams = self.params  # type: ignore[assignment]
         taus = [w * (t - base) for w, t in zip(weights, tensors)]
         if p.trim == "global" and ctx.threshold is not None:
-            taus = [torch.where(t.abs() >= th, t, torch.zeros_like(t)) for t, th in zip(taus, ctx.threshold)]
+            ths = list(ctx.threshold)
         else:
-            taus = [trim_topk(t, p.density) for t in taus]
-        return base + p.lambda_ * elect_and_merge(taus, p.sign)
+            ths = [topk_threshold(t, p.density) if p.density < 1 else 0.0 for t in taus]
+        # trim + elect + disjoint mean are elementwise once the thresholds are known: chunk the rows so the
+        # temporaries stay small for large tensors (embeddings)
+        out = torch.empty_like(base)
+        flat_out, flat_base = out.view(-1), base.reshape(-1)
+        flat = [t.reshape(-1) for t in taus]
+        step = 1 << 22
+        for a in range(0, flat_base.numel(), step):
+            chunk = [torch.where(f[a:a + step].abs() >= th, f[a:a + step], torch.zeros_like(f[a:a + step]))
+                     for f, th in zip(flat, ths)]
+            flat_out[a:a + step] = flat_base[a:a + step] + p.lambda_ * elect_and_merge(chunk, p.sign)
+        return out
