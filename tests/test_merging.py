@@ -247,3 +247,25 @@ def test_greedy_soup_end_to_end_drops_a_harmful_model(tmp_path):
     info = json.loads((out / "greedy_soup.json").read_text())
     assert bad not in info["kept"] and len(info["kept"]) >= 1
     assert (out / "model.safetensors").exists()
+
+
+def test_peft_lora_adapter_is_merged_into_its_base_first(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base = save_tiny(tmp_path / "base", 0)
+    other = save_tiny(tmp_path / "b", 2, base=True)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    expected = {k: v.clone() for k, v in peft_model.merge_and_unload().state_dict().items()}
+    cfg = MergeConfig(merge_method="task_arithmetic", base_model=base,
+                      models=[{"model": str(tmp_path / "adapter")}, {"model": other}])
+    out = merge_models(cfg, tmp_path / "m")
+    got, tb, tother = load_file(str(out / "model.safetensors")), load_file(f"{base}/model.safetensors"), \
+        load_file(f"{other}/model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    want = tb[name] + (expected[name] - tb[name]) + (tother[name] - tb[name])
+    assert torch.allclose(got[name], want, atol=1e-6)
+    assert not torch.allclose(expected[name], tb[name])  # the adapter did change q_proj

@@ -87,6 +87,12 @@ class DataConfig(Strict):
     `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
     max_examples: Optional[int] = Field(default=None, ge=1)
     """Use at most this many rows (the first ones, in file order)."""
+    order: Literal["shuffle", "curriculum"] = "shuffle"
+    """Training order: a fresh permutation every epoch, or a perplexity curriculum (easy to hard: examples
+    sorted by a reference model's loss, ascending; training data only)."""
+    curriculum_reference: str = "current"
+    """Reference model of the curriculum: `current` (the model as the stage starts) or a model directory.
+    Scores are cached on disk by content hash."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":

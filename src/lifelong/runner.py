@@ -104,6 +104,7 @@ class Run:
         self.strategy = build_strategy(cfg.strategy, seed=cfg.seed)
         # Everything that can fail on input is loaded and checked before any training.
         self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
+        self.cache_keys: dict[int, str] = {}  # content hash of each stage's tokenized examples
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
         self.tasks: list[EvalTask] = build_suite(cfg)
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)

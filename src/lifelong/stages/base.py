@@ -36,7 +36,18 @@ class TrainableStage(StageKind):
             raise ValueError(f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
                              f"{', '.join(self.formats)}; {rows.source} has format {fmt}")
         check_rows(rows, fmt)
-        return to_examples(rows, fmt, stage.data, run.formatter, run.cfg.stage_train(index).max_length)
+        from lifelong.data import cache
+
+        fm = run.formatter
+        key = cache.content_key("examples-v1", rows.rows, fmt, stage.data.model_dump(exclude={"path", "hub"}),
+                                cache.tokenizer_fingerprint(fm.tok), fm.chat, fm.system_prompt,
+                                run.cfg.stage_train(index).max_length)
+        examples = cache.load("tokens", key)
+        if examples is None:
+            examples = to_examples(rows, fmt, stage.data, fm, run.cfg.stage_train(index).max_length)
+            cache.store("tokens", key, examples)
+        run.cache_keys[index] = key
+        return examples
 
     def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.train.loop import train_stage

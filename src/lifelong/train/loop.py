@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from lifelong.runner import Run
 
 
-def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0) -> Iterator[list[int]]:
-    """Endless global micro-batches of example indices; a fresh permutation each epoch."""
+def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0,
+                  order: Optional[list[int]] = None) -> Iterator[list[int]]:
+    """Endless global micro-batches of example indices; a fresh permutation each epoch, or the fixed
+    `order` (a curriculum) every epoch."""
     pos = start * size
     perm_epoch, perm = -1, np.arange(0)
     while True:
@@ -35,7 +37,9 @@ def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0) -> I
         while len(idx) < size:
             epoch, off = divmod(pos, n)
             if epoch != perm_epoch:
-                perm, perm_epoch = np.random.default_rng([seed, stage, epoch]).permutation(n), epoch
+                perm = np.asarray(order) if order is not None else \
+                    np.random.default_rng([seed, stage, epoch]).permutation(n)
+                perm_epoch = epoch
             idx.append(int(perm[off]))
             pos += 1
         yield idx
@@ -112,7 +116,13 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
     wrapped.train()
 
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
-    index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum)
+    data = run.cfg.stages[index].data
+    order = None
+    if data is not None and data.order == "curriculum":
+        from lifelong.data.curriculum import curriculum_order
+
+        order = curriculum_order(run, index, examples)
+    index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum, order)
     stream = run.strategy.batches(ctx, ([examples[i] for i in idx] for idx in index_stream))
     tokens, t0 = 0, time.perf_counter()
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
