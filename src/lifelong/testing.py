@@ -144,3 +144,22 @@ def tiny_pretrained(path: Any, steps: int = 100, seed: int = 0) -> str:
     model.save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return str(path)
+
+
+def tiny_domains(n_docs: int = 200, n_eval: int = 24, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """Two synthetic text domains with a real shift for continual pre-training tests: `alpha` writes words
+    from the letters a-h in a fixed bigram style, `omega` from the letters p-w with its own style."""
+    rng = random.Random(seed)
+
+    def doc(letters: str, stride: int) -> str:
+        words = []
+        for _ in range(rng.randint(6, 10)):
+            start = rng.randrange(len(letters))
+            words.append("".join(letters[(start + stride * k) % len(letters)] for k in range(rng.randint(3, 5))))
+        return " ".join(words) + "."
+
+    out = {}
+    for name, letters, stride in (("alpha", "abcdefgh", 1), ("omega", "pqrstuvw", 3)):
+        docs = [{"text": doc(letters, stride)} for _ in range(n_docs + n_eval)]
+        out[name] = {"train": docs[:n_docs], "eval": docs[n_docs:]}
+    return out
