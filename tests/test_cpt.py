@@ -93,3 +93,38 @@ def test_rewarming_shows_a_stability_gap_and_infinite_does_not(tmp_path):
         jumps[sched] = statistics.mean(s1[10:30]) - statistics.mean(s0[-10:])
     assert jumps["cosine"] > 0, jumps  # re-warming to the peak lr raises the loss after the boundary
     assert jumps["infinite"] < 0, jumps  # the constant schedule keeps improving across the boundary
+
+
+def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
+    from lifelong.config import validate_raw
+    from lifelong.testing import tiny_domains
+
+    d = tiny_domains()
+    ev = lambda n: {"rows": d[n]["eval"], "name": n}  # noqa: E731
+    raw = {"name": "mix", "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
+           "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 60, "max_length": 64},
+           "eval": {"bootstrap": 0, "probes": [ev("alpha")]},
+           "stages": [
+               {"name": "s0", "kind": "pretrain", "mix": [{"rows": d["alpha"]["train"], "weight": 3.0},
+                                                          {"rows": d["omega"]["train"], "weight": 1.0}],
+                "eval": ev("omega")},
+               {"name": "s1", "kind": "pretrain", "data": {"rows": d["omega"]["train"][:100]}},
+               {"name": "s2", "kind": "pretrain", "mix": [{"rows": d["alpha"]["train"]}, {"rows": d["omega"]["train"]}],
+                "adapt_ratios": {"alpha": 0.5, "tasks": ["alpha", "omega"]}}]}
+    run = Run(validate_raw(raw), quiet=True)
+    res = run.execute()
+    evs = [json.loads(x) for x in (run.run_dir / "events.jsonl").read_text().splitlines()]
+    mixes = {e["stage"]: e for e in evs if e["type"] == "mix"}
+    n = sum(len(src) for src in run.prepared[0]["sources"])  # packed blocks of both sources
+    assert mixes[0]["counts"] == [round(0.75 * n), round(0.25 * n)]  # 3:1
+    names = [t["name"] for t in res.tasks]
+    a, o = names.index("alpha"), names.index("omega")
+    # over stage s1 (omega only) the alpha perplexity rose: alpha gets a larger share in s2
+    before, after = res.matrix[1], res.matrix[2]  # after s0 and after s1 (row k + 1 = after stage k)
+    drop_alpha = (after[a] - before[a]) / before[a]
+    drop_omega = (after[o] - before[o]) / before[o]
+    assert drop_alpha > 0
+    r = [0.5 * (1 + 0.5 * drop_alpha), 0.5 * (1 + 0.5 * drop_omega)]
+    assert mixes[2]["ratios"] == pytest.approx([r[0] / sum(r), r[1] / sum(r)])
+    assert mixes[2]["ratios"][0] > 0.5
+    assert res.extra["mix"]["s2"]["counts"] == mixes[2]["counts"]

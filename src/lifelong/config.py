@@ -87,6 +87,8 @@ class DataConfig(Strict):
     `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
     max_examples: Optional[int] = Field(default=None, ge=1)
     """Use at most this many rows (the first ones, in file order)."""
+    weight: float = Field(default=1.0, gt=0)
+    """Mixing weight of this source when a stage lists several (`mix`)."""
     order: Literal["shuffle", "curriculum"] = "shuffle"
     """Training order: a fresh permutation every epoch, or a perplexity curriculum (easy to hard: examples
     sorted by a reference model's loss, ascending; training data only)."""
@@ -192,6 +194,15 @@ class MergeStageConfig(Strict):
     """Method parameters (typed per method)."""
 
 
+class RatioAdaptation(Strict):
+    alpha: float = Field(default=0.5, ge=0)
+    """Step size alpha of r_i <- r_i * (1 + alpha * delta_p_i * w_i)."""
+    tasks: list[str]
+    """Per `mix` source, in order, the eval task whose change measures that topic."""
+    weights: Optional[list[float]] = None
+    """Per-topic importance w_i (default 1)."""
+
+
 class StageConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     """Stage name (letters, digits, `_ . -`); unique in the stream."""
@@ -204,6 +215,11 @@ class StageConfig(Strict):
     earlier stage's name (its end-of-stage weights), e.g. to tune two branches from one base and merge them."""
     merge: Optional[MergeStageConfig] = None
     """For `kind: merge`: which earlier stages to merge and how."""
+    mix: list[DataConfig] = Field(default_factory=list)
+    """Several training sources mixed by their `weight` (instead of, or besides, `data`); each source's
+    share of the stage's examples is weight / sum of weights, drawn in order, cycling if a source is short."""
+    adapt_ratios: Optional["RatioAdaptation"] = None
+    """Adapt the `mix` weights from the eval changes of the previous stage (Llama-3-SynE form)."""
     eval: Optional[EvalTaskConfig] = None
     """The stage's own held-out eval task, scored after every stage."""
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
@@ -394,14 +410,24 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
     from lifelong.merging import MERGE_METHODS
 
     names = [s.name for s in cfg.stages]
+    cols = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
+    cols += [t.name or f"probe{i}" for i, t in enumerate(cfg.eval.probes)]
     for i, s in enumerate(cfg.stages):
         if s.kind not in STAGE_KINDS:
             msgs.append(f"{where(('stages', i, 'kind'))}: stages.{i}.kind: {STAGE_KINDS.unknown_message(s.kind)}")
             continue
         kind = STAGE_KINDS.get(s.kind)
-        if kind.trainable and s.data is None:
+        if kind.trainable and s.data is None and not s.mix:
             msgs.append(f"{where(('stages', i))}: stages.{i}.data: stage kind {s.kind!r} trains, so it needs `data`")
         earlier = ["base"] + names[:i]
+        if s.adapt_ratios is not None:
+            if len(s.adapt_ratios.tasks) != len(s.mix):
+                msgs.append(f"{where(('stages', i, 'adapt_ratios'))}: stages.{i}.adapt_ratios.tasks: one eval task "
+                            f"per mix source ({len(s.mix)})")
+            unknown = [t for t in s.adapt_ratios.tasks if t not in cols]
+            if unknown:
+                msgs.append(f"{where(('stages', i, 'adapt_ratios'))}: stages.{i}.adapt_ratios.tasks: unknown eval "
+                            f"task {unknown[0]!r} (known: {', '.join(cols)})")
         if s.start_from not in ["previous"] + earlier:
             msgs.append(f"{where(('stages', i, 'start_from'))}: stages.{i}.start_from: {s.start_from!r} is not "
                         f"`previous`, `base` or an earlier stage ({', '.join(names[:i]) or 'none'})")
@@ -425,8 +451,6 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
                 msgs.append(f"{where(loc)}: stages.{i}.merge.weights: one weight per model")
         if names.index(s.name) != i:
             msgs.append(f"{where(('stages', i, 'name'))}: stages.{i}.name: duplicate stage name {s.name!r}")
-    cols = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
-    cols += [t.name or f"probe{i}" for i, t in enumerate(cfg.eval.probes)]
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
         msgs.append(f"{source}: eval task names must be unique; duplicated: {dup} (set `name:`)")
@@ -481,6 +505,8 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
     for s in cfg.stages:
         if s.data is not None:
             fix(s.data)
+        for m in s.mix:
+            fix(m)
         fix(s.eval)
     for t in cfg.eval.probes:
         fix(t)

@@ -108,14 +108,17 @@ class Run:
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
         self.tasks: list[EvalTask] = build_suite(cfg)
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
+        self.results: Optional[Results] = None
+        self.mix_ratios: dict[int, list[float]] = {}
         # global optimizer-step offset of every stage (tracker x-axis), from the same step rule as the loop
         from lifelong.train.loop import stage_steps
 
         self.step_offsets = [0]
         for i, ex in enumerate(self.prepared):
             tc = cfg.stage_train(i)
-            n = stage_steps(len(ex), tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
-                            tc.max_steps, tc.epochs) if isinstance(ex, list) else 0
+            size = len(ex) if isinstance(ex, list) else (sum(len(s) for s in ex["sources"]) if isinstance(ex, dict) else 0)
+            n = stage_steps(size, tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
+                            tc.max_steps, tc.epochs) if size else 0
             self.step_offsets.append(self.step_offsets[-1] + n)
 
     # ---- run directory --------------------------------------------------------------------------
@@ -218,6 +221,9 @@ class Run:
         if self.resume:
             if (self.run_dir / "results.json").exists():
                 results = Results.load(self.run_dir)
+                for k, s in enumerate(cfg.stages):  # ratios earlier stages used (topic-ratio adaptation)
+                    if s.name in results.extra.get("mix", {}):
+                        self.mix_ratios[k] = results.extra["mix"][s.name]["ratios"]
             ck = latest_checkpoint(self.run_dir)
             if ck is not None:
                 def rebuild(model: Any, meta: dict) -> Any:
@@ -238,6 +244,7 @@ class Run:
         else:
             self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"],
                      processes=acc.num_processes)
+        self.results = results
         if "base" in cfg.kept_weights() and not (self.run_dir / "keep" / "base" / "model.safetensors").exists():
             self.keep_weights("base")  # before any stage (a resume from a stage checkpoint has it already)
         if not results.has_row(0):

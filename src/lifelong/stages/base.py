@@ -28,10 +28,19 @@ class StageKind:
 class TrainableStage(StageKind):
     """A stage trained by the shared loop on tokenized examples."""
 
-    def prepare(self, run: "Run", index: int) -> list[dict]:
+    def prepare(self, run: "Run", index: int) -> Any:
+        """Tokenized examples; with `mix`, a dict of per-source examples composed when the stage starts
+        (so ratios can adapt to the previous stage's results)."""
         stage = run.cfg.stages[index]
-        rows = load_rows(stage.data)
-        fmt = infer_format(rows, stage.data.format)
+        sources = ([stage.data] if stage.data is not None else []) + list(stage.mix)
+        if len(sources) == 1:
+            return self._examples(run, index, sources[0])
+        return {"sources": [self._examples(run, index, d) for d in sources], "weights": [d.weight for d in sources]}
+
+    def _examples(self, run: "Run", index: int, data: Any) -> list[dict]:
+        stage = run.cfg.stages[index]
+        rows = load_rows(data)
+        fmt = infer_format(rows, data.format)
         if fmt not in self.formats:
             raise ValueError(f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
                              f"{', '.join(self.formats)}; {rows.source} has format {fmt}")
@@ -39,17 +48,21 @@ class TrainableStage(StageKind):
         from lifelong.data import cache
 
         fm = run.formatter
-        key = cache.content_key("examples-v1", rows.rows, fmt, stage.data.model_dump(exclude={"path", "hub"}),
+        key = cache.content_key("examples-v1", rows.rows, fmt, data.model_dump(exclude={"path", "hub", "weight"}),
                                 cache.tokenizer_fingerprint(fm.tok), fm.chat, fm.system_prompt,
                                 run.cfg.stage_train(index).max_length)
         examples = cache.load("tokens", key)
         if examples is None:
-            examples = to_examples(rows, fmt, stage.data, fm, run.cfg.stage_train(index).max_length)
+            examples = to_examples(rows, fmt, data, fm, run.cfg.stage_train(index).max_length)
             cache.store("tokens", key, examples)
-        run.cache_keys[index] = key
+        run.cache_keys[index] = cache.content_key(run.cache_keys.get(index), key)
         return examples
 
     def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.train.loop import train_stage
 
+        if isinstance(prepared, dict):
+            from lifelong.data.mixing import compose
+
+            prepared = compose(run, index, prepared)
         return train_stage(run, index, prepared, resume)
