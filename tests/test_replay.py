@@ -76,3 +76,13 @@ def test_state_round_trip_continues_identically():
         b.load_state_dict(load_tree(pathlib.Path(d), "s"))
     it_b = b.batches(ctx, ([ex(1, i) for i in range(7)] for _ in range(100)))
     assert [next(it) for _ in range(10)] == [next(it_b) for _ in range(10)]
+
+
+def test_in_order_draw_cycles_through_the_buffer():
+    r = Replay(ReplayParams(buffer_size=10, fraction=0.5, draw="in_order"))
+    fill(r, 0, 10)
+    ctx = StageContext(stage_index=1, stage_name="s1", model=None, tokenizer=None)
+    r.before_stage(ctx)
+    out = list(r.batches(ctx, ([ex(1, i) for i in range(4)] for _ in range(6))))
+    replayed = [e["input_ids"] for b in out for e in b if e["input_ids"][0] == 0]
+    assert replayed == [r.buffer[k % 10]["input_ids"] for k in range(12)]

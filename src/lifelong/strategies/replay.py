@@ -28,6 +28,9 @@ class ReplayParams(BaseModel):
     per_stage_quota: bool = False
     """Split the buffer equally among earlier stages (each keeps its own reservoir) instead of one
     reservoir over all examples seen (which favours long stages)."""
+    draw: Literal["random", "in_order"] = "random"
+    """Draw replayed examples uniformly from the buffer, or in order, cycling through it (the continual
+    pre-training recipe of Ibrahim et al. 2024 replays old tokens in order)."""
     mix: Literal["replace", "append"] = "replace"
     """`replace`: replayed examples take the place of new ones (compute-equivalent, batch size fixed);
     `append`: they are added to the batch (the stage sees all its new data)."""
@@ -46,6 +49,7 @@ class Replay(Strategy):
         self.seen = 0  # examples offered to the single reservoir
         self.seen_per_stage: dict[int, int] = {}
         self.credit = 0.0
+        self.cursor = 0  # next buffer position for draw: in_order
         self.replayed = 0
         self.total = 0
         self.rng = np.random.default_rng([seed, 7919])
@@ -97,7 +101,12 @@ class Replay(Strategy):
                 r = min(math.floor(self.credit + 1e-9), b if p.mix == "replace" else 10 * b)
                 self.credit -= r
                 if r:
-                    picks = [self.buffer[int(i)] for i in self.rng.integers(len(self.buffer), size=r)]
+                    if p.draw == "in_order":
+                        idx = [(self.cursor + k) % len(self.buffer) for k in range(r)]
+                        self.cursor = (self.cursor + r) % len(self.buffer)
+                    else:
+                        idx = [int(i) for i in self.rng.integers(len(self.buffer), size=r)]
+                    picks = [self.buffer[i] for i in idx]
                     picks = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in picks]
                     batch = batch[: b - r] + picks if p.mix == "replace" else batch + picks
                 self.replayed += r
@@ -114,7 +123,7 @@ class Replay(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer, "seen": self.seen, "seen_per_stage": {str(k): v for k, v in
                 self.seen_per_stage.items()}, "credit": self.credit, "replayed": self.replayed,
-                "total": self.total, "rng": self.rng.bit_generator.state}
+                "total": self.total, "rng": self.rng.bit_generator.state, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -125,3 +134,4 @@ class Replay(Strategy):
         self.credit = float(state["credit"])
         self.replayed, self.total = int(state["replayed"]), int(state["total"])
         self.rng.bit_generator.state = state["rng"]
+        self.cursor = int(state.get("cursor", 0))
