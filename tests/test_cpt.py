@@ -128,3 +128,43 @@ def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
     assert mixes[2]["ratios"] == pytest.approx([r[0] / sum(r), r[1] / sum(r)])
     assert mixes[2]["ratios"][0] > 0.5
     assert res.extra["mix"]["s2"]["counts"] == mixes[2]["counts"]
+
+
+def test_streaming_corpus_is_packed_into_a_cached_memory_map(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    from lifelong.config import DataConfig, validate_raw
+    from lifelong.data import Formatter, load_rows, to_examples
+    from lifelong.data import streaming
+    from lifelong.testing import tiny_domains, tiny_tokenizer
+
+    docs = tiny_domains(n_docs=300)["alpha"]["train"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    fm = Formatter(tiny_tokenizer())
+    ds = streaming.streamed_blocks(DataConfig(path=str(corpus), streaming=True), fm, 32)
+    packed = to_examples(load_rows(DataConfig(path=str(corpus))), "text", DataConfig(path=str(corpus)), fm, 32)
+    full = [b for b in packed if len(b["input_ids"]) == 32]
+    assert len(ds) == len(full) and [ds[i] for i in range(len(ds))] == full  # same blocks, lazily indexed
+    assert isinstance(ds.data, __import__("numpy").memmap)
+    # a second run reads the cache: no row is read again
+    monkeypatch.setattr(streaming, "iter_rows", lambda cfg: (_ for _ in ()).throw(AssertionError("re-read")))
+    again = streaming.streamed_blocks(DataConfig(path=str(corpus), streaming=True), fm, 32)
+    assert len(again) == len(ds)
+    # bad rows are located
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok ok"}\n{"txt": "oops"}\n')
+    monkeypatch.undo()
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"bad\.jsonl line 2: field 'text'"):
+        streaming.streamed_blocks(DataConfig(path=str(bad), streaming=True), fm, 8)
+    # end to end: a streamed pretrain stage with replay trains and evaluates
+    raw = {"name": "stream", "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
+           "strategy": {"name": "replay", "fraction": 0.1, "buffer_size": 20},
+           "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 5, "max_length": 32},
+           "eval": {"bootstrap": 0},
+           "stages": [{"name": "a", "kind": "pretrain", "data": {"path": str(corpus), "streaming": True},
+                       "eval": {"rows": docs[:8]}},
+                      {"name": "b", "kind": "pretrain", "data": {"path": str(corpus), "streaming": True}}]}
+    res = Run(validate_raw(raw), quiet=True).execute()
+    assert all(v is not None for v in res.matrix[-1])
+    assert res.costs["b"]["replay_buffer_examples"] == 20

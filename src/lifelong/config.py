@@ -89,6 +89,9 @@ class DataConfig(Strict):
     """Use at most this many rows (the first ones, in file order)."""
     weight: float = Field(default=1.0, gt=0)
     """Mixing weight of this source when a stage lists several (`mix`)."""
+    streaming: bool = False
+    """`pretrain` text only: read rows one at a time and pack them into a memory-mapped block cache
+    (content-hashed), so corpora larger than memory are never loaded."""
     order: Literal["shuffle", "curriculum"] = "shuffle"
     """Training order: a fresh permutation every epoch, or a perplexity curriculum (easy to hard: examples
     sorted by a reference model's loss, ascending; training data only)."""

@@ -116,7 +116,7 @@ class Run:
         self.step_offsets = [0]
         for i, ex in enumerate(self.prepared):
             tc = cfg.stage_train(i)
-            size = len(ex) if isinstance(ex, list) else (sum(len(s) for s in ex["sources"]) if isinstance(ex, dict) else 0)
+            size = sum(len(s) for s in ex["sources"]) if isinstance(ex, dict) else (len(ex) if ex is not None else 0)
             n = stage_steps(size, tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
                             tc.max_steps, tc.epochs) if size else 0
             self.step_offsets.append(self.step_offsets[-1] + n)

@@ -37,8 +37,17 @@ class TrainableStage(StageKind):
             return self._examples(run, index, sources[0])
         return {"sources": [self._examples(run, index, d) for d in sources], "weights": [d.weight for d in sources]}
 
-    def _examples(self, run: "Run", index: int, data: Any) -> list[dict]:
+    def _examples(self, run: "Run", index: int, data: Any) -> Any:
         stage = run.cfg.stages[index]
+        if data.streaming:
+            if "text" not in self.formats:
+                raise ValueError(f"stages.{index} ({stage.name}): data.streaming is for pretrain text stages")
+            from lifelong.data import cache
+            from lifelong.data.streaming import streamed_blocks
+
+            blocks = streamed_blocks(data, run.formatter, run.cfg.stage_train(index).max_length)
+            run.cache_keys[index] = cache.content_key(run.cache_keys.get(index), blocks.path.name)
+            return blocks
         rows = load_rows(data)
         fmt = infer_format(rows, data.format)
         if fmt not in self.formats:

@@ -10,7 +10,7 @@ replays one example about every third batch instead of none.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,7 +55,7 @@ class Replay(Strategy):
         self.rng = np.random.default_rng([seed, 7919])
 
     # ---- buffer -------------------------------------------------------------------------------
-    def _reservoir(self, items: list[dict], capacity: int, seen: int, new: list[dict]) -> int:
+    def _reservoir(self, items: list[dict], capacity: int, seen: int, new: Iterable[dict]) -> int:
         """Vitter's algorithm R over `new`, in place on `items`; returns the updated seen count."""
         for ex in new:
             seen += 1
@@ -69,8 +69,9 @@ class Replay(Strategy):
 
     def after_stage(self, ctx: StageContext) -> None:
         p: ReplayParams = self.params  # type: ignore[assignment]
-        new = [{"input_ids": list(e["input_ids"]), "labels": list(e["labels"]), "stage": ctx.stage_index}
-               for e in ctx.examples]
+        # a generator: a streamed corpus is offered to the reservoir block by block, never held whole
+        new = ({"input_ids": list(e["input_ids"]), "labels": list(e["labels"]), "stage": ctx.stage_index}
+               for e in ctx.examples)
         if not p.per_stage_quota:
             self.seen = self._reservoir(self.buffer, p.buffer_size, self.seen, new)
             return
