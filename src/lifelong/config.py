@@ -59,7 +59,7 @@ class ModelConfig(Strict):
         return self
 
 
-FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice"]
+FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice", "preference"]
 
 
 class DataConfig(Strict):
@@ -206,6 +206,17 @@ class RatioAdaptation(Strict):
     """Per-topic importance w_i (default 1)."""
 
 
+class PreferenceConfig(Strict):
+    beta: float = Field(default=0.1, gt=0)
+    """DPO's beta: strength of the pull toward the reference (the model at the start of the stage)."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """`sigmoid`: DPO (Rafailov et al. 2023); `ipo`: IPO (Azar et al. 2023, per-token averaged log-ratios)."""
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    """Conservative DPO (cDPO): the assumed rate of flipped preference labels."""
+    sft_weight: float = Field(default=0.0, ge=0)
+    """Weight of an added NLL term on the chosen responses (per token)."""
+
+
 class StageConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     """Stage name (letters, digits, `_ . -`); unique in the stream."""
@@ -218,6 +229,8 @@ class StageConfig(Strict):
     earlier stage's name (its end-of-stage weights), e.g. to tune two branches from one base and merge them."""
     merge: Optional[MergeStageConfig] = None
     """For `kind: merge`: which earlier stages to merge and how."""
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    """For `kind: preference`: the DPO objective's settings."""
     mix: list[DataConfig] = Field(default_factory=list)
     """Several training sources mixed by their `weight` (instead of, or besides, `data`); each source's
     share of the stage's examples is weight / sum of weights, drawn in order, cycling if a source is short."""

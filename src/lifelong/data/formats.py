@@ -17,6 +17,7 @@ REQUIRED = {
     "messages": ("messages",),
     "classification": ("text", "label"),
     "choice": ("prompt", "options", "answer"),
+    "preference": ("prompt", "chosen", "rejected"),
 }
 
 
@@ -24,7 +25,7 @@ def infer_format(rows: Rows, declared: str) -> str:
     if declared != "auto":
         return declared
     keys = set(rows.rows[0])
-    for fmt in ("messages", "choice", "prompt_response", "classification", "text"):
+    for fmt in ("preference", "messages", "choice", "prompt_response", "classification", "text"):
         if set(REQUIRED[fmt]) <= keys:
             return fmt
     raise ValueError(f"{rows.where[0]}: cannot infer the format from fields {sorted(keys)}; set data.format "
@@ -48,6 +49,12 @@ def check_rows(rows: Rows, fmt: str) -> None:
                     raise ValueError(f"{where}: messages[{k}] needs 'role' and 'content'")
             if not any(m["role"] == "assistant" for m in msgs):
                 raise ValueError(f"{where}: field 'messages' has no assistant turn to learn from")
+        elif fmt == "preference":
+            for f in need:
+                if not isinstance(r[f], (str, list)) or (isinstance(r[f], str) and not r[f].strip()) or not r[f]:
+                    raise ValueError(f"{where}: field {f!r} must be a non-empty string (or chat messages)")
+            if r["chosen"] == r["rejected"]:
+                raise ValueError(f"{where}: 'chosen' and 'rejected' are identical; a pair must differ")
         elif fmt == "choice":
             opts, ans = r["options"], r["answer"]
             if not isinstance(opts, list) or len(opts) < 2:
@@ -205,6 +212,9 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
             tgt = r["response"]
             items.append({"prompt": _prompt(r, cfg.template, "prompt"),
                           "targets": [str(t) for t in tgt] if isinstance(tgt, list) else [str(tgt)]})
+        elif fmt == "preference":
+            items.append({"prompt": _prompt(r, cfg.template, "prompt"), "chosen": _pref_text(r["chosen"]),
+                          "rejected": _pref_text(r["rejected"])})
         elif fmt == "messages":
             msgs = r["messages"]
             last = max(k for k, m in enumerate(msgs) if m["role"] == "assistant")
@@ -212,3 +222,28 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
         else:
             items.append({"text": str(r["text"])})
     return items
+
+
+def _pref_text(x: Any) -> str:
+    """A preference response: a string, or chat messages whose last assistant turn is the response."""
+    if isinstance(x, list):
+        return str([m for m in x if m.get("role") == "assistant"][-1]["content"])
+    return str(x)
+
+
+def to_preference_examples(rows: Rows, cfg: DataConfig, fm: Formatter, max_length: int) -> list[dict]:
+    """Pairs as token ids: the chosen sequence (also as `input_ids`/`labels`, so replay and SFT terms see an
+    ordinary example) and the rejected one; labels mask the prompt."""
+    out = []
+    for r in rows.rows:
+        prompt = _prompt(r, cfg.template, "prompt") if isinstance(r["prompt"], str) else None
+        p = fm.prompt_ids(prompt) if prompt is not None else fm.messages_prompt_ids(r["prompt"])
+        ex: dict = {}
+        for side in ("chosen", "rejected"):
+            q = fm.response_ids(_pref_text(r[side]))
+            ids = (p + q)[:max_length]
+            ex[f"{side}_ids"] = ids
+            ex[f"{side}_labels"] = ([-100] * len(p) + q)[:max_length]
+        ex["input_ids"], ex["labels"] = ex["chosen_ids"], ex["chosen_labels"]
+        out.append(ex)
+    return out

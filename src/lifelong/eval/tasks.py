@@ -10,7 +10,7 @@ from lifelong.data.formats import label_set
 from lifelong.eval.scorers import SCORERS, Scorer
 
 DEFAULT_SCORER = {"classification": "choice", "choice": "choice", "prompt_response": "exact_match",
-                  "messages": "exact_match", "text": "perplexity"}
+                  "messages": "exact_match", "text": "perplexity", "preference": "preference_accuracy"}
 
 
 @dataclass

@@ -71,7 +71,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[dict] = None) -> dict:
+def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[dict] = None,
+                objective: Any = None) -> dict:
     """Train stage `index` on its examples; return its cost figures."""
     tc = run.cfg.stage_train(index)
     acc = run.accelerator
@@ -138,12 +139,19 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
             for m in range(tc.grad_accum):
                 gbatch = next(stream)
                 part = np.array_split(np.arange(len(gbatch)), world)[rank]
-                batch = collate([gbatch[i] for i in part], pad_id, acc.device)
+                extra: dict = {}
+                if objective is None:
+                    batch = collate([gbatch[i] for i in part], pad_id, acc.device)
                 sync = acc.no_sync(wrapped) if m < tc.grad_accum - 1 and world > 1 else nullcontext()
                 with sync, acc.autocast():
-                    out = wrapped(**batch)
-                    loss = raw = out.loss
-                    if world > 1:  # token-weighted like one process: DDP's gradient mean then equals the
+                    if objective is not None:  # e.g. DPO: its own loss over pairs
+                        loss, out, extra = objective(wrapped, [gbatch[i] for i in part], acc.device)
+                        batch = extra.pop("_batch")
+                        raw = loss
+                    else:
+                        out = wrapped(**batch)
+                        loss = raw = out.loss
+                    if world > 1 and objective is None:  # token-weighted like one process: DDP's gradient mean then equals the
                         n_local = (batch["labels"][:, 1:] != -100).sum()  # mean over all processes' tokens
                         n_all = acc.reduce(n_local.detach().clone(), "sum")
                         loss = loss * n_local * world / n_all.clamp(min=1)
@@ -163,7 +171,7 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             progress.update(bar, advance=1, loss=loss_sum, tps=tps)
             run.log(type="step", stage=index, step=step, loss=loss_sum, lr=lr, tokens=step_tokens * world,
-                    tokens_per_s=tps)
+                    tokens_per_s=tps, **extra)
             if run.cfg.trackers:
                 acc.log({"train/loss": loss_sum, "train/lr": lr, "train/tokens_per_s": tps},
                         step=run.step_offsets[index] + step + 1)
