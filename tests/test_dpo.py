@@ -63,7 +63,17 @@ def test_identical_or_empty_pairs_are_rejected():
         check_rows(rows, "preference")
 
 
-def test_dpo_loss_and_rewards_match_trl():
+@pytest.fixture
+def fresh_accelerate_state():
+    """TRL's Trainer configures accelerate's process-wide state; restore it for the tests that follow."""
+    yield
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
     trl = pytest.importorskip("trl")
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -92,3 +102,84 @@ def test_dpo_loss_and_rewards_match_trl():
     assert logs["reward_chosen"] == pytest.approx(metrics["rewards/chosen"], abs=1e-5)
     assert logs["reward_rejected"] == pytest.approx(metrics["rewards/rejected"], abs=1e-5)
     assert logs["reward_margin"] == pytest.approx(metrics["rewards/margins"], abs=1e-5)
+
+
+def _pref_stream(tmp_path, name, stages, steps=60):
+    from lifelong.config import validate_raw
+    from lifelong.testing import tiny_pretrained, tiny_run_config
+
+    base = tmp_path / "base"
+    if not base.exists():
+        tiny_pretrained(base)
+    raw = tiny_run_config("naive", n_stages=3, steps=steps, train={"lr": 1e-3}, name=name, output_dir=str(tmp_path / "r"))
+    raw["model"] = {"path": str(base)}
+    raw["eval"]["bootstrap"] = 0
+    pairs = lambda rows, flip=False: [{"prompt": r["text"], "chosen": r["label"] if not flip else  # noqa: E731
+                                       ("no" if r["label"] == "yes" else "yes"),
+                                       "rejected": ("no" if r["label"] == "yes" else "yes") if not flip else r["label"]}
+                                      for r in rows]
+    src = raw["stages"]
+    out = []
+    for k, (kind, opts) in enumerate(stages):
+        s = src[k]
+        if kind == "instruct":
+            out.append(s)
+        else:
+            out.append({"name": s["name"], "kind": "preference", "data": {"rows": pairs(s["data"]["rows"])},
+                        "eval": {"rows": pairs(s["eval"]["rows"])}, "preference": {"beta": 0.1, **opts}})
+    raw["stages"] = out
+    return validate_raw(raw)
+
+
+def test_averaging_sweep_is_above_the_line_and_the_tax_is_reported(tmp_path):
+    from lifelong.runner import Run
+
+    cfg = _pref_stream(tmp_path, "avg", [("instruct", {}), ("preference",
+                       {"average_sweep": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "average": [0.6]})])
+    res = Run(cfg, quiet=True).execute()
+    sweep = res.extra["averaging_sweep"]["task1"]
+    ends = {p["ratio"]: p["scores"] for p in sweep}
+    p0, p1 = ends[0.0]["task1"], ends[1.0]["task1"]
+    t0, t1 = ends[0.0]["task0"], ends[1.0]["task0"]
+    assert p1 > p0 + 40 and t0 > t1 + 40  # DPO gains preference accuracy and costs the instruct task
+    gains = [(p["scores"]["task1"] - p0) / (p1 - p0) + (p["scores"]["task0"] - t1) / (t0 - t1) for p in sweep
+             if 0 < p["ratio"] < 1]
+    assert max(gains) > 1.1  # some ratio keeps most of the gain and recovers part of the task: above the line
+    assert res.matrix[2] == [ends[0.6]["task0"], ends[0.6]["task1"]]  # the chosen ratio was applied
+    tax = res.metrics["alignment_tax"]["task1"]
+    assert tax["columns"] == 1 and tax["mean_change"] < 0
+
+
+def test_preference_replay_keeps_the_first_preferences(tmp_path):
+    from lifelong.runner import Run
+
+    acc = {}
+    for f in (0.0, 0.3):
+        cfg = _pref_stream(tmp_path, f"replay{f}", [("preference", {}), ("preference", {"replay_fraction": f})])
+        res = Run(cfg, quiet=True).execute()
+        acc[f] = res.matrix[2][0]  # first stage's preference accuracy after the second stage
+        assert res.matrix[1][0] > 80  # the first stage learned its preferences
+    assert acc[0.3] > acc[0.0] + 20, acc
+
+
+def test_elastic_reset_resets_policy_to_ema_and_ema_to_initial():
+    from lifelong.strategies.base import StageContext
+    from lifelong.strategies.elastic_reset import ElasticReset, ElasticResetParams
+    from lifelong.testing import tiny_llama
+
+    model = tiny_llama(seed=3)
+    s = ElasticReset(ElasticResetParams(ema_decay=0.5, reset_every=3))
+    ctx = StageContext(stage_index=0, stage_name="s", model=model, tokenizer=None)
+    s.before_stage(ctx)
+    w = model.lm_head.weight
+    init = w.detach().clone()
+    ema = init.clone()
+    for step in range(3):
+        with torch.no_grad():
+            w.add_(1.0)  # an "update"
+        w.grad = torch.ones_like(w)
+        ema = 0.5 * ema + 0.5 * w.detach()
+        s.before_step(ctx)
+    assert torch.allclose(w, ema)  # policy reset to the EMA on the 3rd step
+    assert torch.allclose(s.ema["model.embed_tokens.weight"], init)  # EMA reset to the initial model (tied head)
+    assert torch.count_nonzero(w.grad) == 0 and s.resets == 1

@@ -215,6 +215,15 @@ class PreferenceConfig(Strict):
     """Conservative DPO (cDPO): the assumed rate of flipped preference labels."""
     sft_weight: float = Field(default=0.0, ge=0)
     """Weight of an added NLL term on the chosen responses (per token)."""
+    replay_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """Preference replay: share of the stage's pairs drawn from earlier preference stages (appended)."""
+    average: Optional[list[float]] = None
+    """Model averaging against the alignment tax (Lin et al. 2024): after the stage, weights become
+    (1 - a) * before + a * after, with one ratio `[a]` or one per block of layers (e.g. `[a1, a2, a3]` for
+    bottom, middle and top thirds; embeddings follow the first block, the head and final norm the last)."""
+    average_sweep: list[float] = Field(default_factory=list)
+    """Ratios at which the averaged model is scored on the whole eval suite after the stage (the
+    reward-versus-tax curve, stored in results.json under `averaging_sweep`); `average` is then applied."""
 
 
 class StageConfig(Strict):

@@ -177,6 +177,21 @@ class Run:
         self.log(type="start_from", source=name)
 
     # ---- evaluation -----------------------------------------------------------------------------
+    def score_suite(self) -> dict[str, float]:
+        """Scores of the current model on every eval task, outside the matrix (sweeps)."""
+        from lifelong.eval.scorers import SCORERS
+
+        out = {}
+        for task in self.tasks:
+            ctx = StageContext(stage_index=-1, stage_name="sweep", model=self.model, tokenizer=self.tokenizer,
+                               accelerator=self.accelerator, device=self.accelerator.device, task_stage=task.stage,
+                               task_items=task.items, run_dir=self.run_dir, formatter=self.formatter)
+            model = self.strategy.eval_model(ctx, task)
+            model.eval()
+            lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
+            out[task.name] = float(SCORERS.get(task.scorer.registered_name).aggregate(task.scorer.score(lm, task.items)))
+        return out
+
     def evaluate(self, results: Results, row: int) -> None:
         acc = self.accelerator
         world, rank = acc.num_processes, acc.process_index
@@ -217,6 +232,7 @@ class Run:
         results.extra["versions"] = versions()
         results.extra["strategy"] = [s.name for s in cfg.strategy]
         results.extra["processes"] = acc.num_processes
+        results.extra["preference_stages"] = [i for i, s in enumerate(cfg.stages) if s.kind == "preference"]
         start, mid = 0, None
         if self.resume:
             if (self.run_dir / "results.json").exists():

@@ -59,6 +59,19 @@ class Results:
             aggs = [SCORERS.get(self.tasks[j]["scorer"]).aggregate for j in cols]
             ci = bootstrap_cis(stats, aggs, rows, [hib] * len(cols), den, n_boot=n_boot, seed=seed)
             out[group] = {"tasks": [self.tasks[j]["name"] for j in cols], "metrics": point, "ci95": ci}
+        pref = self.extra.get("preference_stages", [])
+        if pref:  # the alignment tax: change of the non-preference columns across each preference stage
+            tax = {}
+            for i in pref:
+                changes = []
+                for j, t in enumerate(self.tasks):
+                    if t["metric"] == "preference_accuracy" or self.matrix[i][j] is None or self.matrix[i + 1][j] is None:
+                        continue
+                    d = self.matrix[i + 1][j] - self.matrix[i][j]
+                    changes.append(d if t["higher_is_better"] else -d)
+                tax[self.rows[i + 1]] = {"mean_change": float(np.mean(changes)) if changes else None,
+                                         "columns": len(changes)}
+            out["alignment_tax"] = tax
         probes = [j for j, t in enumerate(self.tasks) if t["stage"] is None]
         if probes:
             out["probes"] = {self.tasks[j]["name"]: {"baseline": self.matrix[0][j], "final": self.matrix[-1][j],

@@ -80,7 +80,7 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     run = load_run(run_dir)
     res = run["results"]
     steps, bounds = training_series(run["events"])
-    groups = [(g, v) for g, v in res.get("metrics", {}).items() if g not in ("convention", "probes")]
+    groups = [(g, v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v]
     costs = [{"stage": k, **v} for k, v in res.get("costs", {}).items()]
     cost_keys = sorted({k for c in costs for k in c if k != "stage"},
                        key=lambda k: (k not in ("wall_s", "steps", "tokens", "trainable_params", "peak_memory_mb"), k))
@@ -90,6 +90,7 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
         curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
         training=plots.training(steps, bounds) if steps else None,
         config=run["config"], versions=res.get("versions", {}), probes=res.get("metrics", {}).get("probes"),
+        tax=res.get("metrics", {}).get("alignment_tax"),
         convention=res.get("metrics", {}).get("convention", ""), complete=all(v is not None for v in res["matrix"][-1]))
     path = Path(out) if out else Path(run_dir) / "report.html"
     atomic_write_text(path, html)

@@ -44,7 +44,7 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
         t.add_row(row, *[_fmt(v) for v in res["matrix"][r]])
     console.print(t)
     for group, g in res.get("metrics", {}).items():
-        if group in ("convention", "probes"):
+        if not (isinstance(g, dict) and "metrics" in g):
             continue
         mt = Table(title=f"metrics ({group}: {', '.join(g['tasks'])})")
         for m in ("metric", "value", "95% CI"):

@@ -32,7 +32,45 @@ class Preference(TrainableStage):
         from lifelong.train.dpo import DPOObjective
         from lifelong.train.loop import train_stage
 
+        pcfg = run.cfg.stages[index].preference
         pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
-        obj = DPOObjective(run.cfg.stages[index].preference, pad)
-        obj.prepare(run.model, prepared, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
-        return train_stage(run, index, prepared, resume, objective=obj)
+        examples = list(prepared) + self._replayed(run, index, len(prepared))
+        obj = DPOObjective(pcfg, pad)
+        obj.prepare(run.model, examples, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
+        before = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()} \
+            if (pcfg.average or pcfg.average_sweep) else None
+        cost = train_stage(run, index, examples, resume, objective=obj)
+        if before is not None:
+            self._average(run, index, before)
+        return cost
+
+    def _replayed(self, run: "Run", index: int, n_new: int) -> list[dict]:
+        """Preference replay: pairs of earlier preference stages, f / (1 - f) of the new pairs, drawn with the
+        run's seed (reference log-probs are recomputed against this stage's start)."""
+        f = run.cfg.stages[index].preference.replay_fraction
+        pool = [e for j in range(index) if run.cfg.stages[j].kind == "preference"
+                for e in (run.prepared[j] if isinstance(run.prepared[j], list) else [])]
+        if not f or not pool:
+            return []
+        import numpy as np
+
+        k = round(f / (1 - f) * n_new)
+        idx = np.random.default_rng([run.cfg.seed, index, 31337]).choice(len(pool), size=k, replace=k > len(pool))
+        run.log(type="preference_replay", stage=index, pairs=int(k))
+        return [{key: v for key, v in pool[int(i)].items() if not key.startswith("ref_")} for i in idx]
+
+    def _average(self, run: "Run", index: int, before: dict) -> None:
+        from lifelong.train.averaging import average_into
+
+        pcfg = run.cfg.stages[index].preference
+        after = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()}
+        if pcfg.average_sweep and run.results is not None:
+            sweep = []
+            for a in pcfg.average_sweep:
+                average_into(run.model, before, after, [a])
+                sweep.append({"ratio": a, "scores": run.score_suite()})
+            run.results.extra.setdefault("averaging_sweep", {})[run.cfg.stages[index].name] = sweep
+            run.log(type="averaging_sweep", stage=index, sweep=sweep)
+        ratios = pcfg.average if pcfg.average else [1.0]
+        average_into(run.model, before, after, ratios)
+        run.log(type="averaged", stage=index, ratios=ratios)

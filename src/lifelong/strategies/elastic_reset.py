@@ -1,0 +1,75 @@
+"""Elastic Reset (Noukhovitch et al. 2023, "Language Model Alignment with Elastic Reset", NeurIPS): keep an
+exponential moving average of the policy; every `reset_every` optimizer steps, reset the policy to the EMA
+and the EMA to the initial model (the weights at the start of the run's first stage this strategy sees),
+which limits drift (and so the alignment tax) without a KL penalty.
+
+The EMA is updated in `before_step` from the weights before the step (one step of lag). On a reset step the
+update of that step is skipped (gradients zeroed), so the policy is exactly the EMA afterwards; optimizer
+moments are kept.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelong.strategies import STRATEGIES
+from lifelong.strategies._anchors import snapshot, trainable
+from lifelong.strategies.base import StageContext, Strategy
+
+
+class ElasticResetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    ema_decay: float = Field(default=0.99, gt=0, lt=1)
+    """EMA decay per optimizer step."""
+    reset_every: int = Field(default=50, ge=1)
+    """Optimizer steps between resets."""
+
+
+@STRATEGIES.register("elastic_reset")
+class ElasticReset(Strategy):
+    """Elastic Reset: periodic reset of the policy to its EMA and of the EMA to the initial model."""
+
+    Params = ElasticResetParams
+
+    def __init__(self, params: ElasticResetParams | None = None, seed: int = 0) -> None:
+        super().__init__(params, seed)
+        self.init: dict[str, torch.Tensor] = {}
+        self.ema: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.resets = 0
+
+    def before_stage(self, ctx: StageContext) -> None:
+        if not self.init:
+            self.init = snapshot(ctx.model)
+            self.ema = {k: v.clone() for k, v in self.init.items()}
+
+    @torch.no_grad()
+    def before_step(self, ctx: StageContext) -> None:
+        if not self.ema:
+            return
+        p: ElasticResetParams = self.params  # type: ignore[assignment]
+        params = trainable(ctx.model)
+        for name, q in params.items():
+            if name in self.ema:
+                self.ema[name].mul_(p.ema_decay).add_(q.detach(), alpha=1 - p.ema_decay)
+        self.count += 1
+        if self.count % p.reset_every == 0:
+            for name, q in params.items():
+                if name in self.ema:
+                    q.copy_(self.ema[name])
+                    self.ema[name].copy_(self.init[name])
+                    if q.grad is not None:
+                        q.grad.zero_()
+            self.resets += 1
+
+    def cost(self) -> dict[str, Any]:
+        return {"elastic_resets": self.resets}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"init": self.init, "ema": self.ema, "count": self.count, "resets": self.resets}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.init, self.ema = dict(state.get("init", {})), dict(state.get("ema", {}))
+        self.count, self.resets = int(state.get("count", 0)), int(state.get("resets", 0))
