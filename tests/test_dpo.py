@@ -183,3 +183,19 @@ def test_elastic_reset_resets_policy_to_ema_and_ema_to_initial():
     assert torch.allclose(w, ema)  # policy reset to the EMA on the 3rd step
     assert torch.allclose(s.ema["model.embed_tokens.weight"], init)  # EMA reset to the initial model (tied head)
     assert torch.count_nonzero(w.grad) == 0 and s.resets == 1
+
+
+def test_replay_of_instruction_data_inside_a_preference_stage_uses_the_lm_loss(tmp_path):
+    from lifelong.runner import Run
+
+    cfg = _pref_stream(tmp_path, "lmreplay", [("instruct", {}), ("preference", {})], steps=10)
+    cfg.strategy[0].name = "replay"
+    cfg.strategy[0].__pydantic_extra__ = {"fraction": 0.25}
+    cfg.stages[1].eval.scorer = "preference_margin"
+    run = Run(cfg, quiet=True)
+    res = run.execute()
+    ev = [json.loads(x) for x in (run.run_dir / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in ev if e["type"] == "step" and e["stage"] == 1]
+    assert any("lm_replay_loss" in e for e in steps)  # replayed instruct examples took the LM loss
+    assert res.costs["task1"]["replayed_examples"] > 0
+    assert "preference_margin" in res.metrics and res.tasks[1]["metric"] == "preference_margin"

@@ -14,6 +14,10 @@ from lifelong.eval.scorers import SCORERS
 from lifelong.train.checkpoint import atomic_write_json
 
 
+PERCENT = {"accuracy", "exact_match", "preference_accuracy"}
+"""Metrics in percent, higher is better: averaged together in the `score` group."""
+
+
 class Results:
     def __init__(self, name: str, rows: list[str], tasks: list[dict], bwt_denominator: str = "T-1") -> None:
         self.name = name
@@ -43,11 +47,12 @@ class Results:
         done = [r for r in range(len(self.rows)) if self.has_row(r)]
         if not done or done[-1] != len(self.rows) - 1:
             return out
-        # one group for percent scores (higher is better); one per lower-is-better unit (never mixed)
-        lower = sorted({t["metric"] for t in self.tasks if t["stage"] is not None and not t["higher_is_better"]})
-        for hib, group in [(True, "score")] + [(False, m) for m in lower]:
-            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and t["higher_is_better"] == hib
-                    and (hib or t["metric"] == group)]
+        # one group for percent scores; one per other unit (perplexity, bits per byte, margins): never mixed
+        others = sorted({t["metric"] for t in self.tasks if t["stage"] is not None and t["metric"] not in PERCENT})
+        for group in ["score"] + others:
+            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and
+                    (t["metric"] in PERCENT if group == "score" else t["metric"] == group)]
+            hib = all(self.tasks[j]["higher_is_better"] for j in cols)
             if not cols:
                 continue
             rows = [self.tasks[j]["stage"] + 1 for j in cols]

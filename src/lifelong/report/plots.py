@@ -34,7 +34,7 @@ def heatmap(rows: list[str], tasks: list[dict], matrix: list[list[Optional[float
     C = np.full_like(M, np.nan)
     for j, t in enumerate(tasks):
         col = M[:, j]
-        if t["metric"] in ("accuracy", "exact_match"):  # percent scores: one absolute scale
+        if t["metric"] in ("accuracy", "exact_match", "preference_accuracy"):  # percent: one absolute scale
             norm = col / 100.0
         else:  # other units (perplexity): scaled within the column
             lo, hi = np.nanmin(col), np.nanmax(col)

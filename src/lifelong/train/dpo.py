@@ -94,6 +94,25 @@ class DPOObjective:
             tmp.replace(store)
 
     def __call__(self, model: Any, examples: list[dict], device: Any) -> tuple[torch.Tensor, Any, dict]:
+        pairs = [e for e in examples if "chosen_ids" in e]
+        plain = [e for e in examples if "chosen_ids" not in e]  # replayed instruction / pre-training data
+        if not pairs:
+            from lifelong.train.loop import collate
+
+            b = collate(plain, self.pad_id, device)
+            out = model(**b)
+            return out.loss, out, {"lm_replay_loss": float(out.loss.detach()), "_batch": b}
+        loss, out, logs = self._pairs(model, pairs, device)
+        if plain:  # the plain LM loss on replayed examples, weighted by their share of the micro-batch
+            from lifelong.train.loop import collate
+
+            lm = model(**collate(plain, self.pad_id, device)).loss
+            share = len(plain) / len(examples)
+            loss = (1 - share) * loss + share * lm
+            logs["lm_replay_loss"] = float(lm.detach())
+        return loss, out, logs
+
+    def _pairs(self, model: Any, examples: list[dict], device: Any) -> tuple[torch.Tensor, Any, dict]:
         b = pair_batch(examples, self.pad_id, device)
         out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         logps, counts = sequence_logps(out.logits, b["labels"])
