@@ -83,3 +83,18 @@ def test_bits_per_byte_is_nll_in_bits_over_bytes():
     assert stats[:, 1].tolist() == [12.0, 3.0]  # UTF-8 bytes (é is 2)
     assert cls.aggregate(stats) == pytest.approx((n1 + n2) / (math.log(2) * 15))
     assert cls.higher_is_better is False
+
+
+def test_exact_match_contains_mode():
+    from lifelong.eval.scorers.exact_match import ExactMatch, ExactMatchParams
+
+    class FakeLM:
+        fm = Formatter(tiny_tokenizer())
+
+        def generate(self, ctxs, max_new_tokens=32):
+            return ["The capital is Quux.", "Quuxville it is"]
+
+    items = [{"prompt": "a", "targets": ["Quux"]}, {"prompt": "b", "targets": ["Quux"]}]
+    stats = ExactMatch(ExactMatchParams(match="contains")).score(FakeLM(), items)
+    assert stats[:, 0].tolist() == [1.0, 0.0]  # whole words only
+    assert ExactMatch().score(FakeLM(), items)[:, 0].tolist() == [0.0, 0.0]

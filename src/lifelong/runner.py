@@ -109,13 +109,22 @@ class Run:
         self.tasks: list[EvalTask] = build_suite(cfg)
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
         self.results: Optional[Results] = None
+        self.memory: Any = None  # lifelong.memory.store.MemoryStore, created by the first memory stage
+        self.embedder: Any = None
+        self.memory_applied: list[int] = []
+        if resume:
+            self._load_memory()
         self.mix_ratios: dict[int, list[float]] = {}
         # global optimizer-step offset of every stage (tracker x-axis), from the same step rule as the loop
         from lifelong.train.loop import stage_steps
 
         self.step_offsets = [0]
+        from lifelong.stages.base import TrainableStage
+
         for i, ex in enumerate(self.prepared):
             tc = cfg.stage_train(i)
+            if not isinstance(self.kinds[i], TrainableStage):
+                ex = None  # memory / merge stages take no optimizer steps
             size = sum(len(s) for s in ex["sources"]) if isinstance(ex, dict) else (len(ex) if ex is not None else 0)
             n = stage_steps(size, tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
                             tc.max_steps, tc.epochs) if size else 0
@@ -148,6 +157,46 @@ class Run:
         event = {"time": time.time(), **event}
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
+
+    # ---- external memory --------------------------------------------------------------------------
+    def ensure_memory(self) -> Any:
+        from lifelong.memory.embed import Embedder
+        from lifelong.memory.store import MemoryStore
+
+        if self.embedder is None:
+            self.embedder = Embedder(self.cfg.memory.embedder, self.cfg.memory.batch_size)
+        if self.memory is None:
+            self.memory = MemoryStore(self.embedder.dim())
+        return self.memory
+
+    def save_memory(self) -> None:
+        if self.memory is not None and self.accelerator.is_main_process:
+            self.memory.save(self.run_dir / "memory")
+            atomic_write_text(self.run_dir / "memory" / "applied.json", json.dumps(self.memory_applied))
+
+    def _load_memory(self) -> None:
+        from lifelong.memory.store import MemoryStore
+
+        folder = self.run_dir / "memory"
+        store = MemoryStore.load(folder)
+        if store is not None:
+            self.memory = store
+            self.memory_applied = json.loads((folder / "applied.json").read_text()) \
+                if (folder / "applied.json").exists() else []
+
+    def retrieve_items(self, task: EvalTask, row: int) -> list[dict]:
+        """The task's items with top-k passages of the memory as of the row's stage in their prompts."""
+        from lifelong.memory.store import augment
+
+        if task.retrieve is None or not any("prompt" in it for it in task.items):
+            return task.items
+        as_of = row - 1
+        if self.memory is None and not any(s.kind == "memory" for s in self.cfg.stages):
+            return task.items
+        self.ensure_memory()  # also the embedder of a memory reloaded on resume
+        queries = [it.get("prompt", "") for it in task.items]
+        hits = self.memory.search(self.embedder(queries), task.retrieve, as_of)
+        return [dict(it, prompt=augment(it["prompt"], h)) if "prompt" in it else it for it, h in zip(task.items, hits)]
 
     # ---- kept weights (branches and merges) -------------------------------------------------------
     def kept_path(self, name: str) -> Path:
@@ -203,8 +252,9 @@ class Run:
             model = self.strategy.eval_model(ctx, task)
             model.eval()
             lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
-            part = np.array_split(np.arange(len(task.items)), world)[rank]
-            stats = task.scorer.score(lm, [task.items[i] for i in part]) if len(part) else np.zeros((0, 1))
+            items = self.retrieve_items(task, row)
+            part = np.array_split(np.arange(len(items)), world)[rank]
+            stats = task.scorer.score(lm, [items[i] for i in part]) if len(part) else np.zeros((0, 1))
             if world > 1:
                 from accelerate.utils import gather_object
 

@@ -20,6 +20,8 @@ class EvalTask:
     items: list[dict]
     stage: Optional[int]
     """Index of the stage that owns the task (None: a general probe)."""
+    retrieve: Optional[int] = None
+    """Passages retrieved from the memory into every prompt (None: no retrieval)."""
 
     @property
     def higher_is_better(self) -> bool:
@@ -43,7 +45,8 @@ def build_task(cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Opt
         raise ValueError(f"{where}: scorer {scorer_name} takes formats {', '.join(cls.formats)}; "
                          f"{rows.source} has format {fmt}")
     items = to_eval_items(rows, fmt, cfg, labels=list(cfg.labels) if cfg.labels else labels)
-    return EvalTask(name=name, scorer=cls(cls.Params(**cfg.params)), items=items, stage=stage)
+    return EvalTask(name=name, scorer=cls(cls.Params(**cfg.params)), items=items, stage=stage,
+                    retrieve=cfg.retrieve.k if cfg.retrieve else None)
 
 
 def build_suite(cfg: RunConfig) -> list[EvalTask]:

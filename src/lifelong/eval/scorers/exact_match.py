@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,9 @@ class ExactMatchParams(BaseModel):
     """Compare only the first line of the generation."""
     normalize: bool = True
     """Apply the SQuAD normalisation before comparing."""
+    match: Literal["exact", "contains"] = "exact"
+    """`exact`: the generation equals a target; `contains`: a target appears in the generation as whole
+    words (for models that answer in a sentence)."""
 
 
 def normalize(text: str) -> str:
@@ -45,5 +48,8 @@ class ExactMatch(Scorer):
         for n, (g, it) in enumerate(zip(gens, items)):
             g = g.strip().split("\n")[0] if p.first_line else g.strip()
             f = normalize if p.normalize else str.strip
-            out[n, 0] = float(any(f(g) == f(t) for t in it["targets"]))
+            if p.match == "contains":
+                out[n, 0] = float(any(f" {f(t)} " in f" {f(g)} " for t in it["targets"] if f(t)))
+            else:
+                out[n, 0] = float(any(f(g) == f(t) for t in it["targets"]))
         return out

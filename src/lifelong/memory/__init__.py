@@ -1,0 +1,2 @@
+"""External knowledge: a retrieval memory attached to the model (no weights change), and retrieval-augmented
+evaluation."""
