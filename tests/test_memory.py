@@ -100,3 +100,20 @@ def test_retrieval_lets_a_real_model_answer_new_facts(tmp_path):
     res = Run(validate_raw(raw), quiet=True).execute()
     assert res.matrix[0][0] == 0.0  # invented facts: unknown without the memory
     assert res.matrix[1][0] >= 75.0  # answered from the retrieved passages
+
+
+def test_tools_become_retrievable_documents(tmp_path):
+    from lifelong.config import validate_raw
+    from lifelong.runner import Run
+
+    tools = [{"name": "get_weather", "signature": "(city: str)", "doc": "Current weather of a city."},
+             {"name": "convert_currency", "signature": "(amount: float, to: str)", "doc": "Convert money."}]
+    q = [{"prompt": "Call the tool that converts 10 dollars to euros.", "response": "convert_currency(10, 'EUR')"}]
+    raw = {"name": "tools", "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
+           "eval": {"bootstrap": 0},
+           "stages": [{"name": "tools", "kind": "memory", "data": {"rows": tools},
+                       "eval": {"rows": q, "retrieve": {"k": 1}, "params": {"max_new_tokens": 4}}}]}
+    run = Run(validate_raw(raw), quiet=True)
+    run.execute()
+    prompt = run.retrieve_items(run.tasks[0], 1)[0]["prompt"]
+    assert prompt.startswith("Context:\n- Tool convert_currency(amount: float, to: str): Convert money.")

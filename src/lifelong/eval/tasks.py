@@ -8,6 +8,7 @@ from lifelong.config import EvalTaskConfig, RunConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
 from lifelong.data.formats import label_set
 from lifelong.eval.scorers import SCORERS, Scorer
+from lifelong.stages import STAGE_KINDS
 
 DEFAULT_SCORER = {"classification": "choice", "choice": "choice", "prompt_response": "exact_match",
                   "messages": "exact_match", "text": "perplexity", "preference": "preference_accuracy"}
@@ -61,7 +62,7 @@ def build_suite(cfg: RunConfig) -> list[EvalTask]:
             pass
         elif s.data.format in ("classification", "auto") and s.data.labels:
             labels = list(s.data.labels)
-        elif s.data.format in ("classification", "auto"):
+        elif s.data.format in ("classification", "auto") and "classification" in STAGE_KINDS.get(s.kind).formats:
             train = load_rows(s.data)
             if infer_format(train, s.data.format) == "classification":
                 check_rows(train, "classification")

@@ -16,8 +16,11 @@ from lifelong.train.checkpoint import atomic_write_text
 
 
 def stream_of(run: dict) -> dict:
+    """What makes runs comparable: the same stages (names, in order) scored on the same eval tasks. How a
+    stage updates the model (its kind, data, strategy, hyper-parameters) may differ: that is what is compared."""
     cfg = yaml.safe_load(run["config"]) or {}
-    return {"stages": cfg.get("stages"), "probes": (cfg.get("eval") or {}).get("probes")}
+    return {"stages": [{"name": s.get("name"), "eval": s.get("eval")} for s in cfg.get("stages") or []],
+            "probes": (cfg.get("eval") or {}).get("probes")}
 
 
 def check_same_stream(runs: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """Memory stage: add documents or facts to the external memory (no weight changes). Rows have `text`, an
 optional `key` (a row with a key already in memory supersedes it from this stage on) and an optional
-`delete: true` (removes the key). Eval tasks with `retrieve: {k}` then see the memory as of each stage."""
+`delete: true` (removes the key). Tool rows (`name`, `signature`, `doc`) become documents
+`Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs. Eval tasks with `retrieve: {k}` then see the memory as of each stage."""
 from __future__ import annotations
 
 import time
@@ -23,6 +24,9 @@ class Memory(StageKind):
     def prepare(self, run: "Run", index: int) -> Any:
         rows = load_rows(run.cfg.stages[index].data)  # type: ignore[arg-type]
         for r, where in zip(rows.rows, rows.where):
+            if "name" in r and "doc" in r and "text" not in r:  # a tool: name, signature, documentation
+                r["text"] = f"Tool {r['name']}{r.get('signature', '()')}: {r['doc']}"
+                r.setdefault("key", f"tool:{r['name']}")
             if not isinstance(r.get("text"), str) or not r["text"].strip():
                 if not r.get("delete"):
                     raise ValueError(f"{where}: field 'text' is missing or empty (memory rows: text, key, delete)")
