@@ -19,7 +19,10 @@ def stream_of(run: dict) -> dict:
     """What makes runs comparable: the same stages (names, in order) scored on the same eval tasks. How a
     stage updates the model (its kind, data, strategy, hyper-parameters) may differ: that is what is compared."""
     cfg = yaml.safe_load(run["config"]) or {}
-    return {"stages": [{"name": s.get("name"), "eval": s.get("eval")} for s in cfg.get("stages") or []],
+    def ev(e):  # retrieval is part of the route, not of the task
+        return {k: v for k, v in e.items() if k != "retrieve"} if isinstance(e, dict) else e
+
+    return {"stages": [{"name": s.get("name"), "eval": ev(s.get("eval"))} for s in cfg.get("stages") or []],
             "probes": (cfg.get("eval") or {}).get("probes")}
 
 
