@@ -23,7 +23,7 @@ def stream_of(run: dict) -> dict:
         return {k: v for k, v in e.items() if k != "retrieve"} if isinstance(e, dict) else e
 
     return {"stages": [{"name": s.get("name"), "eval": ev(s.get("eval"))} for s in cfg.get("stages") or []],
-            "probes": (cfg.get("eval") or {}).get("probes")}
+            "probes": [ev(p) for p in (cfg.get("eval") or {}).get("probes") or []]}
 
 
 def check_same_stream(runs: list[dict]) -> None:
