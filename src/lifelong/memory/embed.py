@@ -47,4 +47,5 @@ class Embedder:
         return np.stack([self.cache[self.key(t)] for t in texts]) if texts else np.zeros((0, self.dim()), np.float32)
 
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
