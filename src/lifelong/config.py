@@ -499,11 +499,11 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
     return msgs
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override and strictly validate a run config. Raises ConfigError with every problem."""
+def read_yaml(path: str | Path, what: str = "config") -> tuple[dict, dict[tuple, int]]:
+    """The mapping in a YAML file and the line of every dotted path in it; located ConfigErrors."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such {what} file")
     text = path.read_text()
     try:
         raw = yaml.safe_load(text)
@@ -513,11 +513,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    return raw, _line_map(text)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and strictly validate a run config. Raises ConfigError with every problem."""
+    path = Path(path)
+    raw, lines = read_yaml(path)
     if isinstance(raw.get("strategy"), (str, dict)) and any(o.startswith("strategy.") for o in overrides or []):
         s = raw["strategy"]
         raw["strategy"] = [{"name": s} if isinstance(s, str) else s]  # so `strategy.0.x=` overrides work
     raw = apply_overrides(raw, overrides or [])
-    lines = _line_map(text)
     return validate_raw(raw, str(path), lines, base_dir=path.parent)
 
 

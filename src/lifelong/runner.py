@@ -226,41 +226,37 @@ class Run:
         self.log(type="start_from", source=name)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def score_suite(self) -> dict[str, float]:
-        """Scores of the current model on every eval task, outside the matrix (sweeps)."""
-        from lifelong.eval.scorers import SCORERS
+    def task_stats(self, task: EvalTask, row: int, stage_name: str) -> np.ndarray:
+        """Per-example statistics of one eval task for the current model as of matrix row `row`: the
+        strategy picks the model, retrieval adds passages, processes score shards gathered in rank order."""
+        acc = self.accelerator
+        world, rank = acc.num_processes, acc.process_index
+        ctx = StageContext(stage_index=row - 1, stage_name=stage_name, model=self.model, tokenizer=self.tokenizer,
+                           accelerator=acc, device=acc.device, task_stage=task.stage, task_items=task.items,
+                           run_dir=self.run_dir, formatter=self.formatter)
+        model = self.strategy.eval_model(ctx, task)
+        model.eval()
+        lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
+        items = self.retrieve_items(task, row)
+        part = np.array_split(np.arange(len(items)), world)[rank]
+        stats = task.scorer.score(lm, [items[i] for i in part]) if len(part) else np.zeros((0, 1))
+        if world > 1:
+            from accelerate.utils import gather_object
 
-        out = {}
-        for task in self.tasks:
-            ctx = StageContext(stage_index=-1, stage_name="sweep", model=self.model, tokenizer=self.tokenizer,
-                               accelerator=self.accelerator, device=self.accelerator.device, task_stage=task.stage,
-                               task_items=task.items, run_dir=self.run_dir, formatter=self.formatter)
-            model = self.strategy.eval_model(ctx, task)
-            model.eval()
-            lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
-            out[task.name] = float(SCORERS.get(task.scorer.registered_name).aggregate(task.scorer.score(lm, task.items)))
-        return out
+            parts = gather_object([(rank, stats.tolist())])
+            stats = np.concatenate([np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
+                                    for _, s in sorted(parts, key=lambda p: p[0]) if len(s)])
+        return stats
+
+    def score_suite(self, row: int) -> dict[str, float]:
+        """Scores of the current model on every eval task as of matrix row `row`, outside the matrix (sweeps)."""
+        return {t.name: float(t.scorer.aggregate(self.task_stats(t, row, "sweep"))) for t in self.tasks}
 
     def evaluate(self, results: Results, row: int) -> None:
         acc = self.accelerator
-        world, rank = acc.num_processes, acc.process_index
         t0 = time.perf_counter()
         for j, task in enumerate(self.tasks):
-            ctx = StageContext(stage_index=row - 1, stage_name=results.rows[row], model=self.model,
-                               tokenizer=self.tokenizer, accelerator=acc, device=acc.device, task_stage=task.stage,
-                               task_items=task.items, run_dir=self.run_dir, formatter=self.formatter)
-            model = self.strategy.eval_model(ctx, task)
-            model.eval()
-            lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
-            items = self.retrieve_items(task, row)
-            part = np.array_split(np.arange(len(items)), world)[rank]
-            stats = task.scorer.score(lm, [items[i] for i in part]) if len(part) else np.zeros((0, 1))
-            if world > 1:
-                from accelerate.utils import gather_object
-
-                parts = gather_object([(rank, stats.tolist())])
-                stats = np.concatenate([np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
-                                        for _, s in sorted(parts, key=lambda p: p[0]) if len(s)])
+            stats = self.task_stats(task, row, results.rows[row])
             results.set_cell(row, j, stats)
         if self.cfg.trackers:
             acc.log({f"eval/{t.name}": results.matrix[row][j] for j, t in enumerate(self.tasks)},

@@ -6,7 +6,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lifelong.config import DataConfig
 
@@ -23,24 +23,94 @@ class Rows:
         return len(self.rows)
 
 
-def _jsonl(path: Path, limit: int | None) -> Rows:
-    rows, where = [], []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno}); "
-                                 "each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path} line {n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-            where.append(f"{path} line {n}")
-            if limit and len(rows) >= limit:
-                break
-    return Rows(rows, where, str(path))
+LINE_FORMATS = (".jsonl", ".csv", ".txt", ".md", ".parquet")
+
+
+def _iter_file(path: Path, limit: int | None) -> Iterator[tuple[dict, str]]:
+    """(row, where) pairs of a line-based file, one at a time (never the whole file in memory)."""
+    suffix, n = path.suffix.lower(), 0
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {line_no}: not valid JSON ({e.msg} at column {e.colno}); "
+                                     "each line must be one JSON object") from None
+                if not isinstance(obj, dict):
+                    raise ValueError(f"{path} line {line_no}: expected a JSON object, got {type(obj).__name__}")
+                yield obj, f"{path} line {line_no}"
+                n += 1
+                if limit and n >= limit:
+                    return
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row:
+                    raise ValueError(f"{path} line {reader.line_num}: more values than header columns")
+                yield dict(row), f"{path} line {reader.line_num}"
+                n += 1
+                if limit and n >= limit:
+                    return
+    elif suffix in (".txt", ".md"):  # one document per block of non-blank lines
+        buf: list[str] = []
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    buf.append(line.rstrip("\n"))
+                    continue
+                if buf:
+                    yield {"text": "\n".join(buf).strip()}, f"{path} line {line_no - len(buf)}"
+                    buf = []
+                    n += 1
+                    if limit and n >= limit:
+                        return
+            if buf:
+                yield {"text": "\n".join(buf).strip()}, f"{path} end"
+    else:  # parquet, in record batches
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for r in batch.to_pylist():
+                yield r, f"{path} row {n}"
+                n += 1
+                if limit and n >= limit:
+                    return
+
+
+def _rename(row: dict, columns: dict[str, str]) -> dict:
+    for src, dst in columns.items():
+        if src in row:
+            row[dst] = row.pop(src)
+    return row
+
+
+def iter_rows(cfg: DataConfig) -> Iterator[tuple[dict, str]]:
+    """(row, where) pairs without loading the source: inline rows, a hub dataset (`streaming=True`) or a
+    line-based file; columns renamed as configured."""
+    limit = cfg.max_examples
+    if cfg.rows is not None:
+        for i, r in enumerate(cfg.rows[:limit] if limit else cfg.rows):
+            yield _rename(dict(r), cfg.columns), f"inline row {i}"
+        return
+    if cfg.hub is not None:
+        import datasets
+
+        for i, r in enumerate(datasets.load_dataset(cfg.hub, cfg.subset, split=cfg.split, streaming=True)):
+            if limit and i >= limit:
+                return
+            yield _rename(dict(r), cfg.columns), f"hub dataset {cfg.hub} row {i}"
+        return
+    path = Path(cfg.path)  # type: ignore[arg-type]
+    if not path.exists():
+        raise ValueError(f"{path}: no such data file (paths are relative to the config file)")
+    if path.suffix.lower() not in LINE_FORMATS:
+        raise ValueError(f"{path}: streaming reads .jsonl, .txt, .csv or .parquet files")
+    for row, where in _iter_file(path, limit):
+        yield _rename(row, cfg.columns), where
 
 
 def _json(path: Path, limit: int | None) -> Rows:
@@ -62,28 +132,6 @@ def _json(path: Path, limit: int | None) -> Rows:
         rows.append(r)
         where.append(f"{path} item {i}")
     return Rows(rows, where, str(path))
-
-
-def _csv(path: Path, limit: int | None) -> Rows:
-    rows, where = [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            if None in row:
-                raise ValueError(f"{path} line {reader.line_num}: more values than header columns")
-            rows.append(dict(row))
-            where.append(f"{path} line {reader.line_num}")
-            if limit and len(rows) >= limit:
-                break
-    return Rows(rows, where, str(path))
-
-
-def _txt(path: Path, limit: int | None) -> Rows:
-    """A plain text file is one document per blank-line separated paragraph block."""
-    text = path.read_text(encoding="utf-8")
-    docs = [d.strip() for d in text.split("\n\n") if d.strip()]
-    docs = docs[:limit] if limit else docs
-    return Rows([{"text": d} for d in docs], [f"{path} document {i}" for i in range(len(docs))], str(path))
 
 
 def _dataset(ds: Any, label: str, limit: int | None) -> Rows:
@@ -120,28 +168,16 @@ def load_rows(cfg: DataConfig) -> Rows:
             raise ValueError(f"{path}: no such data file (paths are relative to the config file)")
         else:
             suffix = path.suffix.lower()
-            if suffix == ".jsonl":
-                out = _jsonl(path, limit)
+            if suffix in LINE_FORMATS:
+                pairs = list(_iter_file(path, limit))
+                out = Rows([r for r, _ in pairs], [w for _, w in pairs], str(path))
             elif suffix == ".json":
                 out = _json(path, limit)
-            elif suffix == ".csv":
-                out = _csv(path, limit)
-            elif suffix in (".txt", ".md"):
-                out = _txt(path, limit)
-            elif suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(path)
-                rows = table.slice(0, limit).to_pylist() if limit else table.to_pylist()
-                out = Rows(rows, [f"{path} row {i}" for i in range(len(rows))], str(path))
             else:
                 raise ValueError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, "
                                  ".parquet, .txt or a saved dataset directory")
-    if cfg.columns:
-        for r in out.rows:
-            for src, dst in cfg.columns.items():
-                if src in r:
-                    r[dst] = r.pop(src)
+    for r in out.rows:
+        _rename(r, cfg.columns)
     if not out.rows:
         raise ValueError(f"{out.source}: no rows")
     return out

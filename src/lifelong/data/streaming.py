@@ -7,9 +7,7 @@ The trailing tokens that do not fill a last block are dropped (at most `block - 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,84 +16,7 @@ import numpy as np
 
 from lifelong.config import DataConfig
 from lifelong.data import cache
-
-
-def iter_rows(cfg: DataConfig) -> Iterator[tuple[dict, str]]:
-    """(row, where) pairs without loading the source."""
-    limit = cfg.max_examples
-    n = 0
-
-    def emit(row: dict, where: str) -> Iterator[tuple[dict, str]]:
-        for src, dst in cfg.columns.items():
-            if src in row:
-                row[dst] = row.pop(src)
-        yield row, where
-
-    if cfg.rows is not None:
-        for i, r in enumerate(cfg.rows[:limit] if limit else cfg.rows):
-            yield from emit(dict(r), f"inline row {i}")
-        return
-    if cfg.hub is not None:
-        import datasets
-
-        for i, r in enumerate(datasets.load_dataset(cfg.hub, cfg.subset, split=cfg.split, streaming=True)):
-            if limit and i >= limit:
-                return
-            yield from emit(dict(r), f"hub dataset {cfg.hub} row {i}")
-        return
-    path = Path(cfg.path)  # type: ignore[arg-type]
-    if not path.exists():
-        raise ValueError(f"{path}: no such data file (paths are relative to the config file)")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {line_no}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise ValueError(f"{path} line {line_no}: expected a JSON object")
-                n += 1
-                yield from emit(obj, f"{path} line {line_no}")
-                if limit and n >= limit:
-                    return
-    elif suffix in (".txt", ".md"):
-        buf: list[str] = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    buf.append(line.rstrip("\n"))
-                    continue
-                if buf:
-                    n += 1
-                    yield from emit({"text": "\n".join(buf)}, f"{path} line {line_no}")
-                    buf = []
-                    if limit and n >= limit:
-                        return
-            if buf:
-                yield from emit({"text": "\n".join(buf)}, f"{path} end")
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                n += 1
-                yield from emit(dict(row), f"{path} line {reader.line_num}")
-                if limit and n >= limit:
-                    return
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for r in batch.to_pylist():
-                n += 1
-                yield from emit(r, f"{path} row {n - 1}")
-                if limit and n >= limit:
-                    return
-    else:
-        raise ValueError(f"{path}: streaming reads .jsonl, .txt, .csv or .parquet files")
+from lifelong.data.sources import iter_rows
 
 
 def source_fingerprint(cfg: DataConfig) -> Any:

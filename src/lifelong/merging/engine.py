@@ -197,21 +197,13 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
 
 def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -> MergeConfig:
     """Read and validate a merge YAML with file:line errors (and dotted overrides)."""
-    import yaml
     from pydantic import ValidationError
 
-    from lifelong.config import ConfigError, _line_map, apply_overrides, format_validation_error
+    from lifelong.config import ConfigError, apply_overrides, format_validation_error, read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such merge config")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    raw = apply_overrides(raw or {}, overrides or [])
-    lines = _line_map(text)
+    raw, lines = read_yaml(path, "merge config")
+    raw = apply_overrides(raw, overrides or [])
     try:
         cfg = MergeConfig.model_validate(raw)
     except ValidationError as err:
@@ -252,9 +244,8 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             d = work / ("soup-" + "-".join(map(str, key)))
-            sub = cfg.model_copy(update={"merge_method": "linear", "parameters": {},
-                                         "models": [cfg.models[i] for i in key]})
-            sub.models = [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key]
+            sub = cfg.model_copy(update={"merge_method": "linear", "parameters": {}, "models": [
+                ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key]})
             merge_models(sub, d)
             tok_dir = cfg.base_model or cfg.models[0].model
             model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
@@ -269,8 +260,8 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
 
     try:
         kept, log = select_greedy(len(cfg.models), score)
-        final = cfg.model_copy(update={"merge_method": "linear", "parameters": {}})
-        final.models = [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept]
+        final = cfg.model_copy(update={"merge_method": "linear", "parameters": {}, "models": [
+            ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept]})
         merge_models(final, out)
         import json
 

@@ -68,7 +68,7 @@ class Preference(TrainableStage):
             sweep = []
             for a in pcfg.average_sweep:
                 average_into(run.model, before, after, [a])
-                sweep.append({"ratio": a, "scores": run.score_suite()})
+                sweep.append({"ratio": a, "scores": run.score_suite(index + 1)})
             run.results.extra.setdefault("averaging_sweep", {})[run.cfg.stages[index].name] = sweep
             run.log(type="averaging_sweep", stage=index, sweep=sweep)
         ratios = pcfg.average if pcfg.average else [1.0]

@@ -24,8 +24,8 @@ class BitsPerByte(Scorer):
         # bytes of the text actually scored: lm.nll truncates to max_length tokens
         out = []
         for (value, n_tok), t in zip(nll, texts):
-            ids = lm.tok(t)["input_ids"][: lm.max_length]
-            scored = lm.tok.decode(ids, skip_special_tokens=True) if len(ids) < len(lm.tok(t)["input_ids"]) else t
+            ids = lm.tok(t)["input_ids"]
+            scored = lm.tok.decode(ids[: lm.max_length], skip_special_tokens=True) if len(ids) > lm.max_length else t
             out.append([value, max(len(scored.encode("utf-8")), 1)])
         return np.array(out, dtype=float)
 

@@ -17,10 +17,14 @@ class PreferenceAccuracy(Scorer):
     formats = ("preference",)
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        out = np.zeros((len(items), 1))
-        for n, it in enumerate(items):
-            ctx = lm.fm.prompt_ids(it["prompt"])
-            conts = [lm.fm.response_ids(it["chosen"]), lm.fm.response_ids(it["rejected"])]
-            lc, lr = lm.choice_loglikelihood(ctx, conts)
-            out[n, 0] = float(lc > lr)
-        return out
+        return (pair_margins(lm, items) > 0).astype(float)
+
+
+def pair_margins(lm: Any, items: list[dict]) -> np.ndarray:
+    """log p(chosen | prompt) - log p(rejected | prompt) per pair, shape (n, 1); the prompt is run once."""
+    out = np.zeros((len(items), 1))
+    for n, it in enumerate(items):
+        ctx = lm.fm.prompt_ids(it["prompt"])
+        lc, lr = lm.choice_loglikelihood(ctx, [lm.fm.response_ids(it["chosen"]), lm.fm.response_ids(it["rejected"])])
+        out[n, 0] = lc - lr
+    return out

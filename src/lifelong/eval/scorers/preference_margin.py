@@ -8,6 +8,7 @@ import numpy as np
 
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
+from lifelong.eval.scorers.preference_accuracy import pair_margins
 
 
 @SCORERS.register("preference_margin")
@@ -16,12 +17,7 @@ class PreferenceMargin(Scorer):
     formats = ("preference",)
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        out = np.zeros((len(items), 1))
-        for n, it in enumerate(items):
-            ctx = lm.fm.prompt_ids(it["prompt"])
-            lc, lr = lm.choice_loglikelihood(ctx, [lm.fm.response_ids(it["chosen"]), lm.fm.response_ids(it["rejected"])])
-            out[n, 0] = lc - lr
-        return out
+        return pair_margins(lm, items)
 
     @staticmethod
     def aggregate(stats: np.ndarray) -> np.ndarray:
