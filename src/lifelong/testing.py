@@ -163,3 +163,76 @@ def tiny_domains(n_docs: int = 200, n_eval: int = 24, seed: int = 0) -> dict[str
         docs = [{"text": doc(letters, stride)} for _ in range(n_docs + n_eval)]
         out[name] = {"train": docs[:n_docs], "eval": docs[n_docs:]}
     return out
+
+
+FACT_TEMPLATES = ("The home of {}", "The residence of {}", "The town of {}")
+"""One relation, three phrasings (the first is the edit prompt, the others its paraphrases). The subject ends
+each prompt, so the fact is recalled at its last token, where ROME and MEMIT edit."""
+OBJECTS = ("Paris", "Rome", "Oslo", "Lima", "Cairo", "Delhi", "Quito", "Hanoi", "Dakar", "Perth")
+
+
+def tiny_facts(n_subjects: int = 32, seed: int = 0) -> tuple[dict[str, str], Any]:
+    """Synthetic facts `subject -> city` over invented one-word names, and a word-level tokenizer for
+    them (one token per word, so every subject has a clean last token)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(seed)
+    syll = ["ka", "lo", "mi", "zu", "re", "ta", "vo", "ne", "si", "du", "ha", "po"]
+    names: list[str] = []
+    while len(names) < n_subjects:
+        w = "".join(rng.choice(syll) for _ in range(3)).capitalize()
+        if w not in names:
+            names.append(w)
+    facts = {s: rng.choice(OBJECTS) for s in names}
+    words = sorted({w for t in FACT_TEMPLATES for w in t.replace("{}", "").split()} | {"a", ".", "and", "is"})
+    vocab = {t: i for i, t in enumerate(SPECIALS + words + list(OBJECTS) + names)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                  pre_tokenizers.Punctuation()])
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                  pad_token="<pad>", unk_token="<unk>")
+    return facts, tok
+
+
+def fact_requests(facts: dict[str, str], subjects: list[str], seed: int = 0, n_neighbors: int = 5) -> list[dict]:
+    """Edit requests (rows of the documented format) moving each subject to another city, with the two
+    other phrasings as paraphrases and other subjects as neighbours (their own answers)."""
+    rng = random.Random(seed)
+    others = [s for s in facts if s not in subjects]
+    rows = []
+    for s in subjects:
+        new = rng.choice([o for o in OBJECTS if o != facts[s]])
+        neigh = rng.sample(others, min(n_neighbors, len(others)))
+        rows.append({"prompt": FACT_TEMPLATES[0], "subject": s, "target_new": new, "target_true": facts[s],
+                     "paraphrases": list(FACT_TEMPLATES[1:]),
+                     "neighborhood": [{"prompt": FACT_TEMPLATES[0].replace("{}", n), "target": facts[n]}
+                                      for n in neigh],
+                     "generation": [f"{s} is"]})
+    return rows
+
+
+def tiny_fact_model(facts: dict[str, str], tok: Any, steps: int = 300, seed: int = 0, **config: Any) -> Any:
+    """A tiny llama trained (in-process, one thread, a few seconds) until it knows every fact in every
+    phrasing."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sentences = [t.replace("{}", s) + f" {o} ." for s, o in facts.items() for t in FACT_TEMPLATES]
+    rng = random.Random(seed)
+    cfg = tiny_config("llama", vocab_size=len(tok), **{"num_hidden_layers": 4, **config})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+        for _ in range(steps):  # each sequence: 1-3 facts, so facts are seen after other text too
+            enc = [tok(" ".join(rng.sample(sentences, rng.randint(1, 3))))["input_ids"] for _ in range(64)]
+            width = max(map(len, enc))
+            ids = torch.tensor([e + [tok.pad_token_id] * (width - len(e)) for e in enc])
+            labels = ids.masked_fill(ids == tok.pad_token_id, -100)
+            loss = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    return model.eval()

@@ -1,0 +1,102 @@
+"""ROME (Meng et al. 2022, "Locating and Editing Factual Associations in GPT"): a rank-one update of one
+layer's MLP output projection W so the subject's key k* maps to a value v* that makes the new target likely.
+
+k* is the projection's input at the subject's last token, averaged over the edit prompt behind random
+prefixes the model writes itself; v* = W k* + delta with delta from the value optimization (target NLL +
+KL on "<subject> is a" + weight decay, norm clamped; `common.optimize_delta`); C = E[k k^T] over a text
+corpus (`stats`). The update is the paper's rank-one solution with direction C^-1 k*, scaled (as in the
+authors' implementation) so the edit prompt's own key k gets exactly its value plus delta, W' k = W k + delta:
+
+    W' = W + delta (C^-1 k*)^T / (k^T C^-1 k*)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelong.editing import EDITORS
+from lifelong.editing.base import EditResult, Editor
+from lifelong.editing.common import (context_templates, default_layer, mean_at_subject, mlp_out, mlp_out_name,
+                                     n_layers, optimize_delta, to_param_layout)
+from lifelong.editing.requests import EditRequest
+from lifelong.editing.stats import StatsParams, second_moments
+
+
+class ValueParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    n_prefixes: int = Field(default=10, ge=0)
+    """Random prefixes (model-written, seeded) the key and the value are averaged over (plus no prefix)."""
+    prefix_length: int = Field(default=10, ge=1)
+    """Tokens per prefix."""
+    v_steps: int = Field(default=20, ge=1)
+    """Adam steps of the value optimization."""
+    v_lr: float = Field(default=0.5, gt=0)
+    """Learning rate of the value optimization."""
+    kl_factor: float = Field(default=0.0625, ge=0)
+    """Weight of the KL term keeping "<subject> is a" predictions (essence drift)."""
+    kl_prompts: list[str] = Field(default_factory=lambda: ["{} is a"])
+    """Prompts (with `{}` for the subject) whose next-token distribution the KL term keeps."""
+    weight_decay: float = Field(default=0.5, ge=0)
+    """Weight of ||delta|| / ||v0||^2 (ROME's form; v0 is the original value)."""
+    clamp_norm_factor: float = Field(default=4.0, gt=0)
+    """||delta|| is clamped to this times the norm of the original value."""
+    stop_loss: float = Field(default=0.05, ge=0)
+    """Stop early once the target NLL (per token) is below this."""
+    ridge: float = Field(default=1e-6, ge=0)
+    """C + ridge * mean(diag C) * I before solving (only guards a singular C; negligible otherwise)."""
+    stats: StatsParams = Field(default_factory=StatsParams)
+    """Key statistics: corpus and token budget."""
+    seed: int = 0
+    """Seed of the prefix sampling (same seed, same model: same edit)."""
+
+
+class RomeParams(ValueParams):
+    layer: Optional[int] = None
+    """Layer whose MLP output projection is edited (default: about 1/6 of the depth; 5 for 30 layers)."""
+
+
+def solve_c(c: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
+    eye = torch.eye(c.shape[0], dtype=torch.float64, device=c.device)
+    a = c.double() + ridge * float(c.diagonal().mean()) * eye
+    return torch.linalg.solve(a, rhs.double()).float()
+
+
+class TemplateCache:
+    """Prefixes are sampled once per model and editor (as ROME does), so sequential edits share them."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, list[str]] = {}
+
+    def get(self, model: Any, tok: Any, p: ValueParams) -> list[str]:
+        key = id(model)
+        if key not in self._cache:
+            self._cache[key] = context_templates(model, tok, p.n_prefixes, p.prefix_length, p.seed)
+        return self._cache[key]
+
+
+@EDITORS.register("rome")
+class Rome(Editor):
+    Params = RomeParams
+
+    def __init__(self, params: Optional[BaseModel] = None) -> None:
+        super().__init__(params)
+        self.templates = TemplateCache()
+
+    def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
+        p: RomeParams = self.params  # type: ignore[assignment]
+        (req,) = requests
+        layer = (p.layer if p.layer is not None else default_layer(model)) % n_layers(model)
+        module = mlp_out(model, layer)
+        templates = self.templates.get(model, tok, p)
+        stats_log: dict = {}
+        c = second_moments(model, tok, [layer], p.stats, stats_log)[layer]
+        k_star = mean_at_subject(model, tok, module, [req], templates, "input")[0]
+        k = mean_at_subject(model, tok, module, [req], ["{}"], "input")[0]  # the edit prompt itself
+        delta, v0, info = optimize_delta(model, tok, req, module, templates, p)
+        ck = solve_c(c.to(k.device), k_star, p.ridge)
+        dw = torch.outer(delta, ck) / torch.dot(ck, k)
+        result = EditResult("rome", [req], info={"layer": layer, "stats": stats_log, **info})
+        result.record(model, mlp_out_name(model, layer), to_param_layout(module, dw))
+        return result
