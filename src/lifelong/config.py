@@ -59,7 +59,7 @@ class ModelConfig(Strict):
         return self
 
 
-FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice", "preference"]
+FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice", "preference", "edit"]
 
 
 class DataConfig(Strict):
@@ -77,7 +77,8 @@ class DataConfig(Strict):
     format: FormatName = "auto"
     """Row format: `text` (language modelling, packed), `prompt_response`, chat `messages`,
     `classification` (text + label; the label set becomes the options), `choice` (prompt, options,
-    answer index). `auto` infers it from the first row's fields."""
+    answer index), `edit` (knowledge-edit requests, docs/editing.md). `auto` infers it from the first
+    row's fields."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Rename source columns to the format's fields, e.g. `{sentence: text}`."""
     labels: Optional[list[str]] = None
@@ -212,6 +213,15 @@ class MergeStageConfig(Strict):
     """Method parameters (typed per method)."""
 
 
+class EditStageConfig(Strict):
+    method: str = "rome"
+    """Editing method (`lifelong ls editors`); weight editors only in a stream (rome, memit, ft, mend)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Method parameters (typed per method), e.g. `{layer: 5, stats: {corpus: {path: corpus.txt}}}`."""
+    group: Optional[int] = Field(default=None, ge=1)
+    """Requests per editor call (default: all at once for batched methods like memit, else one by one)."""
+
+
 class RatioAdaptation(Strict):
     alpha: float = Field(default=0.5, ge=0)
     """Step size alpha of r_i <- r_i * (1 + alpha * delta_p_i * w_i)."""
@@ -255,6 +265,8 @@ class StageConfig(Strict):
     """For `kind: merge`: which earlier stages to merge and how."""
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     """For `kind: preference`: the DPO objective's settings."""
+    edit: EditStageConfig = Field(default_factory=EditStageConfig)
+    """For `kind: edit`: the editing method applied to the stage's edit requests (`data`)."""
     mix: list[DataConfig] = Field(default_factory=list)
     """Several training sources mixed by their `weight` (instead of, or besides, `data`); each source's
     share of the stage's examples is weight / sum of weights, drawn in order, cycling if a source is short."""
@@ -491,6 +503,22 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
                     msgs += format_validation_error(err, source, lines, loc + ("parameters",))
             if s.merge.weights is not None and len(s.merge.weights) != len(s.merge.models):
                 msgs.append(f"{where(loc)}: stages.{i}.merge.weights: one weight per model")
+        if s.kind == "edit":
+            from lifelong.editing import EDITORS
+
+            loc = ("stages", i, "edit")
+            if s.edit.method not in EDITORS:
+                msgs.append(f"{where(loc + ('method',))}: stages.{i}.edit.method: "
+                            f"{EDITORS.unknown_message(s.edit.method)}")
+            elif not EDITORS.get(s.edit.method).changes_weights:
+                msgs.append(f"{where(loc + ('method',))}: stages.{i}.edit.method: {s.edit.method!r} keeps its edits "
+                            "outside the weights, which stage checkpoints do not carry; in a stream use a weight "
+                            "editor (rome, memit, ft, mend) or a `memory` stage for retrieval")
+            else:
+                try:
+                    EDITORS.get(s.edit.method).Params(**s.edit.params)
+                except ValidationError as err:
+                    msgs += format_validation_error(err, source, lines, loc + ("params",))
         if names.index(s.name) != i:
             msgs.append(f"{where(('stages', i, 'name'))}: stages.{i}.name: duplicate stage name {s.name!r}")
     dup = sorted({c for c in cols if cols.count(c) > 1})
@@ -551,6 +579,10 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
                 d.path = str(cand.resolve())
 
     for s in cfg.stages:
+        corpus = s.edit.params.get("stats", {}).get("corpus") if isinstance(s.edit.params.get("stats"), dict) else None
+        if isinstance(corpus, dict) and corpus.get("path") and not Path(corpus["path"]).is_absolute():
+            if (base / corpus["path"]).exists():
+                corpus["path"] = str((base / corpus["path"]).resolve())
         if s.data is not None:
             fix(s.data)
         for m in s.mix:

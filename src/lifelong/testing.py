@@ -236,3 +236,15 @@ def tiny_fact_model(facts: dict[str, str], tok: Any, steps: int = 300, seed: int
             opt.step()
             opt.zero_grad()
     return model.eval()
+
+
+def fact_corpus(facts: dict[str, str], path: Any, n: int = 1000, seed: int = 1) -> str:
+    """A jsonl text corpus of the facts in random groups of 1-4 sentences (key statistics for tests)."""
+    import json
+
+    rng = random.Random(seed)
+    sentences = [t.replace("{}", s) + f" {o} ." for s, o in facts.items() for t in FACT_TEMPLATES]
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            f.write(json.dumps({"text": " ".join(rng.sample(sentences, rng.randint(1, 4)))}) + "\n")
+    return str(path)

@@ -6,7 +6,7 @@ import importlib
 import sys
 from typing import Optional
 
-COMMANDS = ("run", "validate", "ls", "show", "report", "compare", "merge")
+COMMANDS = ("run", "validate", "ls", "show", "report", "compare", "merge", "edit")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

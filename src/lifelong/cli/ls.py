@@ -1,15 +1,15 @@
-"""`lifelong ls strategies|stages|scorers|config`: registered methods with their documented parameters."""
+"""`lifelong ls strategies|stages|scorers|merges|editors|config`: registered methods with their documented parameters."""
 from __future__ import annotations
 
 import argparse
 import inspect
 from typing import Any
 
-WHAT = ("strategies", "stages", "scorers", "merges", "config")
+WHAT = ("strategies", "stages", "scorers", "merges", "editors", "config")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ls", help="list strategies, stage kinds, scorers or config fields")
+    p = sub.add_parser("ls", help="list strategies, stage kinds, scorers, merge or editing methods, or config fields")
     p.add_argument("what", choices=WHAT)
 
 
@@ -27,6 +27,7 @@ def _fields(model: Any, indent: str = "    ") -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from lifelong.config import DataConfig, EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
     from lifelong.eval.scorers import SCORERS
+    from lifelong.editing import EDITORS
     from lifelong.merging import MERGE_METHODS
     from lifelong.stages import STAGE_KINDS
     from lifelong.strategies import STRATEGIES
@@ -39,13 +40,13 @@ def main(args: argparse.Namespace) -> int:
             lines += [f"{title}:"] + _fields(model)
     else:
         reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS,
-               "merges": MERGE_METHODS}[args.what]
+               "merges": MERGE_METHODS, "editors": EDITORS}[args.what]
         for name, cls in reg.items():
             doc = inspect.getdoc(cls) or ""
             lines.append(f"{name}: {' '.join(doc.split(chr(10) * 2)[0].split()) if doc else ''}")
             flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed", "supports_fsdp",
                                                    "stores_examples", "trainable", "higher_is_better", "uses_base", "n_models",
-                                                   "formats") if hasattr(cls, k)}
+                                                   "formats", "batched", "changes_weights", "needs_training") if hasattr(cls, k)}
             if flags:
                 lines.append("    capabilities: " + ", ".join(f"{k}={v}" for k, v in flags.items()))
             if hasattr(cls, "Params"):

@@ -18,6 +18,7 @@ REQUIRED = {
     "classification": ("text", "label"),
     "choice": ("prompt", "options", "answer"),
     "preference": ("prompt", "chosen", "rejected"),
+    "edit": ("prompt", "subject", "target_new"),
 }
 
 
@@ -25,7 +26,7 @@ def infer_format(rows: Rows, declared: str) -> str:
     if declared != "auto":
         return declared
     keys = set(rows.rows[0])
-    for fmt in ("preference", "messages", "choice", "prompt_response", "classification", "text"):
+    for fmt in ("edit", "preference", "messages", "choice", "prompt_response", "classification", "text"):
         if set(REQUIRED[fmt]) <= keys:
             return fmt
     raise ValueError(f"{rows.where[0]}: cannot infer the format from fields {sorted(keys)}; set data.format "
@@ -40,7 +41,11 @@ def check_rows(rows: Rows, fmt: str) -> None:
             if f not in r or r[f] is None:
                 raise ValueError(f"{where}: field {f!r} is missing (format {fmt} needs {', '.join(need)}); "
                                  "rename columns with data.columns")
-        if fmt == "messages":
+        if fmt == "edit":
+            from lifelong.editing.requests import parse_request
+
+            parse_request(r, where)
+        elif fmt == "messages":
             msgs = r["messages"]
             if not isinstance(msgs, list) or not msgs:
                 raise ValueError(f"{where}: field 'messages' must be a non-empty list of {{role, content}}")
@@ -215,6 +220,8 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
         elif fmt == "preference":
             items.append({"prompt": _prompt(r, cfg.template, "prompt"), "chosen": _pref_text(r["chosen"]),
                           "rejected": _pref_text(r["rejected"])})
+        elif fmt == "edit":
+            items.append(dict(r))
         elif fmt == "messages":
             msgs = r["messages"]
             last = max(k for k, m in enumerate(msgs) if m["role"] == "assistant")

@@ -248,6 +248,7 @@ def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, template
             with torch.no_grad():
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
-    return delta.detach(), v0, {"nll": float(nll), "steps": steps, "delta_norm": float(delta.norm()),
-                               "v0_norm": float(v0.norm())}
+    delta = delta.detach()
+    return delta, v0, {"nll": float(nll), "steps": steps, "delta_norm": float(delta.norm()),
+                       "v0_norm": float(v0.norm())}
 

@@ -45,6 +45,7 @@ def target_loss(model: Any, ids: Any, mask: Any, labels: Any) -> torch.Tensor:
 
 @EDITORS.register("ft")
 class FineTuneL(Editor):
+    """FT-L: fine-tune one MLP output projection within an L-infinity ball (constrained fine-tuning)."""
     Params = FTParams
     batched = True
 

@@ -21,8 +21,7 @@ from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (layer_module, mean_at_subject, mlp_out, mlp_out_name, n_layers,
                                      optimize_delta, to_param_layout)
 from lifelong.editing.requests import EditRequest
-from lifelong.editing.rome import TemplateCache, ValueParams
-from lifelong.editing.stats import second_moments
+from lifelong.editing.rome import EditorCache, ValueParams
 
 
 class MemitParams(ValueParams):
@@ -44,19 +43,20 @@ def default_layers(model: Any) -> list[int]:
 
 @EDITORS.register("memit")
 class Memit(Editor):
+    """MEMIT: many edits in one update spread over a range of MLP layers (Meng et al. 2023)."""
     Params = MemitParams
     batched = True
 
     def __init__(self, params: Optional[BaseModel] = None) -> None:
         super().__init__(params)
-        self.templates = TemplateCache()
+        self.cache = EditorCache()
 
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         p: MemitParams = self.params  # type: ignore[assignment]
         n = n_layers(model)
         layers = sorted({lay % n for lay in (p.layers if p.layers else default_layers(model))})
         last = layer_module(model, layers[-1])
-        templates = self.templates.get(model, tok, p)
+        templates = self.cache.templates(model, tok, p)
         z, infos = [], []
         for req in requests:
             delta, h0, info = optimize_delta(model, tok, req, last, templates, p)
@@ -64,7 +64,7 @@ class Memit(Editor):
             infos.append(info)
         zs = torch.stack(z)
         stats_log: dict = {}
-        cs = second_moments(model, tok, layers, p.stats, stats_log)
+        cs = self.cache.moments(model, tok, layers, p, stats_log)
         result = EditResult("memit", list(requests), info={"layers": layers, "stats": stats_log, "values": infos})
         for i, lay in enumerate(layers):
             module = mlp_out(model, lay)

@@ -63,35 +63,47 @@ def solve_c(c: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
     return torch.linalg.solve(a, rhs.double()).float()
 
 
-class TemplateCache:
-    """Prefixes are sampled once per model and editor (as ROME does), so sequential edits share them."""
+class EditorCache:
+    """Prefixes and key statistics are taken once per model and editor (as the authors' code does), so
+    sequential edits share them instead of re-deriving them from the already-edited model."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, list[str]] = {}
+        self._templates: dict[int, list[str]] = {}
+        self._stats: dict[tuple[int, int], torch.Tensor] = {}
 
-    def get(self, model: Any, tok: Any, p: ValueParams) -> list[str]:
+    def templates(self, model: Any, tok: Any, p: ValueParams) -> list[str]:
         key = id(model)
-        if key not in self._cache:
-            self._cache[key] = context_templates(model, tok, p.n_prefixes, p.prefix_length, p.seed)
-        return self._cache[key]
+        if key not in self._templates:
+            self._templates[key] = context_templates(model, tok, p.n_prefixes, p.prefix_length, p.seed)
+        return self._templates[key]
+
+    def moments(self, model: Any, tok: Any, layers: list[int], p: ValueParams, log: dict) -> dict[int, torch.Tensor]:
+        todo = [lay for lay in layers if (id(model), lay) not in self._stats]
+        if todo:
+            for lay, c in second_moments(model, tok, todo, p.stats, log).items():
+                self._stats[(id(model), lay)] = c
+        else:
+            log.update(hits=len(layers), computed=0, seconds=0.0, in_memory=True)
+        return {lay: self._stats[(id(model), lay)] for lay in layers}
 
 
 @EDITORS.register("rome")
 class Rome(Editor):
+    """ROME: a rank-one update of one MLP output projection per edit (Meng et al. 2022)."""
     Params = RomeParams
 
     def __init__(self, params: Optional[BaseModel] = None) -> None:
         super().__init__(params)
-        self.templates = TemplateCache()
+        self.cache = EditorCache()
 
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         p: RomeParams = self.params  # type: ignore[assignment]
         (req,) = requests
         layer = (p.layer if p.layer is not None else default_layer(model)) % n_layers(model)
         module = mlp_out(model, layer)
-        templates = self.templates.get(model, tok, p)
+        templates = self.cache.templates(model, tok, p)
         stats_log: dict = {}
-        c = second_moments(model, tok, [layer], p.stats, stats_log)[layer]
+        c = self.cache.moments(model, tok, [layer], p, stats_log)[layer]
         k_star = mean_at_subject(model, tok, module, [req], templates, "input")[0]
         k = mean_at_subject(model, tok, module, [req], ["{}"], "input")[0]  # the edit prompt itself
         delta, v0, info = optimize_delta(model, tok, req, module, templates, p)

@@ -55,6 +55,8 @@ def build_suite(cfg: RunConfig) -> list[EvalTask]:
     stage's training data unless it sets its own."""
     tasks = []
     for i, s in enumerate(cfg.stages):
+        if s.eval is None and s.kind == "edit" and s.data is not None:  # an edit stage scores its own edits
+            s = s.model_copy(update={"eval": EvalTaskConfig(**s.data.model_dump(exclude={"weight"}), scorer="edit")})
         if s.eval is None:
             continue
         labels = None
