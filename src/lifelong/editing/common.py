@@ -249,6 +249,6 @@ def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, template
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     delta = delta.detach()
-    return delta, v0, {"nll": float(nll), "steps": steps, "delta_norm": float(delta.norm()),
+    return delta, v0, {"nll": float(nll.detach()), "steps": steps, "delta_norm": float(delta.norm()),
                        "v0_norm": float(v0.norm())}
 

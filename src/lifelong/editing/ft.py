@@ -63,7 +63,7 @@ class FineTuneL(Editor):
             opt = torch.optim.Adam([w], lr=p.lr)
             for _ in range(p.steps):
                 loss = target_loss(model, ids, mask, labels)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
