@@ -155,7 +155,8 @@ def subject_position(tok: Any, template: str, subject: str, where: str = "<reque
     before, after = template.split("{}", 1)
     full = encode(tok, before + subject + after)
     upto = encode(tok, before + subject)
-    if full[:len(upto)] != upto or len(upto) <= len(encode(tok, before)):
+    n_before = len(encode(tok, before.rstrip()))  # "The " may end in a lone space token; "The iPhone" not
+    if full[:len(upto)] != upto or len(upto) <= n_before:
         raise ValueError(f"{where}: the tokenizer splits subject {subject!r} across the text after it in "
                          f"{before + subject + after!r}, so no token ends the subject; put a space or "
                          "punctuation after the subject in the prompt")
