@@ -9,6 +9,8 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from rich.markup import escape
+
 from lifelong.eval.metrics import METRICS
 
 
@@ -39,14 +41,14 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
     t.add_column("after stage")
     for task in res["tasks"]:
         arrow = "↑" if task["higher_is_better"] else "↓"
-        t.add_column(f"{task['name']}\n{task['metric']} {arrow}", justify="right")
+        t.add_column(escape(f"{task['name']}\n{task['metric']} {arrow}"), justify="right")
     for r, row in enumerate(res["rows"]):
         t.add_row(row, *[_fmt(v) for v in res["matrix"][r]])
     console.print(t)
     for group, g in res.get("metrics", {}).items():
         if not (isinstance(g, dict) and "metrics" in g):
             continue
-        mt = Table(title=f"metrics ({group}: {', '.join(g['tasks'])})")
+        mt = Table(title=escape(f"metrics ({group}: {', '.join(g['tasks'])})"))
         for m in ("metric", "value", "95% CI"):
             mt.add_column(m, justify="right" if m != "metric" else "left")
         for m in METRICS:
