@@ -579,10 +579,12 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
                 d.path = str(cand.resolve())
 
     for s in cfg.stages:
-        corpus = s.edit.params.get("stats", {}).get("corpus") if isinstance(s.edit.params.get("stats"), dict) else None
-        if isinstance(corpus, dict) and corpus.get("path") and not Path(corpus["path"]).is_absolute():
-            if (base / corpus["path"]).exists():
-                corpus["path"] = str((base / corpus["path"]).resolve())
+        stats = s.edit.params.get("stats")
+        corpus = stats.get("corpus") if isinstance(stats, dict) else None
+        for holder, key in ((corpus, "path"), (s.edit.params, "train_requests"), (s.edit.params, "editor_path")):
+            value = holder.get(key) if isinstance(holder, dict) else None
+            if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+                holder[key] = str((base / value).resolve())  # type: ignore[index]
         if s.data is not None:
             fix(s.data)
         for m in s.mix:
