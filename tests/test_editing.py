@@ -206,3 +206,13 @@ def test_cli_edit_writes_model_deltas_and_metrics(fact_setup, tmp_path, capsys):
     assert main(["edit", str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(tmp_path / "o2"),
                  "layr=0"]) == 2
     assert "rome.layr: unknown parameter" in capsys.readouterr().err
+
+
+def test_statistics_corpus_offline_error_says_what_to_do(monkeypatch):
+    from lifelong.editing.stats import StatsParams, _texts
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="set `stats.corpus.path` to a local text file"):
+        next(_texts(StatsParams().corpus))
+    rows = {"corpus": {"rows": [{"text": "a b"}, {"text": " "}, {"text": "c"}]}}
+    assert list(_texts(StatsParams(**rows).corpus)) == ["a b", "c"]

@@ -9,6 +9,7 @@ token budget. Several layers are collected in one pass; the forward pass stops a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -61,7 +62,18 @@ def model_fingerprint(model: Any, upto_layer: int) -> str:
 def _texts(corpus: DataConfig) -> Iterator[str]:
     from lifelong.data.sources import iter_rows
 
-    for row, where in iter_rows(corpus):
+    rows = iter_rows(corpus)
+    try:
+        first = [next(rows)]
+    except StopIteration:
+        first = []
+    except ValueError:
+        raise
+    except Exception as e:  # network, missing dataset: say what to do instead
+        raise ValueError(f"cannot read the key-statistics corpus (hub dataset {corpus.hub!r}): "
+                         f"{type(e).__name__}: {str(e)[:200]}; offline, set `stats.corpus.path` to a local text "
+                         "file (.txt, or .jsonl with a `text` field)") from None
+    for row, where in itertools.chain(first, rows):  # still one row at a time
         t = row.get("text")
         if t is None:
             raise ValueError(f"{where}: statistics corpus rows need a 'text' field (rename with corpus.columns)")
