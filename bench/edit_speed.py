@@ -127,20 +127,18 @@ def main() -> None:
         return
     os.makedirs(args.work, exist_ok=True)
     runs = [("rome", args.rome)] + [("memit", int(n)) for n in args.sizes.split(",")]
-    rows = []
-    for method, n in runs:
+    print(f"model: {args.model}; reference = one forward+backward over the edit prompts (same process)")
+    print("| method | edits per call | s per edit | / reference | key statistics s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
+    for method, n in runs:  # one row as soon as its subprocess ends
         out = subprocess.run([sys.executable, __file__, "--child", "--model", args.model, "--work", args.work,
                               "--method", method, "-n", str(n)], capture_output=True, text=True)
         if out.returncode:
             sys.exit(out.stderr[-3000:])
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"model: {args.model}; reference = one forward+backward over the edit prompts (same process)")
-    print("| method | edits per call | s per edit | / reference | key statistics s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
+        r = json.loads(out.stdout.strip().splitlines()[-1])
         per_call = 1 if r["method"] == "rome" else r["n"]
         print(f"| {r['method']} | {per_call} | {r['per_edit']:.2f} | {r['per_edit'] / r['reference']:.0f}x | "
-              f"{r['stats_seconds']:.1f} | {r['peak_mb']:.0f} |")
+              f"{r['stats_seconds']:.1f} | {r['peak_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

