@@ -201,11 +201,15 @@ def test_cli_edit_writes_model_deltas_and_metrics(fact_setup, tmp_path, capsys):
     for name, p in base.named_parameters():
         want = dict(edited.named_parameters())[name]
         assert torch.allclose(p + deltas[name], want, atol=1e-6) if name in deltas else torch.equal(p, want)
+    assert metrics["model_written"] and "No model written" not in (out / "metrics.md").read_text()
     assert main(["edit"] + args) == 2  # never overwrites
     assert "not empty" in capsys.readouterr().err
     assert main(["edit", str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(tmp_path / "o2"),
                  "layr=0"]) == 2
     assert "rome.layr: unknown parameter" in capsys.readouterr().err
+    assert main(["edit"] + args[:6] + [str(tmp_path / "o3")] + args[7:] + ["--protocol", "rollback"]) == 0
+    assert not (tmp_path / "o3" / "model").exists()
+    assert "undone after scoring (rollback)" in (tmp_path / "o3" / "metrics.md").read_text()
 
 
 def test_statistics_corpus_offline_error_says_what_to_do(monkeypatch):

@@ -65,13 +65,18 @@ def edit_to_dir(requests_path: str, model: str, method: str, out: str, overrides
     results = res.pop("results")
     meta = {k: v for k, v in res.items() if k != "per_request"}
     meta.update(model=model, params=editor.params.model_dump(mode="json"), requests_file=str(requests_path))
+    written = protocol == "sequential" and bool(results) and editor.changes_weights
+    why = ("" if written else "\n\nNo model written: " + ("each edit was undone after scoring (rollback)."
+                                                           if protocol == "rollback" else
+                                                           f"{method} keeps its edits outside the weights."))
+    meta["model_written"] = written
     (tmp / "metrics.json").write_text(json.dumps(meta, indent=2))
     (tmp / "metrics.md").write_text(f"# {method} on {len(requests)} edits ({protocol}, group {group})\n\n"
-                                    + table(res["summary"]) + "\n")
+                                    + table(res["summary"]) + why + "\n")
     with open(tmp / "per_request.jsonl", "w", encoding="utf-8") as f:
         for r, m in zip(requests, res["per_request"]):
             f.write(json.dumps({"id": r.id, "subject": r.subject, "target_new": r.target_new, **m}) + "\n")
-    if protocol == "sequential" and results and editor.changes_weights:
+    if written:
         deltas: dict[str, Any] = {}
         for r in results:
             for name, d in r.deltas.items():
