@@ -4,7 +4,8 @@ positions, random prefix contexts, keys averaged over prefixes, and the target-v
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+import hashlib
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,23 @@ def weight_2d(module: Any) -> torch.Tensor:
 
 def to_param_layout(module: Any, delta_out_in: torch.Tensor) -> torch.Tensor:
     return delta_out_in.T.contiguous() if transposed(module) else delta_out_in
+
+
+def module_of(model: Any, param_name: str) -> Any:
+    """The module owning a parameter, e.g. `model.layers.5.mlp.down_proj.weight` -> that projection."""
+    return model.get_submodule(param_name.rsplit(".", 1)[0])
+
+
+def weights_fingerprint(model: Any, skip: Callable[[str], bool], salt: str = "") -> str:
+    """Hash of the model type, `salt` and the bytes of every parameter whose name `skip` does not reject:
+    the identity of a model's weights, for caches keyed by model (key statistics, trained MEND editors)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{getattr(model.config, 'model_type', '')}|{salt}".encode())
+    for name, p in model.named_parameters():
+        if not skip(name):
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def default_layer(model: Any) -> int:
@@ -191,7 +209,8 @@ def mean_at_subject(model: Any, tok: Any, module: Any, reqs: list[EditRequest], 
 
 
 # ---- the target value ------------------------------------------------------------------------------------
-def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, templates: list[str], p: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, templates: list[str],
+                   p: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """ROME's value optimization (Meng et al. 2022, eq. 4): find delta added to `module`'s output at the
     subject's last token, in the edit prompt behind every prefix, that makes `target_new` likely, while
     the next-token distribution after "<subject> is a" keeps close (KL) to the unedited model's and delta

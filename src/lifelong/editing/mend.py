@@ -15,7 +15,6 @@ model's weights other than the edited ones (so it is still found after MEND's ow
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -30,7 +29,8 @@ from torch.func import functional_call
 
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import device_of, frozen, mlp_out_name, n_layers, pad_batch, pad_id, transposed
+from lifelong.editing.common import (device_of, frozen, mlp_out_name, module_of, n_layers, pad_batch, pad_id,
+                                     to_param_layout, weight_2d, weights_fingerprint)
 from lifelong.editing.requests import EditRequest, encode, load_requests, target_ids
 
 
@@ -82,17 +82,12 @@ def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return per.sum(1) / (labels != -100).sum(1)
 
 
-def _layout(model: Any, name: str, d: torch.Tensor) -> torch.Tensor:
-    """An (out, in) update in the parameter's layout (GPT-2's Conv1D stores (in, out))."""
-    return d.T if transposed(model.get_submodule(name.rsplit(".", 1)[0])) else d
-
-
 def u_delta(model: Any, tok: Any, requests: list[EditRequest], names: list[str]) -> dict[str, tuple[Any, Any]]:
     """Per edited weight: inputs u (tokens, in) and output gradients delta (tokens, out) of the edit loss
     (sum over requests of the mean target NLL), over all non-padding tokens."""
     ids, mask, labels = _batch(tok, [(r.text, r.target_new) for r in requests], device_of(model))
     params, seen = dict(model.named_parameters()), {}
-    hooks = [model.get_submodule(n.rsplit(".", 1)[0]).register_forward_hook(
+    hooks = [module_of(model, n).register_forward_hook(
         lambda m, a, o, n=n: seen.__setitem__(n, (a[0], o))) for n in names]
     with frozen(model):
         for n in names:
@@ -135,13 +130,8 @@ class MendNet(torch.nn.Module):
 
 
 def _fingerprint(model: Any, names: list[str]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{getattr(model.config, 'model_type', '')}|{'|'.join(names)}".encode())
-    for name, p in model.named_parameters():
-        if name not in names:
-            h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """The model's identity apart from the edited weights (a saved editor is still found after its edits)."""
+    return weights_fingerprint(model, lambda name: name in names, "|".join(names))
 
 
 @EDITORS.register("mend")
@@ -202,7 +192,7 @@ class MendEditor(Editor):
             raise ValueError("MEND needs at least one training edit request")
         names, device, path = self.names(model), device_of(model), self.path(model)
         weights = dict(model.named_parameters())
-        shapes = [tuple(_layout(model, n, weights[n]).shape) for n in names]
+        shapes = [tuple(weight_2d(module_of(model, n)).shape) for n in names]
         net = MendNet(shapes, p.rank, p.init_lr).to(device)
         cache = [u_delta(model, tok, [r], names) for r in requests]  # the base model is fixed: once each
         for k, n in enumerate(names):  # fixed normalisation statistics; std floored per half (u, delta)
@@ -221,8 +211,8 @@ class MendEditor(Editor):
                 pairs = [(t, r.target_new) for t in [r.text] + r.paraphrases]
                 ids, mask, labels = _batch(tok, pairs + [(t, None) for t in loc], device)
                 n_e = len(pairs)
-                new = {n: (base[n] + _layout(model, n, net.update(k, *cache[j][n]))).to(base[n].dtype)
-                       for k, n in enumerate(names)}
+                new = {n: (base[n] + to_param_layout(module_of(model, n), net.update(k, *cache[j][n])))
+                       .to(base[n].dtype) for k, n in enumerate(names)}
                 logits = functional_call(model, new, (), {"input_ids": ids, "attention_mask": mask}).logits
                 loss_e = _nll(logits[:n_e], labels[:n_e]).mean()
                 loss_l = torch.zeros(())
@@ -255,5 +245,5 @@ class MendEditor(Editor):
                                                           "editor_same_model": meta.get("same_model", True)})
         with torch.no_grad():
             for k, n in enumerate(names):
-                result.record(model, n, _layout(model, n, net.update(k, *ud[n])))
+                result.record(model, n, to_param_layout(module_of(model, n), net.update(k, *ud[n])))
         return result

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lifelong.config import DataConfig
 from lifelong.data.cache import cache_dir, content_key, tokenizer_fingerprint
-from lifelong.editing.common import device_of, layers_path, mlp_out, n_layers, pad_batch, pad_id
+from lifelong.editing.common import (device_of, layers_path, mlp_out, mlp_out_name, n_layers, pad_batch, pad_id,
+                                     weights_fingerprint)
 
 
 class StatsParams(BaseModel):
@@ -43,20 +44,13 @@ class _Stop(Exception):
 def model_fingerprint(model: Any, upto_layer: int) -> str:
     """Hash of the weights that determine the keys at `upto_layer`: embeddings and layers 0..upto_layer,
     except that layer's MLP output projection (the edited weight does not change its own keys)."""
-    from lifelong.editing.common import mlp_out_name
-
     prefix = layers_path(model) + "."
-    skip = mlp_out_name(model, upto_layer)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(getattr(model.config, "model_type", "")).encode())
-    for name, p in model.named_parameters():
-        if name.startswith(prefix):
-            idx = int(name[len(prefix):].split(".")[0])
-            if idx > upto_layer or name == skip:
-                continue
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    edited = mlp_out_name(model, upto_layer)
+
+    def skip(name: str) -> bool:
+        return name == edited or (name.startswith(prefix) and int(name[len(prefix):].split(".")[0]) > upto_layer)
+
+    return weights_fingerprint(model, skip)
 
 
 def _texts(corpus: DataConfig) -> Iterator[str]:
