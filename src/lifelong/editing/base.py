@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from lifelong.config import Strict
 from lifelong.editing.requests import EditRequest
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class NoParams(Strict):
+    """A method without parameters."""
 
 
 @dataclass

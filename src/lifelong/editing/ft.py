@@ -7,16 +7,16 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import default_layer, device_of, frozen, mlp_out_name, n_layers, pad_batch, pad_id
 from lifelong.editing.requests import EditRequest, encode, target_ids
 
 
-class FTParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class FTParams(Strict):
     layer: Optional[int] = None
     """Layer whose MLP output projection is tuned (default: about 1/6 of the depth)."""
     steps: int = Field(default=25, ge=1)

@@ -34,8 +34,9 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import capture, device_of, frozen, mlp_out, n_layers, weight_2d
@@ -44,8 +45,7 @@ from lifelong.editing.requests import EditRequest, encode, target_ids
 ATTR = "grace_adaptors"
 
 
-class GraceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class GraceParams(Strict):
     layer: Optional[int] = None
     """Layer whose MLP output projection is wrapped (default: the middle layer, n_layers // 2)."""
     eps_init: float = Field(default=1.0, gt=0)

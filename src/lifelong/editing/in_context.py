@@ -28,16 +28,16 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.requests import EditRequest, continuation
 from lifelong.memory.embed import DEFAULT
 
 
-class InContextParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class InContextParams(Strict):
     embedder: str = DEFAULT
     """Sentence-embedding model: `package:<pypi name>`, a sentence-transformers name or a path."""
     k: int = Field(default=1, ge=1)

@@ -23,10 +23,11 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 
+from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (device_of, frozen, mlp_out_name, module_of, n_layers, pad_batch, pad_id,
@@ -34,8 +35,7 @@ from lifelong.editing.common import (device_of, frozen, mlp_out_name, module_of,
 from lifelong.editing.requests import EditRequest, encode, load_requests, target_ids
 
 
-class MendParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class MendParams(Strict):
     layers: Optional[list[int]] = None
     """Layers whose MLP output projection is edited (default: the last 3)."""
     editor_path: Optional[str] = None

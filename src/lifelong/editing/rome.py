@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (context_templates, default_layer, mean_at_subject, mlp_out, mlp_out_name,
@@ -24,8 +25,7 @@ from lifelong.editing.requests import EditRequest
 from lifelong.editing.stats import StatsParams, second_moments
 
 
-class ValueParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class ValueParams(Strict):
     n_prefixes: int = Field(default=10, ge=0)
     """Random prefixes (model-written, seeded) the key and the value are averaged over (plus no prefix)."""
     prefix_length: int = Field(default=10, ge=1)

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.config import DataConfig
 from lifelong.data.cache import cache_dir, content_key, tokenizer_fingerprint
 from lifelong.editing.common import (device_of, layers_path, mlp_out, mlp_out_name, n_layers, pad_batch, pad_id,
                                      weights_fingerprint)
 
 
-class StatsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class StatsParams(Strict):
     corpus: DataConfig = Field(default_factory=lambda: DataConfig(hub="Salesforce/wikitext",
                                                                   subset="wikitext-103-raw-v1", split="train",
                                                                   streaming=True))

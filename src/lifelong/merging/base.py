@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from lifelong.config import Strict
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class NoParams(Strict):
+    """A method without parameters."""
 
 
 @dataclass

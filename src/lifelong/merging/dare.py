@@ -9,15 +9,16 @@ import hashlib
 from typing import Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 from lifelong.merging.ties import elect_and_merge, trim_topk
 
 
-class DareParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+class DareParams(Strict):
+    model_config = ConfigDict(populate_by_name=True)
     p: float = Field(default=0.9, ge=0, lt=1)
     """Drop probability of each delta entry (the paper drops up to 90-99%)."""
     rescale: bool = True

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 
 
-class GreedySoupParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class GreedySoupParams(Strict):
     eval: dict[str, Any] = Field(default_factory=dict)
     """The held-out task, as an eval task of a run config (path or rows, format, template, scorer)."""
     batch_size: int = Field(default=16, ge=1)

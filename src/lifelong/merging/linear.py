@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 
 
-class LinearParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class LinearParams(Strict):
     normalize: bool = True
     """Divide by the sum of the weights (a true average)."""
 

@@ -10,14 +10,14 @@ import math
 from typing import Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 
 
-class SlerpParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class SlerpParams(Strict):
     t: float = Field(default=0.5, ge=0, le=1)
     """Interpolation position: 0 gives the first model, 1 the second."""
     eps: float = Field(default=1e-6, gt=0)

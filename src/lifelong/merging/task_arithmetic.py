@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 
 
-class TaskArithmeticParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class TaskArithmeticParams(Strict):
     lambda_: float = Field(default=1.0, alias="lambda")
     """Scaling of the summed task vectors (`lambda` in the YAML)."""
 

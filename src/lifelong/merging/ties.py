@@ -13,14 +13,15 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext
 
 
-class TiesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+class TiesParams(Strict):
+    model_config = ConfigDict(populate_by_name=True)
     density: float = Field(default=0.2, gt=0, le=1)
     """Fraction k of each task vector's entries kept by magnitude (the paper's top-k%, default 20%)."""
     lambda_: float = Field(default=1.0, alias="lambda")

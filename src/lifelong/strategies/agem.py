@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import trainable
 from lifelong.strategies.base import StageContext, Strategy
 from lifelong.strategies.replay import Replay, ReplayParams
 
 
-class AGEMParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class AGEMParams(Strict):
     memory_size: int = Field(default=1000, ge=1)
     """Examples kept in the episodic memory over all earlier stages."""
     sample_size: int = Field(default=16, ge=1)

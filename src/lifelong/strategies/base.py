@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Iterator, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from lifelong.config import Strict
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class NoParams(Strict):
+    """A method without parameters."""
 
 
 @dataclass

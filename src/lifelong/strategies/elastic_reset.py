@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class ElasticResetParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class ElasticResetParams(Strict):
     ema_decay: float = Field(default=0.99, gt=0, lt=1)
     """EMA decay per optimizer step."""
     reset_every: int = Field(default=50, ge=1)

@@ -17,15 +17,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class EWCParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class EWCParams(Strict):
     weight: float = Field(default=1e5, ge=0)
     """lambda: importance of old stages relative to the new one. Empirical Fisher values are small and
     shrink with model size, so useful values are large (1e4-1e7); or set `normalize`."""

@@ -17,16 +17,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
 SEP_TEXT = "\n__ans__\n"
 
 
-class GenReplayParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class GenReplayParams(Strict):
     fraction: float = Field(default=0.2, ge=0, lt=1)
     """Share of the examples trained on that are pseudo-examples of earlier stages."""
     lm_fraction: float = Field(default=0.25, ge=0, le=1)

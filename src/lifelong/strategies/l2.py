@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class L2Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class L2Params(Strict):
     weight: float = Field(default=0.01, ge=0)
     """Strength of the pull toward the previous stage's weights (lambda)."""
 

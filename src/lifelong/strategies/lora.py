@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class LoRAParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class LoRAParams(Strict):
     r: int = Field(default=8, ge=1)
     """LoRA rank."""
     alpha: float = Field(default=16.0, gt=0)

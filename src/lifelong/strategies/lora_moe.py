@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
@@ -63,8 +64,7 @@ class MoELoRALinear(torch.nn.Module):
         return y + self.scale * (gates.unsqueeze(-1) * out).sum(-2)
 
 
-class LoRAMoEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class LoRAMoEParams(Strict):
     n_experts: int = Field(default=4, ge=1)
     """Experts per layer (fixed), or experts added per stage (per_stage)."""
     experts: Literal["fixed", "per_stage"] = "per_stage"

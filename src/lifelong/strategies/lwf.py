@@ -16,14 +16,14 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class LwFParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class LwFParams(Strict):
     weight: float = Field(default=1.0, ge=0)
     """Weight of the distillation term."""
     temperature: float = Field(default=2.0, gt=0)

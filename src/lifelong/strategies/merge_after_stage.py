@@ -16,15 +16,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class MergeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class MergeParams(Strict):
     weight: float = Field(default=0.5, gt=0)
     """Task-arithmetic scaling lambda of the summed task vectors."""
     keep: Literal["all", "sum"] = "all"

@@ -16,15 +16,15 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 from lifelong.strategies.lora import add_adapter, adapter_params, export_adapter, is_peft, train_only
 
 
-class OLoRAParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class OLoRAParams(Strict):
     r: int = Field(default=8, ge=1)
     """LoRA rank of every stage's adapter."""
     alpha: float = Field(default=32.0, gt=0)

@@ -10,13 +10,13 @@ residual MLP re-parameterisation is not used.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
@@ -84,8 +84,7 @@ class SoftPromptModel(torch.nn.Module):
         return torch.cat([input_ids, new.to(input_ids.device)], 1)  # like generate(input_ids=...)
 
 
-class PromptParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class PromptParams(Strict):
     n_tokens: int = Field(default=10, ge=1)
     """Soft-prompt length per stage (Progressive Prompts uses 10 per task)."""
     router: Literal["task", "all"] = "task"

@@ -13,14 +13,14 @@ import math
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class ReplayParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class ReplayParams(Strict):
     buffer_size: int = Field(default=1000, ge=1)
     """Maximum number of stored examples over all earlier stages."""
     fraction: float = Field(default=0.2, gt=0, lt=1)

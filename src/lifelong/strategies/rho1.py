@@ -13,14 +13,14 @@ from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
 
-class Rho1Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class Rho1Params(Strict):
     keep: float = Field(default=0.6, gt=0, le=1)
     """Fraction k of the scored tokens of each micro-batch that carry the loss (the paper uses 60-70%)."""
     reference: str = "initial"

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.eval.scorers.exact_match import normalize
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
@@ -22,8 +23,7 @@ TEMPLATE = ("{prompt}\n\nReference answer: {response}\n\n"
             "Answer the request above in your own words, keeping the reference answer's content.")
 
 
-class SDFTParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class SDFTParams(Strict):
     template: str = TEMPLATE
     """Distillation prompt with `{prompt}` and `{response}` (the original request and response)."""
     check: Literal["contains", "exact_match", "none"] = "contains"

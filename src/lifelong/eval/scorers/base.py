@@ -4,11 +4,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from lifelong.config import Strict
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class NoParams(Strict):
+    """A method without parameters."""
 
 
 class Scorer:

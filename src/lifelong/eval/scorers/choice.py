@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from lifelong.config import Strict
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
 
 
-class ChoiceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class ChoiceParams(Strict):
     length_norm: Literal["none", "token", "char"] = "none"
     """Divide each option's log-likelihood by its length in tokens or characters (lm-eval's acc_norm
     uses characters)."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from lifelong.config import Strict
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
 
 
-class EditScorerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class EditScorerParams(Strict):
     metric: Literal["efficacy", "generalization", "locality"] = "efficacy"
     """Which prompts of each request are scored."""
     variant: Literal["cf_prob", "top1"] = "top1"

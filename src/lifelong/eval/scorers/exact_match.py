@@ -7,14 +7,14 @@ import string
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lifelong.config import Strict
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
 
 
-class ExactMatchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class ExactMatchParams(Strict):
     max_new_tokens: int = Field(default=32, ge=1)
     """Generation budget per example."""
     first_line: bool = True
