@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifelong.faults import fault_point
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import TensorContext
 from lifelong.merging.st_io import DTYPES, CODES, LazyModel, StreamingWriter, copy_model_files, finalize, parse_size
@@ -184,6 +185,7 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
                                       base.get(n).float() if base is not None else None, ctx)
             writer.write(n, merged.to(DTYPES[code]))
             del merged
+            fault_point("merge-tensor")  # a testing hook (lifelong.faults): killed with some tensors written
         writer.close()
         copy_model_files(paths[0] if base is None else Path(cfg.base_model), tmp)  # type: ignore[arg-type]
         finalize(tmp, out)

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from lifelong.data import load_rows
+from lifelong.faults import fault_point
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageKind
 
@@ -45,6 +46,7 @@ class Memory(StageKind):
         it = iter(vecs)
         full = [next(it) if not r.get("delete") else None for r in prepared]
         counts = mem.add(prepared, full, index)
+        fault_point("memory-added")  # a testing hook (lifelong.faults): documents added, memory not saved
         run.memory_applied.append(index)
         run.save_memory()
         run.log(type="memory", stage=index, **counts, total=len(mem.docs))
