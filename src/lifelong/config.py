@@ -35,10 +35,12 @@ FREE_FIELDS = frozenset({"rows"})
 
 def _scalar_types(annotation: Any) -> set[type]:
     """The scalar types an annotation admits anywhere inside it (Optional, Union, list, tuple, dict values);
-    `BaseModel` stands for any nested model (which checks its own fields)."""
+    `BaseModel` stands for any nested model or free-form parameters (which check their own fields)."""
     if annotation in (int, float, bool, str):
         return {annotation}
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {BaseModel}
+    if annotation is Any:  # method parameters: checked by the method's own `Params`
         return {BaseModel}
     out: set[type] = set()
     for arg in get_args(annotation):
@@ -551,7 +553,11 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
                             f"{MERGE_METHODS.unknown_message(s.merge.method)}")
             else:
                 try:
-                    MERGE_METHODS.get(s.merge.method).Params(**s.merge.parameters)
+                    method_cls = MERGE_METHODS.get(s.merge.method)
+                    method = method_cls(method_cls.Params(**s.merge.parameters))
+                    why = method.check_weights(s.merge.weights or [1.0] * len(s.merge.models))
+                    if why:
+                        msgs.append(f"{where(loc + ('weights',))}: stages.{i}.merge.weights: {why}")
                 except ValidationError as err:
                     msgs += format_validation_error(err, source, lines, loc + ("parameters",))
             if s.merge.weights is not None and len(s.merge.weights) != len(s.merge.models):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional
 
@@ -28,6 +29,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as e:  # user input problems: one clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lifelong ls config | head`: the reader left; stop quietly like other tools
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The merge-method interface: a pure function of the same-named tensor of every input model."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -12,6 +13,14 @@ from lifelong.config import Strict
 
 class NoParams(Strict):
     """A method without parameters."""
+
+
+def zero_sum(weights: list[float]) -> Optional[str]:
+    """The reason a division by sum(weights) is impossible, or None."""
+    if math.isclose(sum(weights), 0.0, abs_tol=1e-12):
+        return (f"the weights {weights} sum to 0, so their normalised average divides by zero; give weights "
+                "with a non-zero sum")
+    return None
 
 
 @dataclass
@@ -37,6 +46,11 @@ class MergeMethod:
               ctx: TensorContext) -> torch.Tensor:
         """Merged tensor (float32 in, float32 out; the driver casts to the output dtype)."""
         raise NotImplementedError
+
+    def check_weights(self, weights: list[float]) -> Optional[str]:
+        """Why these per-model weights cannot be merged (e.g. a normalised average of weights summing to
+        zero divides by zero), or None. Checked before any tensor is read."""
+        return None
 
     def global_fraction(self) -> Optional[float]:
         """If set, the driver first computes, per model, the magnitude threshold keeping this fraction of

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field
 
 from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
-from lifelong.merging.base import MergeMethod, TensorContext
+from lifelong.merging.base import MergeMethod, TensorContext, zero_sum
 from lifelong.merging.ties import elect_and_merge, trim_topk
 
 
@@ -45,6 +45,9 @@ class Dare(MergeMethod):
 
     Params = DareParams
     uses_base = True
+
+    def check_weights(self, weights: list[float]) -> Optional[str]:
+        return zero_sum(weights) if self.params.combine == "linear" else None  # type: ignore[attr-defined]
 
     def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
               ctx: TensorContext) -> torch.Tensor:

@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lifelong.faults import fault_point
+from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import TensorContext
 from lifelong.merging.st_io import DTYPES, CODES, LazyModel, StreamingWriter, copy_model_files, finalize, parse_size
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class ModelEntry(Strict):
@@ -58,7 +55,7 @@ class MergeConfig(Strict):
     """Output dtype (default: the reference model's)."""
     overrides: list[Override] = Field(default_factory=list)
     """Per-tensor exceptions, first matching pattern wins."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Seed of random methods (DARE)."""
     max_shard_size: Union[str, int] = "2GB"
     """Largest output shard."""
@@ -97,6 +94,15 @@ def check_compatible(ref: LazyModel, ref_label: str, others: list[tuple[str, Laz
         for n in names:
             if ref.meta(n)[1] != m.meta(n)[1]:
                 raise ValueError(f"tensor {n!r}: shape {ref.meta(n)[1]} in {ref_label} but {m.meta(n)[1]} in {label}")
+
+
+def check_finite(name: str, merged: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """Refuse a merged tensor with NaN or infinity that its inputs did not have (a degenerate method
+    setting), naming the tensor; the output folder is then never completed."""
+    bad = ~torch.isfinite(merged)
+    if bad.any() and all(bool(torch.isfinite(t).all()) for t in inputs):
+        raise ValueError(f"tensor {name!r}: the merge produced {int(bad.sum())} NaN or infinite values from finite "
+                         "inputs; check the method's parameters and weights (nothing was written)")
 
 
 def global_thresholds(models: list[LazyModel], base: LazyModel, weights: list[float], fraction: float,
@@ -138,6 +144,14 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
     if method_cls.n_models and len(cfg.models) != method_cls.n_models:
         raise ValueError(f"merge_method {cfg.merge_method} takes exactly {method_cls.n_models} models, "
                          f"got {len(cfg.models)}")
+    weights = [float(e.parameters.get("weight", 1.0)) for e in cfg.models]
+    for label, ws in [("models' weights", weights)] + [(f"override {o.pattern!r}: weights", o.weights)
+                                                       for o in cfg.overrides if o.weights]:
+        if len(ws) != len(cfg.models):
+            raise ValueError(f"{label}: {len(ws)} weights for {len(cfg.models)} models")
+        why = method.check_weights(list(ws))
+        if why:
+            raise ValueError(f"{label}: {why}")
     out = Path(out_dir)
     if out.exists():
         raise ValueError(f"{out} already exists; choose another --out (merges never overwrite)")
@@ -153,7 +167,6 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
         ref, ref_label = (base, f"base {cfg.base_model}") if base else (models[0], f"model {cfg.models[0].model}")
         check_compatible(ref, ref_label, [(f"model {e.model}", m) for e, m in zip(cfg.models, models)
                                           if m is not ref])
-        weights = [float(e.parameters.get("weight", 1.0)) for e in cfg.models]
         names = ref.names()
         thresholds = None
         frac = method.global_fraction()
@@ -181,8 +194,10 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
             else:
                 w = rule.weights if rule is not None and rule.weights else weights
                 ctx = TensorContext(name=n, seed=cfg.seed, threshold=thresholds)
-                merged = method.merge([m.get(n).float() for m in models], list(w),
-                                      base.get(n).float() if base is not None else None, ctx)
+                inputs = [m.get(n).float() for m in models] + ([base.get(n).float()] if base is not None else [])
+                merged = method.merge(inputs[:len(models)], list(w), inputs[-1] if base is not None else None, ctx)
+                check_finite(n, merged, inputs)
+                del inputs
             writer.write(n, merged.to(DTYPES[code]))
             del merged
             fault_point("merge-tensor")  # a testing hook (lifelong.faults): killed with some tensors written
@@ -214,9 +229,13 @@ def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -
         raise ConfigError(f"{path}:{lines.get(('merge_method',), '?')}: merge_method: "
                           f"{MERGE_METHODS.unknown_message(cfg.merge_method)}")
     try:
-        MERGE_METHODS.get(cfg.merge_method).Params(**cfg.parameters)
+        method_cls = MERGE_METHODS.get(cfg.merge_method)
+        method = method_cls(method_cls.Params(**cfg.parameters))
     except ValidationError as err:
         raise ConfigError("\n".join(format_validation_error(err, str(path), lines, ("parameters",)))) from None
+    why = method.check_weights([float(e.parameters.get("weight", 1.0)) for e in cfg.models])
+    if why:
+        raise ConfigError(f"{path}:{lines.get(('models',), '?')}: models: {why}")
     base_dir = path.parent
     fix = lambda p: str((base_dir / p).resolve()) if p and not Path(p).is_absolute() and (base_dir / p).exists() else p  # noqa: E731
     cfg.base_model = fix(cfg.base_model)

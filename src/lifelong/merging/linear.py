@@ -8,7 +8,7 @@ import torch
 
 from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
-from lifelong.merging.base import MergeMethod, TensorContext
+from lifelong.merging.base import MergeMethod, TensorContext, zero_sum
 
 
 class LinearParams(Strict):
@@ -21,6 +21,9 @@ class Linear(MergeMethod):
     """sum_i w_i theta_i (/ sum_i w_i)."""
 
     Params = LinearParams
+
+    def check_weights(self, weights: list[float]) -> Optional[str]:
+        return zero_sum(weights) if self.params.normalize else None  # type: ignore[attr-defined]
 
     def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
               ctx: TensorContext) -> torch.Tensor:

@@ -37,7 +37,7 @@ class GenReplayParams(Strict):
     """Top-k sampling of pseudo-examples."""
     temperature: float = Field(default=1.0, gt=0)
     """Sampling temperature."""
-    max_new_tokens: int = Field(default=128, ge=4)
+    max_new_tokens: int = Field(default=128, ge=4, le=65536)
     """Longest pseudo-example in tokens."""
 
 

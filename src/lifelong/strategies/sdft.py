@@ -28,7 +28,7 @@ class SDFTParams(Strict):
     """Distillation prompt with `{prompt}` and `{response}` (the original request and response)."""
     check: Literal["contains", "exact_match", "none"] = "contains"
     """When a rewrite is kept: it contains the original answer, equals it, or always."""
-    max_new_tokens: int = Field(default=128, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1, le=65536)
     """Longest rewrite in tokens."""
     batch_size: int = Field(default=16, ge=1)
     """Rewrites generated per batch."""

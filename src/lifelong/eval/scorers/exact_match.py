@@ -15,7 +15,7 @@ from lifelong.eval.scorers.base import Scorer
 
 
 class ExactMatchParams(Strict):
-    max_new_tokens: int = Field(default=32, ge=1)
+    max_new_tokens: int = Field(default=32, ge=1, le=65536)
     """Generation budget per example."""
     first_line: bool = True
     """Compare only the first line of the generation."""
