@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lifelong.config import DataConfig
-from lifelong.data import Formatter, check_rows, infer_format, load_rows, to_examples, to_eval_items
+from lifelong.data import Formatter, Rows, check_rows, infer_format, load_rows, to_examples, to_eval_items
 from lifelong.testing import tiny_tokenizer
 
 
@@ -102,3 +102,123 @@ def test_messages_without_assistant_turn_is_rejected():
     rows = load_rows(DataConfig(rows=[{"messages": [{"role": "user", "content": "hi"}]}]))
     with pytest.raises(ValueError, match="inline row 0: field 'messages' has no assistant turn"):
         check_rows(rows, "messages")
+
+
+# ---- labels: one type per file; numbers only as a whole file (issue 13) --------------------------------
+def _rows(tmp_path, rows, name="d.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_all_number_labels_are_a_label_set_of_their_text(tmp_path, fm):
+    p = _rows(tmp_path, [{"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "ok", "label": 1}])
+    for cfg in (DataConfig(path=str(p)), DataConfig(path=str(p), labels=["0", "1"])):
+        rows = load_rows(cfg)
+        check_rows(rows, "classification")
+        items = to_eval_items(rows, "classification", cfg)
+        assert items[0]["options"] == ["0", "1"] and [it["answer"] for it in items] == [1, 0, 1]
+        ex = to_examples(rows, "classification", cfg, fm, 64)
+        assert fm.tok.decode([t for t in ex[1]["labels"] if t != -100], skip_special_tokens=True) == " 0"
+    # an eval file with the same labels written as text (a CSV) scores against the numeric training set
+    (tmp_path / "e.csv").write_text("text,label\nfine,1\nawful,0\n")
+    ev = load_rows(DataConfig(path=str(tmp_path / "e.csv")))
+    check_rows(ev, "classification")
+    assert [it["answer"] for it in to_eval_items(ev, "classification", DataConfig(rows=[{}]), ["0", "1"])] == [1, 0]
+
+
+def test_a_number_among_string_labels_names_the_row_and_the_label_set(tmp_path):
+    p = _rows(tmp_path, [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}, {"text": "c", "label": 5}])
+    with pytest.raises(ValueError) as e:
+        check_rows(load_rows(DataConfig(path=str(p))), "classification")
+    assert str(e.value) == (f'{p} line 3: label 5 is a number but the labels are strings ["neg", "pos"]; quote it '
+                            '("5") or correct the row (one file\'s labels are all strings or all numbers)')
+    # the majority decides which row broke the file: here the one string among numbers
+    p = _rows(tmp_path, [{"text": "a", "label": "1"}, {"text": "b", "label": 0}, {"text": "c", "label": 1}])
+    with pytest.raises(ValueError, match=r'd\.jsonl line 1: label "1" is a string but the labels are numbers '
+                                         r"\[0, 1\]; write it as a number"):
+        check_rows(load_rows(DataConfig(path=str(p))), "classification")
+    p = _rows(tmp_path, [{"text": "a", "label": "pos"}, {"text": "b", "label": True}])
+    with pytest.raises(ValueError, match=r'line 2: label true is a boolean but the labels are strings \["pos"\]'):
+        check_rows(load_rows(DataConfig(path=str(p))), "classification")
+
+
+def test_labels_outside_the_label_set_name_the_row(tmp_path, fm):
+    p = _rows(tmp_path, [{"text": "a", "label": "pos"}, {"text": "b", "label": "maybe"}])
+    cfg = DataConfig(path=str(p), labels=["neg", "pos"])
+    rows = load_rows(cfg)
+    check_rows(rows, "classification")
+    with pytest.raises(ValueError, match=r"d\.jsonl line 2: label \"maybe\" is not in data\.labels \['neg', 'pos'\]"):
+        to_examples(rows, "classification", cfg, fm, 64)
+    with pytest.raises(ValueError, match=r"d\.jsonl line 2: label \"maybe\" is not in the label set \['neg', 'pos'\]"):
+        to_eval_items(rows, "classification", DataConfig(path=str(p)), ["neg", "pos"])
+
+
+# ---- bytes and lines ---------------------------------------------------------------------------------
+def test_not_utf8_far_into_a_streamed_file_names_its_line_and_byte_column(tmp_path):
+    from lifelong.data.sources import iter_rows
+
+    p = tmp_path / "big.jsonl"
+    good = "".join(json.dumps({"text": f"row {i} ünïcode"}) + "\n" for i in range(3000))  # past any read buffer
+    p.write_bytes(good.encode() + '{"text": "café '.encode() + b"\xe9" + b' au lait"}\n' + good.encode())
+    col = len('{"text": "café '.encode()) + 1
+    msg = f"{p}:3001: not UTF-8 (byte 0xe9 at column {col}); save the file as UTF-8"
+    with pytest.raises(ValueError) as e:
+        list(iter_rows(DataConfig(path=str(p))))
+    assert str(e.value) == msg
+    with pytest.raises(ValueError) as e:
+        load_rows(DataConfig(path=str(p)))
+    assert str(e.value) == msg
+
+
+def test_byte_order_marks_and_crlf_lines_are_read(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "d.jsonl").write_bytes(bom + b'{"prompt": "a", "response": "b"}\r\n{"prompt": "c", "response": "d"}\r\n')
+    (tmp_path / "d.csv").write_bytes(bom + b"text,label\r\ngood,pos\r\n")
+    (tmp_path / "d.json").write_bytes(bom + b'[{"text": "x"}]')
+    (tmp_path / "d.txt").write_bytes(bom + b"one\r\ntwo\r\n\r\nthree\r\n")
+    assert load_rows(DataConfig(path=str(tmp_path / "d.jsonl"))).rows[1] == {"prompt": "c", "response": "d"}
+    assert load_rows(DataConfig(path=str(tmp_path / "d.csv"))).rows == [{"text": "good", "label": "pos"}]
+    assert load_rows(DataConfig(path=str(tmp_path / "d.json"))).rows == [{"text": "x"}]
+    assert [r["text"] for r in load_rows(DataConfig(path=str(tmp_path / "d.txt"))).rows] == ["one\ntwo", "three"]
+
+
+def test_json_list_items_are_located_by_line(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps([{"prompt": "a", "response": "b"}, {"prompt": "c"}], indent=2))
+    rows = load_rows(DataConfig(path=str(p)))
+    assert rows.where == [f"{p} line 2 (item 0)", f"{p} line 6 (item 1)"]
+    with pytest.raises(ValueError, match=r"d\.json line 6 \(item 1\): field 'response' is missing"):
+        check_rows(rows, "prompt_response")
+
+
+def test_a_csv_without_a_needed_column_is_named_at_its_header(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("sentence,label\nok,pos\n")
+    with pytest.raises(ValueError, match=r"d\.csv line 1: no column 'text' in the header \(sentence, label\)"):
+        check_rows(load_rows(DataConfig(path=str(p))), "classification")
+    check_rows(load_rows(DataConfig(path=str(p), columns={"sentence": "text"})), "classification")
+
+
+@pytest.mark.parametrize("row,msg", [
+    ({"prompt": "p", "response": True}, r"field 'response' must be a non-empty string \(or a number\), got true"),
+    ({"prompt": 5, "response": "r"}, "field 'prompt' must be a non-empty string, got 5"),
+    ({"prompt": "p", "options": ["a", None], "answer": 0}, "field 'options' must be a list of at least 2 strings"),
+    ({"prompt": "p", "options": ["a", "b"], "answer": True}, "field 'answer' must be an option or its index"),
+    ({"prompt": "p", "chosen": [{"role": "assistant"}], "rejected": "r"}, r"chosen\[0\] needs 'role' and 'content'"),
+    ({"prompt": "p", "chosen": [{"role": "user", "content": "x"}], "rejected": "r"}, "field 'chosen' has no assistant"),
+])
+def test_wrong_typed_fields_are_named(row, msg):
+    rows = load_rows(DataConfig(rows=[row]))
+    with pytest.raises(ValueError, match=rf"inline row 0: {msg}"):
+        check_rows(rows, infer_format(rows, "auto"))
+
+
+def test_numbers_as_responses_and_options_still_work(fm):
+    cfg = DataConfig(rows=[{"prompt": "2+2?", "response": 4}, {"prompt": "1+1?", "options": [1, 2], "answer": "2"}])
+    rows = load_rows(cfg)
+    check_rows(Rows(rows.rows[:1], rows.where[:1]), "prompt_response")
+    check_rows(Rows(rows.rows[1:], rows.where[1:]), "choice")
+    assert to_eval_items(Rows(rows.rows[1:], rows.where[1:]), "choice", cfg)[0]["answer"] == 1
+    ex = to_examples(Rows(rows.rows[1:], rows.where[1:]), "choice", cfg, fm, 64)
+    assert fm.tok.decode([t for t in ex[0]["labels"] if t != -100], skip_special_tokens=True) == " 2"

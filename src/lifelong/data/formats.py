@@ -6,6 +6,7 @@ with EOS between documents. Eval items are plain dicts the scorers understand.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from lifelong.config import DataConfig
@@ -22,20 +23,86 @@ REQUIRED = {
 }
 
 
+ORDER = ("edit", "preference", "messages", "choice", "prompt_response", "classification", "text")
+
+
 def infer_format(rows: Rows, declared: str) -> str:
     if declared != "auto":
         return declared
     keys = set(rows.rows[0])
-    for fmt in ("edit", "preference", "messages", "choice", "prompt_response", "classification", "text"):
+    for fmt in ORDER:
         if set(REQUIRED[fmt]) <= keys:
             return fmt
-    raise ValueError(f"{rows.where[0]}: cannot infer the format from fields {sorted(keys)}; set data.format "
-                     "(text | prompt_response | messages | classification | choice) or rename with data.columns")
+    near = [f for f in ORDER if set(REQUIRED[f]) & keys]
+    hint = ""
+    if near:
+        best = min(near, key=lambda f: len(set(REQUIRED[f]) - keys))
+        hint = f" (closest: {best}, which also needs {', '.join(repr(f) for f in REQUIRED[best] if f not in keys)})"
+    where, what = (f"{rows.source} line 1", "columns") if rows.columns is not None else (rows.where[0], "fields")
+    raise ValueError(f"{where}: cannot infer the format from {what} {sorted(keys)}{hint}; set data.format "
+                     f"({' | '.join(REQUIRED)}) or rename with data.columns")
+
+
+def shown(v: Any) -> str:
+    """A value as the user wrote it (JSON), shortened."""
+    s = json.dumps(v, default=str, ensure_ascii=False)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _text(r: dict, f: str, where: str, numbers: bool = False) -> None:
+    v = r[f]
+    if not (isinstance(v, str) and v.strip() or numbers and _is_number(v)):
+        raise ValueError(f"{where}: field {f!r} must be a non-empty string{' (or a number)' if numbers else ''}, "
+                         f"got {shown(v)}")
+
+
+def _messages(v: Any, where: str, f: str, assistant: bool) -> None:
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{where}: field {f!r} must be a non-empty list of {{role, content}}, got {shown(v)}")
+    for k, m in enumerate(v):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"{where}: {f}[{k}] needs 'role' and 'content' strings, got {shown(m)}")
+    if assistant and not any(m["role"] == "assistant" for m in v):
+        raise ValueError(f"{where}: field {f!r} has no assistant turn to learn from")
+
+
+def _label_kind(v: Any) -> Optional[str]:
+    if isinstance(v, bool):
+        return "boolean"
+    if _is_number(v):
+        return "number"
+    return "string" if isinstance(v, str) and v.strip() else None
+
+
+def _check_label_kinds(rows: Rows) -> None:
+    """Labels of one file are all strings or all numbers (or booleans): a number among string labels is
+    almost always a slip (`5` for `"5"`), and the two would silently become one option set."""
+    kinds = [_label_kind(r["label"]) for r in rows.rows]
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    if len(counts) < 2:
+        return
+    main = max(counts, key=lambda k: (counts[k], k == "string"))
+    i = next(i for i, k in enumerate(kinds) if k != main)
+    seen = sorted({r["label"] for r, k in zip(rows.rows, kinds) if k == main}, key=str)
+    labels = "[" + ", ".join(shown(x) for x in seen[:10]) + (", ...]" if len(seen) > 10 else "]")
+    lab, kind = rows.rows[i]["label"], kinds[i]
+    fix = f"quote it ({json.dumps(shown(lab))})" if main == "string" else f"write it as a {main}"
+    raise ValueError(f"{rows.where[i]}: label {shown(lab)} is a {kind} but the labels are {main}s {labels}; "
+                     f"{fix} or correct the row (one file's labels are all strings or all numbers)")
 
 
 def check_rows(rows: Rows, fmt: str) -> None:
     """Raise a ValueError naming file, line and field for the first malformed row."""
     need = REQUIRED[fmt]
+    gone = [f for f in need if rows.columns is not None and f not in rows.columns]
+    if gone:
+        raise ValueError(f"{rows.source} line 1: no column {gone[0]!r} in the header "
+                         f"({', '.join(rows.columns or [])}); format {fmt} needs {', '.join(need)}; "
+                         "rename columns with data.columns")
     for r, where in zip(rows.rows, rows.where):
         for f in need:
             if f not in r or r[f] is None:
@@ -46,30 +113,36 @@ def check_rows(rows: Rows, fmt: str) -> None:
 
             parse_request(r, where)
         elif fmt == "messages":
-            msgs = r["messages"]
-            if not isinstance(msgs, list) or not msgs:
-                raise ValueError(f"{where}: field 'messages' must be a non-empty list of {{role, content}}")
-            for k, m in enumerate(msgs):
-                if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                    raise ValueError(f"{where}: messages[{k}] needs 'role' and 'content'")
-            if not any(m["role"] == "assistant" for m in msgs):
-                raise ValueError(f"{where}: field 'messages' has no assistant turn to learn from")
+            _messages(r["messages"], where, "messages", True)
         elif fmt == "preference":
             for f in need:
-                if not isinstance(r[f], (str, list)) or (isinstance(r[f], str) and not r[f].strip()) or not r[f]:
-                    raise ValueError(f"{where}: field {f!r} must be a non-empty string (or chat messages)")
+                if isinstance(r[f], list):
+                    _messages(r[f], where, f, f != "prompt")
+                elif not isinstance(r[f], str) or not r[f].strip():
+                    raise ValueError(f"{where}: field {f!r} must be a non-empty string (or chat messages), "
+                                     f"got {shown(r[f])}")
             if r["chosen"] == r["rejected"]:
                 raise ValueError(f"{where}: 'chosen' and 'rejected' are identical; a pair must differ")
         elif fmt == "choice":
+            _text(r, "prompt", where)
             opts, ans = r["options"], r["answer"]
-            if not isinstance(opts, list) or len(opts) < 2:
-                raise ValueError(f"{where}: field 'options' must be a list of at least 2 strings")
-            if isinstance(ans, str) and ans not in opts or isinstance(ans, int) and not 0 <= ans < len(opts):
-                raise ValueError(f"{where}: field 'answer' must be an option or its index, got {ans!r}")
-        else:
+            if not isinstance(opts, list) or len(opts) < 2 or not all(_label_kind(o) in ("string", "number")
+                                                                      for o in opts):
+                raise ValueError(f"{where}: field 'options' must be a list of at least 2 strings, got {shown(opts)}")
+            if not (isinstance(ans, str) and ans in [str(o) for o in opts]
+                    or isinstance(ans, int) and not isinstance(ans, bool) and 0 <= ans < len(opts)):
+                raise ValueError(f"{where}: field 'answer' must be an option or its index (0 to {len(opts) - 1}), "
+                                 f"got {shown(ans)}")
+        elif fmt == "classification":
+            _text(r, "text", where)
+            if _label_kind(r["label"]) is None:
+                raise ValueError(f"{where}: field 'label' must be a non-empty string (or a number), "
+                                 f"got {shown(r['label'])}")
+        else:  # text, prompt_response; a response may be a number (`4`), read as its text
             for f in need:
-                if not isinstance(r[f], (str, int)) or str(r[f]).strip() == "":
-                    raise ValueError(f"{where}: field {f!r} must be a non-empty string")
+                _text(r, f, where, numbers=f == "response")
+    if fmt == "classification":
+        _check_label_kinds(rows)
 
 
 class Formatter:
@@ -167,8 +240,11 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
             else:
                 if fmt == "classification":
                     prompt, resp = _prompt(r, cfg.template, "text"), str(r["label"])
+                    if cfg.labels and resp not in cfg.labels:
+                        raise ValueError(f"label {shown(r['label'])} is not in data.labels {cfg.labels}")
                 elif fmt == "choice":
-                    ans = r["answer"] if isinstance(r["answer"], int) else r["options"].index(r["answer"])
+                    ans = r["answer"] if isinstance(r["answer"], int) else \
+                        [str(o) for o in r["options"]].index(r["answer"])
                     prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["options"][ans])
                 else:
                     prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["response"])
@@ -200,15 +276,15 @@ def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
 def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[str]] = None) -> list[dict]:
     """Eval items: `{prompt, options, answer}` (choice), `{prompt, targets}` (generation) or `{text}`."""
     items = []
-    for r in rows.rows:
+    label_opts = (labels or label_set(rows, cfg)) if fmt == "classification" else []
+    for r, where in zip(rows.rows, rows.where):
         if fmt == "classification":
-            opts = labels or label_set(rows, cfg)
             lab = str(r["label"])
-            if lab not in opts:
-                raise ValueError(f"{rows.source}: label {lab!r} is not in the label set {opts}; "
-                                 "set data.labels")
-            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": opts, "answer": opts.index(lab),
-                          "targets": [lab]})
+            if lab not in label_opts:
+                raise ValueError(f"{where}: label {shown(r['label'])} is not in the label set {label_opts}; "
+                                 "set data.labels to list every label")
+            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": label_opts,
+                          "answer": label_opts.index(lab), "targets": [lab]})
         elif fmt == "choice":
             opts = [str(o) for o in r["options"]]
             ans = r["answer"] if isinstance(r["answer"], int) else opts.index(r["answer"])

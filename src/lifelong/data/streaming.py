@@ -16,16 +16,24 @@ import numpy as np
 
 from lifelong.config import DataConfig
 from lifelong.data import cache
-from lifelong.data.sources import iter_rows
+from lifelong.data.formats import shown
+from lifelong.data.sources import check_path, iter_rows
 
 
 def source_fingerprint(cfg: DataConfig) -> Any:
     """Content hash of a file (read in chunks, never whole), or the identity of a hub dataset / inline rows."""
     if cfg.path:
+        path = Path(cfg.path)
+        check_path(path)
+        if path.is_dir():
+            raise ValueError(f"{path}: streaming reads .jsonl, .txt, .csv or .parquet files")
         h = hashlib.sha256()
-        with open(cfg.path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise ValueError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
         return h.hexdigest()
     if cfg.hub:
         return [cfg.hub, cfg.subset, cfg.split]
@@ -65,23 +73,29 @@ def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         pending: list[int] = []
         n_rows = 0
-        with open(tmp, "wb") as out:
-            for row, where in iter_rows(cfg):
-                text = row.get("text")
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"{where}: field 'text' is missing or empty (streaming pretrain rows need "
-                                     "text); rename columns with data.columns")
-                pending += fm.tok(text, add_special_tokens=False)["input_ids"]
-                if fm.eos_id is not None:
-                    pending.append(fm.eos_id)
-                n_rows += 1
-                full = len(pending) // block * block
-                if full:
-                    np.asarray(pending[:full], dtype=np.uint32).tofile(out)
-                    pending = pending[full:]
-        if n_rows == 0:
+        try:
+            with open(tmp, "wb") as out:
+                for row, where in iter_rows(cfg):
+                    text = row.get("text")
+                    if text is None:
+                        raise ValueError(f"{where}: field 'text' is missing (streaming pretrain rows need text); "
+                                         "rename columns with data.columns")
+                    if not isinstance(text, str) or not text.strip():
+                        raise ValueError(f"{where}: field 'text' must be a non-empty string, got {shown(text)}")
+                    pending += fm.tok(text, add_special_tokens=False)["input_ids"]
+                    if fm.eos_id is not None:
+                        pending.append(fm.eos_id)
+                    n_rows += 1
+                    full = len(pending) // block * block
+                    if full:
+                        np.asarray(pending[:full], dtype=np.uint32).tofile(out)
+                        pending = pending[full:]
+            if n_rows == 0:
+                empty = " (the file is empty)" if cfg.path and Path(cfg.path).stat().st_size == 0 else ""
+                raise ValueError(f"{cfg.path or cfg.hub or 'inline rows'}: no rows{empty}")
+        except BaseException:  # a bad row or an interrupt leaves no partial file in the cache
             tmp.unlink(missing_ok=True)
-            raise ValueError(f"{cfg.path or cfg.hub or 'inline rows'}: no rows")
+            raise
         os.replace(tmp, path)
     ds = BlockDataset(path, block)
     if len(ds) == 0:

@@ -52,6 +52,7 @@ class EditRequest:
 
 
 FIELDS = ("prompt", "subject", "target_new", "target_true", "paraphrases", "neighborhood", "generation", "id")
+REQUIRED = FIELDS[:3]
 
 
 def _target(row: dict, key: str, where: str) -> Optional[str]:
@@ -60,6 +61,8 @@ def _target(row: dict, key: str, where: str) -> Optional[str]:
         v = v["str"]
     if v is None and key == "target_true":
         return None
+    if v is None:
+        raise ValueError(f"{where}: field {key!r} is missing (an edit request needs {', '.join(REQUIRED)})")
     if not isinstance(v, str) or not v.strip():
         raise ValueError(f"{where}: field {key!r} must be a non-empty string (the "
                          f"{'new' if key == 'target_new' else 'old'} answer), got {v!r}")
@@ -72,8 +75,10 @@ def parse_request(row: dict, where: str = "<request>") -> EditRequest:
     if unknown:
         raise ValueError(f"{where}: unknown field {unknown[0]!r} (request fields: {', '.join(FIELDS)})")
     for f in ("prompt", "subject"):
-        if not isinstance(row.get(f), str) or not row[f].strip():
-            raise ValueError(f"{where}: field {f!r} must be a non-empty string")
+        if row.get(f) is None:
+            raise ValueError(f"{where}: field {f!r} is missing (an edit request needs {', '.join(REQUIRED)})")
+        if not isinstance(row[f], str) or not row[f].strip():
+            raise ValueError(f"{where}: field {f!r} must be a non-empty string, got {row[f]!r}")
     prompt, subject = row["prompt"], row["subject"]
     if prompt.count("{}") != 1:
         hint = (f"; write it as {prompt.replace(subject, '{}', 1)!r}" if subject in prompt and "{}" not in prompt
@@ -129,6 +134,10 @@ def load_requests(source: Any) -> list[EditRequest]:
     rows = load_rows(source)
     if not rows.rows:
         raise ValueError(f"{rows.source}: no edit requests")
+    gone = [f for f in REQUIRED if rows.columns is not None and f not in rows.columns]
+    if gone:  # a CSV without the column: say so at its header, not at every row
+        raise ValueError(f"{rows.source} line 1: no column {gone[0]!r} in the header "
+                         f"({', '.join(rows.columns or [])}); an edit request needs {', '.join(REQUIRED)}")
     return [parse_request(r, w) for r, w in zip(rows.rows, rows.where)]
 
 

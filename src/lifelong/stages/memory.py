@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from lifelong.data import load_rows
+from lifelong.data.formats import shown
 from lifelong.faults import fault_point
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageKind
@@ -24,16 +25,12 @@ class Memory(StageKind):
 
     def prepare(self, run: "Run", index: int) -> Any:
         rows = load_rows(run.cfg.stages[index].data)  # type: ignore[arg-type]
+        cols = set(rows.columns or ())
+        if rows.columns is not None and "text" not in cols and "delete" not in cols and not {"name", "doc"} <= cols:
+            raise ValueError(f"{rows.source} line 1: no column 'text' in the header ({', '.join(rows.columns)}); "
+                             "memory rows: text, key, delete (or tools: name, signature, doc)")
         for r, where in zip(rows.rows, rows.where):
-            if "name" in r and "doc" in r and "text" not in r:  # a tool: name, signature, documentation
-                r["text"] = f"Tool {r['name']}{r.get('signature', '()')}: {r['doc']}"
-                r.setdefault("key", f"tool:{r['name']}")
-            if not isinstance(r.get("text"), str) or not r["text"].strip():
-                if not r.get("delete"):
-                    raise ValueError(f"{where}: field 'text' is missing or empty (memory rows: text, key, delete)")
-                r.setdefault("text", "")
-            if r.get("delete") and not r.get("key"):
-                raise ValueError(f"{where}: `delete: true` needs the `key` to delete")
+            check_row(r, where)
         return rows.rows
 
     def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
@@ -52,3 +49,35 @@ class Memory(StageKind):
         run.log(type="memory", stage=index, **counts, total=len(mem.docs))
         return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
                 "memory_documents": sum(1 for d in mem.docs if d["removed"] is None), **counts}
+
+
+def _flag(v: Any, where: str) -> bool:
+    """`delete` as a boolean; a CSV gives it as text (true / false / empty)."""
+    if v is None or isinstance(v, bool) or v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", ""):
+        return v.strip().lower() == "true"
+    raise ValueError(f"{where}: field 'delete' must be true or false, got {shown(v)}")
+
+
+def check_row(r: dict, where: str) -> None:
+    """Check one memory row in place: a tool becomes a document, `delete` a boolean; errors name the row."""
+    if "name" in r and "doc" in r and "text" not in r:  # a tool: name, signature, documentation
+        for f in ("name", "doc", "signature"):
+            if f in r and (not isinstance(r[f], str) or not r[f].strip()):
+                raise ValueError(f"{where}: field {f!r} of a tool must be a non-empty string, got {shown(r[f])}")
+        r["text"] = f"Tool {r['name']}{r.get('signature', '()')}: {r['doc']}"
+        r.setdefault("key", f"tool:{r['name']}")
+    if "delete" in r:
+        r["delete"] = _flag(r["delete"], where)
+    key = r.get("key")
+    if key is not None and not (isinstance(key, (str, int)) and not isinstance(key, bool) and str(key).strip()):
+        raise ValueError(f"{where}: field 'key' must be a non-empty string, got {shown(key)}")
+    if r.get("delete"):
+        if not key:
+            raise ValueError(f"{where}: `delete: true` needs the `key` to delete")
+        r.setdefault("text", "")
+    elif r.get("text") is None:
+        raise ValueError(f"{where}: field 'text' is missing (memory rows: text, key, delete)")
+    elif not isinstance(r["text"], str) or not r["text"].strip():
+        raise ValueError(f"{where}: field 'text' must be a non-empty string, got {shown(r['text'])}")
