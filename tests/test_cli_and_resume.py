@@ -21,7 +21,15 @@ def write_cfg(tmp_path, name, **kw):
     return p
 
 
-def test_cli_run_show_and_refuse_overwrite(tmp_path, capsys):
+def no_model_loading(monkeypatch):
+    """Make any model load fail loudly: a check that must come first is proven to."""
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("lifelong.runner.load_model_and_tokenizer", boom)
+
+
+def test_cli_run_show_and_refuse_overwrite(tmp_path, capsys, monkeypatch):
     p = write_cfg(tmp_path, "cli", n_stages=2, steps=3)
     assert main(["run", str(p), "--quiet"]) == 0
     run_dir = tmp_path / "runs" / "cli"
@@ -45,6 +53,13 @@ def test_cli_run_show_and_refuse_overwrite(tmp_path, capsys):
     assert (run_dir / "results.json").read_text() == before  # nothing lost
     assert main(["run", str(p), "--quiet", "--resume", "train.lr=0.5"]) == 2
     assert "config differs" in capsys.readouterr().err
+    # --resume of a finished run: said at once, exit 0, nothing loaded, nothing written
+    events = (run_dir / "events.jsonl").read_bytes()
+    no_model_loading(monkeypatch)
+    assert main(["run", str(p), "--quiet", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "new run name" in out and "results matrix" in out
+    assert (run_dir / "events.jsonl").read_bytes() == events and (run_dir / "results.json").read_text() == before
 
 
 def test_resume_of_missing_run_is_refused(tmp_path, capsys):
@@ -54,7 +69,7 @@ def test_resume_of_missing_run_is_refused(tmp_path, capsys):
 
 
 def test_bad_data_is_reported_before_training(tmp_path, capsys):
-    raw = tiny_run_config("naive", output_dir=str(tmp_path / "runs"), name="bad")
+    raw = tiny_run_config("naive", n_stages=2, steps=2, output_dir=str(tmp_path / "runs"), name="bad")
     data = tmp_path / "s1.jsonl"
     data.write_text('{"text": "t1 abc?", "label": "yes"}\n{"text": "t1 abd?"}\n')
     raw["stages"][1]["data"] = {"path": "s1.jsonl"}
@@ -64,6 +79,81 @@ def test_bad_data_is_reported_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "s1.jsonl line 2: field 'label' is missing" in err
     assert not (tmp_path / "runs" / "bad" / "events.jsonl").exists()  # no training happened
+    # the failed start made no progress: the same command runs once the file is fixed
+    data.write_text('{"text": "t1 abc?", "label": "yes"}\n{"text": "t1 abd?", "label": "no"}\n')
+    assert main(["run", str(p), "--quiet"]) == 0
+    assert json.loads((tmp_path / "runs" / "bad" / "results.json").read_text())["matrix"][-1][0] is not None
+
+
+@pytest.mark.parametrize("progress", ["ckpt", "results.json", "keep"])
+def test_a_run_that_made_progress_is_never_overwritten(tmp_path, capsys, monkeypatch, progress):
+    p = write_cfg(tmp_path, "made", n_stages=2, steps=2)
+    run_dir = tmp_path / "runs" / "made"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("name: made\n")
+    (run_dir / progress).mkdir() if progress != "results.json" else (run_dir / progress).write_text("{}")
+    no_model_loading(monkeypatch)
+    assert main(["run", str(p), "--quiet"]) == 2
+    assert "already exists; continue it with --resume" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == "name: made\n"
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "is-a-file", "proc", "read-only"])
+def test_unwritable_output_folder_is_one_line_before_loading(tmp_path, capsys, monkeypatch, case):
+    from pathlib import Path
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    name = "r"
+    if case == "under-a-file":
+        out, words = blocker / "runs", "is under"
+    elif case == "is-a-file":
+        out, name, words = tmp_path, "a-file", "is a file"
+    elif case == "proc":
+        if not os.path.isdir("/proc"):
+            pytest.skip("no /proc on this system")
+        out, words = Path("/proc/lifelong-no-such-folder"), "cannot be written"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a 0o500 folder; the cases under a file and under /proc cover root")
+        out, words = tmp_path / "ro", "Permission denied"
+        out.mkdir()
+        out.chmod(0o500)
+    raw = tiny_run_config("naive", n_stages=1, steps=1, output_dir=str(out), name=name)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    no_model_loading(monkeypatch)
+    try:
+        assert main(["run", str(p), "--quiet"]) == 2
+    finally:
+        if case == "read-only":
+            out.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.startswith("error: run folder") and words in err and str(out) in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_merge_and_edit_out_that_cannot_be_written_fail_before_loading(tmp_path, capsys):
+    from lifelong.testing import tiny_llama
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    tiny_llama().save_pretrained(str(tmp_path / "m"))
+    capsys.readouterr()
+    y = tmp_path / "merge.yaml"
+    y.write_text(yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m"}, {"model": "m"}]}))
+    outs = [(blocker / "merged", "is a file")] + ([("/proc/lifelong-x/merged", "cannot be written")]
+                                                 if os.path.isdir("/proc") else [])
+    for out, words in outs:
+        assert main(["merge", str(y), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: the folder of --out") and words in err and err.count("\n") == 1, err
+    # edit: the model path does not exist, so the --out check provably comes before any loading
+    for out, words in [(blocker, "is a file"), (blocker / "edited", "is under")] + \
+            ([("/proc/lifelong-x", "cannot be written")] if os.path.isdir("/proc") else []):
+        assert main(["edit", str(tmp_path / "edits.jsonl"), "--model", str(tmp_path / "none"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out") and words in err and err.count("\n") == 1, err
 
 
 @pytest.mark.slow

@@ -28,4 +28,4 @@ def fault_point(name: str) -> None:
         return
     _reached[name] += 1
     if _reached[name] == int(nth):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL

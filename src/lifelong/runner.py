@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -20,11 +21,45 @@ from lifelong.data.formats import Formatter
 from lifelong.eval.lm import HFLM
 from lifelong.eval.results import Results
 from lifelong.eval.tasks import EvalTask, build_suite
+from lifelong.faults import fault_point
+from lifelong.fileio import ensure_writable_dir
 from lifelong.models import load_model_and_tokenizer
 from lifelong.stages import STAGE_KINDS
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import StageContext
-from lifelong.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+from lifelong.train.checkpoint import (atomic_write_text, latest_checkpoint, load_checkpoint,
+                                       remove_stale_temporaries, save_checkpoint)
+
+PRODUCTS = ("results.json", "per_example.json", "ckpt", "keep", "memory", ".memory.old")
+"""What a run directory holds once a run has made progress; a directory with none of them (a start that
+failed while loading) may be reused by the same command."""
+
+
+class RunFinished(Exception):
+    """`--resume` of a run whose every row, its metrics and its `end` event are saved: nothing to do."""
+
+
+def finished_message(run_dir: Path) -> Optional[str]:
+    """Why the run in `run_dir` is complete (every matrix row, metrics, an `end` event), or None."""
+    try:
+        res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict):
+        return None
+    complete = all(v is not None for row in res.get("matrix", [[None]]) for v in row) and bool(res.get("metrics"))
+    ended = False
+    for line in lines:
+        try:
+            ended = ended or json.loads(line).get("type") == "end"
+        except (ValueError, AttributeError):
+            continue  # a line cut by a kill
+    if not (complete and ended):
+        return None
+    return (f"{run_dir}: already finished (all {len(res['matrix'])} rows and the metrics are in results.json); "
+            "nothing to resume. To go further, start a new run name with the extra stages "
+            f"(e.g. name={run_dir.name}-more), or see it with `lifelong show {run_dir}`")
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
@@ -132,22 +167,31 @@ class Run:
 
     # ---- run directory --------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        """Before any model loads: the output folder is writable; a resume matches its config and has
+        something left to do; a new run never overwrites one that made progress."""
         d = self.run_dir
         resolved = self.cfg.model_dump(mode="json")
         if self.resume:
-            if not (d / "config.yaml").exists():
+            if not (d / "config.yaml").is_file():
                 raise ValueError(f"{d}: nothing to resume (no config.yaml); run without --resume")
-            saved = yaml.safe_load((d / "config.yaml").read_text())
+            saved = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
             diff = first_difference(saved, resolved)
             if diff:
                 raise ValueError(f"{d}: the config differs from the one the run started with ({diff}); "
                                  "resume with the same config and overrides, or start a new run name")
+            done = finished_message(d)
+            if done:
+                raise RunFinished(done)
+            ensure_writable_dir(d, "run folder")
+            if self.accelerator.is_main_process:
+                remove_stale_temporaries(d)  # what the interrupted process was writing
+            self.accelerator.wait_for_everyone()
             return
-        if d.exists() and any(d.iterdir()):
+        if d.is_dir() and any((d / p).exists() for p in PRODUCTS):
             raise ValueError(f"{d} already exists; continue it with --resume, or choose another name "
                              f"(e.g. name={self.cfg.name}-2); runs are never overwritten")
+        ensure_writable_dir(d, "run folder")  # also: output_dir is a file, under /proc, read-only, ...
         if self.accelerator.is_main_process:
-            d.mkdir(parents=True, exist_ok=True)
             atomic_write_text(d / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         self.accelerator.wait_for_everyone()
 
@@ -170,14 +214,32 @@ class Run:
         return self.memory
 
     def save_memory(self) -> None:
-        if self.memory is not None and self.accelerator.is_main_process:
-            self.memory.save(self.run_dir / "memory")
-            atomic_write_text(self.run_dir / "memory" / "applied.json", json.dumps(self.memory_applied))
+        """Replace `memory/` (index, documents, applied stages) as a whole: written complete under
+        `.memory.tmp`, then swapped in by two renames; a kill between them leaves `.memory.old`, which
+        `_load_memory` puts back. A store whose files disagree with each other never exists."""
+        if self.memory is None or not self.accelerator.is_main_process:
+            return
+        folder, new, old = self.run_dir / "memory", self.run_dir / ".memory.tmp", self.run_dir / ".memory.old"
+        shutil.rmtree(new, ignore_errors=True)
+        self.memory.save(new)
+        atomic_write_text(new / "applied.json", json.dumps(self.memory_applied))
+        fault_point("memory-save")  # the new memory complete, not yet in place
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            fault_point("memory-swap")
+        os.replace(new, folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _load_memory(self) -> None:
         from lifelong.memory.store import MemoryStore
 
-        folder = self.run_dir / "memory"
+        folder, old = self.run_dir / "memory", self.run_dir / ".memory.old"
+        if self.accelerator.is_main_process:
+            if old.exists() and not folder.exists():  # killed between the two renames of save_memory
+                os.replace(old, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         store = MemoryStore.load(folder)
         if store is not None:
             self.memory = store
@@ -213,6 +275,7 @@ class Run:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp{os.getpid()}.safetensors")
             save_model(self.model, str(tmp))
+            fault_point("keep-write")
             os.replace(tmp, path)
         self.accelerator.wait_for_everyone()
 
@@ -283,6 +346,9 @@ class Run:
         if self.resume:
             if (self.run_dir / "results.json").exists():
                 results = Results.load(self.run_dir)
+                for r, row in enumerate(results.rows):  # a row saved without its per-example statistics is redone
+                    if any(row not in results.stats.get(t["name"], {}) for t in results.tasks):
+                        results.matrix[r] = [None] * len(tasks)
                 for k, s in enumerate(cfg.stages):  # ratios earlier stages used (topic-ratio adaptation)
                     if s.name in results.extra.get("mix", {}):
                         self.mix_ratios[k] = results.extra["mix"][s.name]["ratios"]
@@ -301,6 +367,12 @@ class Run:
                 start = meta["stage"] + 1 if meta["done"] else meta["stage"]
                 mid = None if meta["done"] else meta
                 self.log(type="resume", checkpoint=ck.name)
+                name = cfg.stages[meta["stage"]].name
+                if meta["done"]:  # killed after the stage-end checkpoint, before its weights or cost were kept
+                    if name in cfg.kept_weights() and not self.kept_path(name).exists():
+                        self.keep_weights(name)
+                    if "cost" in meta:
+                        results.costs.setdefault(name, meta["cost"])
             for r in range(start + 1, len(rows)):  # rows computed after the checkpoint are recomputed
                 results.matrix[r] = [None] * len(tasks)
         else:
@@ -323,14 +395,16 @@ class Run:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(self.run_dir, f"stage{i}-end", self.model, self.strategy,
-                                {"stage": i, "step": None, "done": True},
+                                {"stage": i, "step": None, "done": True, "cost": cost},
                                 _StateHolder(self.optimizer_state) if self.optimizer_state else None)
             acc.wait_for_everyone()
+            fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet
             if cfg.stages[i].name in cfg.kept_weights():
                 self.keep_weights(cfg.stages[i].name)
             results.costs[cfg.stages[i].name] = cost
             self.log(type="stage_end", stage=i, cost=cost)
             self.evaluate(results, i + 1)
+            fault_point("stage-evaluated")  # row saved; the next stage not started
         if acc.is_main_process:
             results.compute_metrics(cfg.eval.bootstrap, cfg.seed)
             results.save(self.run_dir)

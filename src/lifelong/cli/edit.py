@@ -3,6 +3,7 @@ and write the edited model, the exact deltas and a metrics table."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from lifelong.editing.api import edit_to_dir
+    from lifelong.fileio import ensure_writable_dir
 
+    # before the model loads; the result is written next to --out and renamed into it
+    ensure_writable_dir(args.out, "--out", create=False)
+    ensure_writable_dir(Path(args.out).resolve().parent, f"the folder of --out {args.out}:", create=False)
     summary = edit_to_dir(args.requests, args.model, args.method, args.out, args.overrides, args.protocol,
                           args.group, args.every, args.fluency_tokens, args.seed)
     from lifelong.editing.metrics import table

@@ -12,8 +12,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lifelong.fileio import ensure_writable_dir
     from lifelong.merging.engine import load_merge_config, merge_models
 
     cfg = load_merge_config(args.config, args.overrides)
+    # before reading any tensor
+    ensure_writable_dir(Path(args.out).resolve().parent, f"the folder of --out {args.out}:", create=False)
     print(merge_models(cfg, args.out))
     return 0

@@ -1,7 +1,9 @@
-"""`lifelong run CONFIG [key=value ...] [--resume]`: train through the stream and evaluate after each stage."""
+"""`lifelong run CONFIG [key=value ...] [--resume]`: train through the stream and evaluate after each stage.
+`--resume` of a run that already finished says so, shows its results and exits 0 without loading anything."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,12 +15,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from lifelong.config import load_config
     from lifelong.report.table import print_run
-    from lifelong.runner import Run
+    from lifelong.runner import Run, RunFinished
 
     cfg = load_config(args.config, args.overrides)
-    run = Run(cfg, resume=args.resume, quiet=args.quiet)
+    try:
+        run = Run(cfg, resume=args.resume, quiet=args.quiet)
+    except RunFinished as done:  # the wanted state already holds: say so, show it, exit 0
+        print(done)
+        print_run(Path(cfg.output_dir) / cfg.name, Console())
+        return 0
     run.execute()
     if run.accelerator.is_main_process:
         print_run(run.run_dir, run.console)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from lifelong.faults import fault_point
+
+TEMPORARY = re.compile(r"^\.(tmp|.+\.tmp|write-probe)|\.tmp$")
+"""Names of files and folders being written (renamed into place when complete), in every writer's style:
+`.results.json.tmp<pid>`, `ckpt/.tmp-<tag>-<pid>`, `keep/<name>/.tmp<pid>.safetensors`, `.<out>.tmp<random>`."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -26,7 +33,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    fault_point(f"write:{path.name}")
     os.replace(tmp, path)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed process was writing in a run directory (nothing else writes it while a run
+    resumes). Tracker folders belong to their libraries and are left alone. Returns what was removed."""
+    removed = []
+    for root, dirs, files in os.walk(run_dir):
+        if Path(root) == Path(run_dir):
+            dirs[:] = [d for d in dirs if d not in ("trackers", "mlruns")]
+        for name in [d for d in dirs if TEMPORARY.search(d)]:
+            shutil.rmtree(Path(root) / name, ignore_errors=True)
+            dirs.remove(name)
+            removed.append(Path(root) / name)
+        for name in files:
+            if TEMPORARY.search(name):
+                (Path(root) / name).unlink(missing_ok=True)
+                removed.append(Path(root) / name)
+    return removed
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -106,17 +132,19 @@ def save_checkpoint(run_dir: Path, tag: str, model: Any, strategy: Any, meta: di
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(model, str(tmp / "model.safetensors"))
+    fault_point("checkpoint-write")  # some files written, the rest and the rename not yet
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None},
                    tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     save_tree(strategy.state_dict(), tmp, "strategy")
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    (tmp / "meta.json").write_text(json.dumps(meta, default=_json_default))
     final = root / tag
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fault_point("checkpoint-renamed")  # complete, but `latest` still names the previous one
     atomic_write_text(root / "latest", tag)
     for old in root.iterdir():  # keep only the newest complete checkpoint
         if old.name not in (tag, "latest") and not old.name.startswith("."):
