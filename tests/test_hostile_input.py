@@ -168,3 +168,17 @@ def test_a_reader_that_leaves_the_pipe_gives_no_traceback():
     proc.wait()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode in (0, 141)
+
+
+def test_a_run_without_eval_tasks_and_duplicate_task_names_are_located(tmp_path):
+    raw = tiny_run_config("naive")
+    for s in raw["stages"]:
+        s.pop("eval", None)
+    raw["eval"].pop("probes", None)
+    p = write(tmp_path, raw)
+    assert "stages: no eval task, so the run would train and measure nothing" in error_of(p)
+    raw = tiny_run_config("naive")
+    raw["eval"]["probes"] = [{"name": raw["stages"][0]["name"], "rows": [{"text": "a b c"}]}]
+    p = write(tmp_path, raw)
+    msg = error_of(p)
+    assert msg.startswith(f"{p}:") and "eval.probes.0: eval task name" in msg and "already used by stages.0.eval" in msg

@@ -580,9 +580,16 @@ def validate_methods(cfg: RunConfig, source: str, lines: dict[tuple, int]) -> li
                     msgs += format_validation_error(err, source, lines, loc + ("params",))
         if names.index(s.name) != i:
             msgs.append(f"{where(('stages', i, 'name'))}: stages.{i}.name: duplicate stage name {s.name!r}")
-    dup = sorted({c for c in cols if cols.count(c) > 1})
-    if dup:
-        msgs.append(f"{source}: eval task names must be unique; duplicated: {dup} (set `name:`)")
+    col_locs = [(("stages", i, "eval"), t.name or s.name) for i, s in enumerate(cfg.stages) for t in [s.eval] if t]
+    col_locs += [(("eval", "probes", i), t.name or f"probe{i}") for i, t in enumerate(cfg.eval.probes)]
+    for k, (loc, col) in enumerate(col_locs):
+        first = next(loc0 for loc0, c in col_locs if c == col)
+        if first != loc:
+            msgs.append(f"{where(loc)}: {_fmt_loc(loc)}: eval task name {col!r} is already used by "
+                        f"{_fmt_loc(first)}; eval task names must be unique (set `name:`)")
+    if not col_locs and not any(s.kind == "edit" and s.data is not None for s in cfg.stages):
+        msgs.append(f"{where(('stages',))}: stages: no eval task, so the run would train and measure nothing; give "
+                    "a stage an `eval:` (its held-out task) or add `eval.probes`")
     return msgs
 
 
