@@ -24,7 +24,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
 
-    from lifelong.config import DataConfig, validate_raw
+    from lifelong.config import DataConfig
+
+    from lifelong.validation import validate_raw
     from lifelong.data import Formatter, load_rows, to_examples
     from lifelong.runner import Run
     from lifelong.testing import tiny_domains, tiny_tokenizer

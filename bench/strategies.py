@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.strategies import STRATEGIES
     from lifelong.testing import tiny_pretrained, tiny_run_config

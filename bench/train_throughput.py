@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
 
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_run_config
     from lifelong.train.loop import collate, micro_batches, train_stage

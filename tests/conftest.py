@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A function building a validated tiny run config writing under tmp_path."""
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
 
     def make(strategy="naive", **kw):

@@ -2,7 +2,8 @@ import pytest
 import yaml
 
 from lifelong.cli import main
-from lifelong.config import ConfigError, apply_overrides, load_config
+from lifelong.configio import ConfigError, apply_overrides
+from lifelong.validation import load_config
 from lifelong.testing import tiny_run_config
 
 

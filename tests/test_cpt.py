@@ -51,7 +51,7 @@ def test_perplexity_curriculum_trains_easy_to_hard(tiny_cfg, tmp_path, monkeypat
 
 
 def _cpt_cfg(tmp_path, name, strategy="naive", sched="cosine", lr=3e-3, steps=150, same_domain=False):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_domains
 
     d = tiny_domains(n_docs=300)
@@ -96,7 +96,7 @@ def test_rewarming_shows_a_stability_gap_and_infinite_does_not(tmp_path):
 
 
 def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_domains
 
     d = tiny_domains()
@@ -132,7 +132,8 @@ def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
 
 def test_streaming_corpus_is_packed_into_a_cached_memory_map(tmp_path, monkeypatch):
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    from lifelong.config import DataConfig, validate_raw
+    from lifelong.config import DataConfig
+    from lifelong.validation import validate_raw
     from lifelong.data import Formatter, load_rows, to_examples
     from lifelong.data import streaming
     from lifelong.testing import tiny_domains, tiny_tokenizer

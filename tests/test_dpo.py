@@ -26,7 +26,7 @@ def test_dpo_loss_hand_computed_and_variants():
 
 
 def test_preference_stage_raises_held_out_preference_accuracy_against_stage_start(tmp_path):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_pretrained, tiny_run_config
 
@@ -105,7 +105,7 @@ def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
 
 
 def _pref_stream(tmp_path, name, stages, steps=60):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_pretrained, tiny_run_config
 
     base = tmp_path / "base"

@@ -7,7 +7,7 @@ import torch
 from lifelong.editing import build_editor, edit, load_requests, parse_request
 from lifelong.editing.metrics import harmonic, ngram_entropy, summarize
 from lifelong.editing.protocol import run_protocol
-from lifelong.editing.requests import subject_position
+from lifelong.data.edit_requests import subject_position
 from lifelong.testing import fact_requests
 
 ROME = dict(layer=0, n_prefixes=5)  # measured on the fact model: see docs/editing.md

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from lifelong.config import ConfigError, validate_raw
+from lifelong.configio import ConfigError
+
+from lifelong.validation import validate_raw
 from lifelong.runner import run
 from lifelong.testing import fact_requests
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from lifelong.cli import main
-from lifelong.config import ConfigError, load_config
+from lifelong.configio import ConfigError
+from lifelong.validation import load_config
 from lifelong.testing import tiny_run_config
 
 

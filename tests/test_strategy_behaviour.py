@@ -11,7 +11,7 @@ STEPS, LR = 60, 1e-3
 
 @pytest.fixture(scope="module")
 def naive_metrics(tmp_path_factory):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
 
     raw = tiny_run_config("naive", steps=STEPS, train={"lr": LR}, name="naive",
@@ -40,7 +40,7 @@ def test_forgets_less_than_naive(spec, margin, tiny_cfg, naive_metrics):
 
 
 def test_lwf_forgets_less_than_naive_when_the_new_task_has_new_outputs(tmp_path):
-    from lifelong.config import validate_raw
+    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
 
     fms = {}

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,13 +25,15 @@ from lifelong.fileio import ensure_writable_dir
 from lifelong.models import load_model_and_tokenizer
 from lifelong.stages import STAGE_KINDS
 from lifelong.strategies import build_strategy
-from lifelong.strategies.base import StageContext
+from lifelong.stages.base import StageState
+from lifelong.train.context import StageContext
 from lifelong.train.checkpoint import (atomic_write_text, latest_checkpoint, load_checkpoint,
                                        remove_stale_temporaries, save_checkpoint)
 
-PRODUCTS = ("results.json", "per_example.json", "ckpt", "keep", "memory", ".memory.old")
-"""What a run directory holds once a run has made progress; a directory with none of them (a start that
-failed while loading) may be reused by the same command."""
+PRODUCTS = ("results.json", "per_example.json", "ckpt", "keep")
+"""What a run directory holds once a run has made progress (besides the folders of stage kinds' states,
+`StageState.folders`); a directory with none of them (a start that failed while loading) may be reused by
+the same command."""
 
 
 class RunFinished(Exception):
@@ -141,14 +142,19 @@ class Run:
         self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
         self.cache_keys: dict[int, str] = {}  # content hash of each stage's tokenized examples
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
-        self.tasks: list[EvalTask] = build_suite(cfg)
+        self.tasks: list[EvalTask] = build_suite(cfg, self.kinds)
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
         self.results: Optional[Results] = None
-        self.memory: Any = None  # lifelong.memory.store.MemoryStore, created by the first memory stage
-        self.embedder: Any = None
-        self.memory_applied: list[int] = []
-        if resume:
-            self._load_memory()
+        self.states: dict[str, StageState] = {}  # run-wide state of the stage kinds that keep one
+        for s, kind in zip(cfg.stages, self.kinds):
+            if kind.State is not None and s.kind not in self.states:
+                self.states[s.kind] = kind.State(cfg, self.run_dir, self.accelerator.is_main_process)
+        if resume:  # the main process repairs what a kill interrupted, then every process reads it
+            for first in (True, False):
+                for state in self.states.values():
+                    if self.accelerator.is_main_process == first:
+                        state.restore()
+                self.accelerator.wait_for_everyone()
         self.mix_ratios: dict[int, list[float]] = {}
         # global optimizer-step offset of every stage (tracker x-axis), from the same step rule as the loop
         from lifelong.train.loop import stage_steps
@@ -187,7 +193,9 @@ class Run:
                 remove_stale_temporaries(d)  # what the interrupted process was writing
             self.accelerator.wait_for_everyone()
             return
-        if d.is_dir() and any((d / p).exists() for p in PRODUCTS):
+        products = PRODUCTS + tuple(f for name in STAGE_KINDS.names() if (c := STAGE_KINDS.get(name).State)
+                                    for f in c.folders)
+        if d.is_dir() and any((d / p).exists() for p in products):
             raise ValueError(f"{d} already exists; continue it with --resume, or choose another name "
                              f"(e.g. name={self.cfg.name}-2); runs are never overwritten")
         ensure_writable_dir(d, "run folder")  # also: output_dir is a file, under /proc, read-only, ...
@@ -202,63 +210,19 @@ class Run:
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
 
-    # ---- external memory --------------------------------------------------------------------------
-    def ensure_memory(self) -> Any:
-        from lifelong.memory.embed import Embedder
-        from lifelong.memory.store import MemoryStore
+    # ---- what stage kinds see (lifelong.train.context.StageEnv) --------------------------------------
+    def stage_state(self, kind: str) -> Any:
+        """The run-wide state of a stage kind (`StageKind.State`), created when the run starts."""
+        return self.states[kind]
 
-        if self.embedder is None:
-            self.embedder = Embedder(self.cfg.memory.embedder, self.cfg.memory.batch_size)
-        if self.memory is None:
-            self.memory = MemoryStore(self.embedder.dim())
-        return self.memory
+    @property
+    def results_extra(self) -> Optional[dict]:
+        return self.results.extra if self.results is not None else None
 
-    def save_memory(self) -> None:
-        """Replace `memory/` (index, documents, applied stages) as a whole: written complete under
-        `.memory.tmp`, then swapped in by two renames; a kill between them leaves `.memory.old`, which
-        `_load_memory` puts back. A store whose files disagree with each other never exists."""
-        if self.memory is None or not self.accelerator.is_main_process:
-            return
-        folder, new, old = self.run_dir / "memory", self.run_dir / ".memory.tmp", self.run_dir / ".memory.old"
-        shutil.rmtree(new, ignore_errors=True)
-        self.memory.save(new)
-        atomic_write_text(new / "applied.json", json.dumps(self.memory_applied))
-        fault_point("memory-save")  # the new memory complete, not yet in place
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            fault_point("memory-swap")
-        os.replace(new, folder)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _load_memory(self) -> None:
-        from lifelong.memory.store import MemoryStore
-
-        folder, old = self.run_dir / "memory", self.run_dir / ".memory.old"
-        if self.accelerator.is_main_process:
-            if old.exists() and not folder.exists():  # killed between the two renames of save_memory
-                os.replace(old, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        store = MemoryStore.load(folder)
-        if store is not None:
-            self.memory = store
-            self.memory_applied = json.loads((folder / "applied.json").read_text()) \
-                if (folder / "applied.json").exists() else []
-
-    def retrieve_items(self, task: EvalTask, row: int) -> list[dict]:
-        """The task's items with top-k passages of the memory as of the row's stage in their prompts."""
-        from lifelong.memory.store import augment
-
-        if task.retrieve is None or not any("prompt" in it for it in task.items):
-            return task.items
-        as_of = row - 1
-        if self.memory is None and not any(s.kind == "memory" for s in self.cfg.stages):
-            return task.items
-        self.ensure_memory()  # also the embedder of a memory reloaded on resume
-        queries = [it.get("prompt", "") for it in task.items]
-        hits = self.memory.search(self.embedder(queries), task.retrieve, as_of)
-        return [dict(it, prompt=augment(it["prompt"], h)) if "prompt" in it else it for it, h in zip(task.items, hits)]
+    @property
+    def results_matrix(self) -> tuple[list[dict], list[list[Optional[float]]]]:
+        """The results' task records and rows so far (empty before the results exist)."""
+        return (self.results.tasks, self.results.matrix) if self.results is not None else ([], [])
 
     # ---- kept weights (branches and merges) -------------------------------------------------------
     def kept_path(self, name: str) -> Path:
@@ -300,7 +264,9 @@ class Run:
         model = self.strategy.eval_model(ctx, task)
         model.eval()
         lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
-        items = self.retrieve_items(task, row)
+        items = task.items
+        for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
+            items = state.eval_items(task, row, items)
         part = np.array_split(np.arange(len(items)), world)[rank]
         stats = task.scorer.score(lm, [items[i] for i in part]) if len(part) else np.zeros((0, 1))
         if world > 1:
@@ -341,7 +307,6 @@ class Run:
         results.extra["versions"] = versions()
         results.extra["strategy"] = [s.name for s in cfg.strategy]
         results.extra["processes"] = acc.num_processes
-        results.extra["preference_stages"] = [i for i, s in enumerate(cfg.stages) if s.kind == "preference"]
         start, mid = 0, None
         if self.resume:
             if (self.run_dir / "results.json").exists():
@@ -409,9 +374,6 @@ class Run:
             results.compute_metrics(cfg.eval.bootstrap, cfg.seed)
             results.save(self.run_dir)
             self.log(type="end")
-            from lifelong.report.html import build_report
-
-            build_report(self.run_dir)
             if cfg.trackers:
                 for group, g in results.metrics.items():
                     if isinstance(g, dict) and "metrics" in g:
@@ -434,4 +396,5 @@ class _StateHolder:
 
 
 def run(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Results:
+    """Run a validated config through its stream (the report is built by the layer above: `lifelong.api`)."""
     return Run(cfg, resume=resume, quiet=quiet).execute()

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lifelong.config import load_config
+    from lifelong.validation import load_config
+    from lifelong.report.html import build_report
     from lifelong.report.table import print_run
     from lifelong.runner import Run, RunFinished
 
@@ -30,5 +31,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     run.execute()
     if run.accelerator.is_main_process:
+        build_report(run.run_dir)
         print_run(run.run_dir, run.console)
     return 0

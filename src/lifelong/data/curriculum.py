@@ -3,22 +3,17 @@ token loss, and the stage trains in ascending order (the curricula of the contin
 Bengio et al. 2009 for curriculum learning). Scores are cached on disk by content hash."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 import torch
 
 from lifelong.data import cache
-
-if TYPE_CHECKING:
-    from lifelong.runner import Run
+from lifelong.data.collate import collate
 
 
 @torch.no_grad()
 def example_losses(model: Any, examples: list[dict], pad_id: int, batch_size: int = 16) -> list[float]:
-    from lifelong.train.loop import collate
-
     device = next(model.parameters()).device
     was = model.training
     model.eval()
@@ -34,30 +29,28 @@ def example_losses(model: Any, examples: list[dict], pad_id: int, batch_size: in
     return out
 
 
-def curriculum_order(run: "Run", index: int, examples: list[dict]) -> list[int]:
-    data = run.cfg.stages[index].data
-    ref = data.curriculum_reference  # type: ignore[union-attr]
-    if ref == "current":  # the model as this stage starts: determined by the config up to here and the seed
-        ident = [run.cfg.model.model_dump(mode="json"), [s.model_dump(mode="json") for s in run.cfg.stages[:index]],
-                 [s.model_dump(mode="json") for s in run.cfg.strategy], run.cfg.train.model_dump(mode="json"),
-                 run.cfg.seed]
+def curriculum_order(data: Any, examples: list[dict], *, model: Any, pad_id: int, device: Any,
+                     data_key: Optional[str], reference_ident: Any) -> tuple[list[int], dict]:
+    """Training order, easiest first, and what to log of it. `data` is the stage's `DataConfig`; the
+    reference is `model` (the model as the stage starts, identified in the cache by `reference_ident`, e.g.
+    the config up to this stage and the seed) or a model directory (`data.curriculum_reference`)."""
+    ref = data.curriculum_reference
+    if ref == "current":
+        ident = reference_ident
     else:
         files = sorted(Path(ref).glob("*.safetensors"))
         ident = [str(Path(ref).resolve()), [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]]
-    key = cache.content_key("curriculum-v1", run.cache_keys.get(index), ident)
+    key = cache.content_key("curriculum-v1", data_key, ident)
     scores = cache.load("curriculum", key)
     if scores is None or len(scores) != len(examples):
-        pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
         if ref == "current":
-            scores = example_losses(run.model, examples, pad)
+            scores = example_losses(model, examples, pad_id)
         else:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(ref, use_safetensors=True).to(run.accelerator.device)
-            scores = example_losses(model, examples, pad)
-            del model
+            other = AutoModelForCausalLM.from_pretrained(ref, use_safetensors=True).to(device)
+            scores = example_losses(other, examples, pad_id)
+            del other
         cache.store("curriculum", key, scores)
     order = sorted(range(len(examples)), key=lambda i: (scores[i], i))
-    run.log(type="curriculum", stage=index, easiest=float(scores[order[0]]), hardest=float(scores[order[-1]]),
-            cache_key=key)
-    return order
+    return order, {"easiest": float(scores[order[0]]), "hardest": float(scores[order[-1]]), "cache_key": key}

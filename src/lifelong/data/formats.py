@@ -109,7 +109,7 @@ def check_rows(rows: Rows, fmt: str) -> None:
                 raise ValueError(f"{where}: field {f!r} is missing (format {fmt} needs {', '.join(need)}); "
                                  "rename columns with data.columns")
         if fmt == "edit":
-            from lifelong.editing.requests import parse_request
+            from lifelong.data.edit_requests import parse_request
 
             parse_request(r, where)
         elif fmt == "messages":

@@ -13,20 +13,17 @@ perplexity is a drop), so topics that were forgotten get more data. The ratios u
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lifelong.runner import Run
+from typing import Any, Optional
 
 
-def adapted(run: "Run", index: int, ratios: list[float]) -> tuple[list[float], list[float]]:
-    """(new ratios, delta_p per topic) from the results rows around the previous stage."""
-    ad = run.cfg.stages[index].adapt_ratios
-    res = run.results
-    if ad is None or res is None or index < 1:
+def adapted(ad: Any, index: int, ratios: list[float], tasks: list[dict],
+            matrix: list[list[Optional[float]]]) -> tuple[list[float], list[float]]:
+    """(new ratios, delta_p per topic) from the results rows around the previous stage. `ad` is the stage's
+    `RatioAdaptation` (None: unchanged); `tasks` and `matrix` are the results' task records and rows."""
+    if ad is None or not matrix or index < 1:
         return ratios, [0.0] * len(ratios)
-    names = [t["name"] for t in res.tasks]
-    prev, now = res.matrix[index - 1], res.matrix[index]  # before and after stage index-1
+    names = [t["name"] for t in tasks]
+    prev, now = matrix[index - 1], matrix[index]  # before and after stage index-1
     deltas = []
     for t in ad.tasks:
         j = names.index(t)
@@ -34,7 +31,7 @@ def adapted(run: "Run", index: int, ratios: list[float]) -> tuple[list[float], l
         if a is None or b is None or a == 0:
             deltas.append(0.0)
             continue
-        drop = (a - b) if res.tasks[j]["higher_is_better"] else (b - a)
+        drop = (a - b) if tasks[j]["higher_is_better"] else (b - a)
         deltas.append(drop / abs(a))
     w = ad.weights or [1.0] * len(ratios)
     new = [max(r * (1 + ad.alpha * d * wi), 1e-6) for r, d, wi in zip(ratios, deltas, w)]
@@ -42,21 +39,19 @@ def adapted(run: "Run", index: int, ratios: list[float]) -> tuple[list[float], l
     return [r / total for r in new], deltas
 
 
-def compose(run: "Run", index: int, prepared: dict) -> list[dict]:
-    sources, weights = prepared["sources"], prepared["weights"]
+def compose(sources: list[list[dict]], weights: list[float], ad: Any, index: int,
+            previous: Optional[list[float]], tasks: list[dict],
+            matrix: list[list[Optional[float]]]) -> tuple[list[dict], dict]:
+    """The stage's examples drawn from its sources, and the record of the mix (ratios, counts, delta_p).
+    `previous` are the ratios the previous stage used (adaptation starts from them)."""
     total_w = sum(weights)
     ratios = [w / total_w for w in weights]
-    prev = run.mix_ratios.get(index - 1)
-    if run.cfg.stages[index].adapt_ratios is not None and prev is not None and len(prev) == len(ratios):
-        ratios = prev  # adapt from the ratios the previous stage used
-    ratios, deltas = adapted(run, index, ratios)
-    run.mix_ratios[index] = ratios
+    if ad is not None and previous is not None and len(previous) == len(ratios):
+        ratios = previous  # adapt from the ratios the previous stage used
+    ratios, deltas = adapted(ad, index, ratios, tasks, matrix)
     n = sum(len(s) for s in sources)
     counts = [round(r * n) for r in ratios]
     out: list[dict] = []
     for src, c in zip(sources, counts):
         out += [src[k % len(src)] for k in range(c)]
-    run.log(type="mix", stage=index, ratios=ratios, counts=counts, delta_p=deltas)
-    if run.results is not None:
-        run.results.extra.setdefault("mix", {})[run.cfg.stages[index].name] = {"ratios": ratios, "counts": counts}
-    return out
+    return out, {"ratios": ratios, "counts": counts, "delta_p": deltas}

@@ -9,7 +9,7 @@
 from typing import Any
 
 from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.requests import EditRequest, load_requests, parse_request
+from lifelong.data.edit_requests import EditRequest, load_requests, parse_request
 from lifelong.registry import Registry, import_siblings
 
 EDITORS: Registry[type[Editor]] = Registry("editing method")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from lifelong.editing import EDITORS, Editor
-from lifelong.editing.requests import load_requests
+from lifelong.data.edit_requests import load_requests
 
 
 def model_config(spec: str) -> Any:
@@ -24,7 +24,7 @@ def model_config(spec: str) -> Any:
 
 def build(method: str, overrides: list[str] | dict | None = None) -> Editor:
     """An editor from its name and `key=value` overrides (dotted keys for nested settings)."""
-    from lifelong.config import apply_overrides
+    from lifelong.configio import apply_overrides
 
     cls = EDITORS.get(method)
     raw = overrides if isinstance(overrides, dict) else apply_overrides({}, list(overrides or []))

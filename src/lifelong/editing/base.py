@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel
 
 from lifelong.config import Strict
-from lifelong.editing.requests import EditRequest
+from lifelong.data.edit_requests import EditRequest
 
 
 class NoParams(Strict):

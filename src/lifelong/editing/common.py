@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from lifelong.editing.requests import EditRequest, subject_position, target_ids
+from lifelong.data.collate import device_of, pad_batch, pad_id
+from lifelong.data.edit_requests import EditRequest, subject_position, target_ids
 from lifelong.models.arch import arch_of
 
 
@@ -97,20 +98,6 @@ def frozen(model: Any) -> Iterator[None]:
 
 
 # ---- batching and hooks ------------------------------------------------------------------------------
-def pad_batch(seqs: Sequence[list[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, s in enumerate(seqs):
-        ids[r, :len(s)] = torch.tensor(s)
-        mask[r, :len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def pad_id(tok: Any) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-
 def _out(o: Any) -> torch.Tensor:
     return o[0] if isinstance(o, tuple) else o
 
@@ -146,10 +133,6 @@ def add_at(module: Any, delta: torch.Tensor, rows: Sequence[int], positions: Seq
         yield
     finally:
         handle.remove()
-
-
-def device_of(model: Any) -> torch.device:
-    return next(model.parameters()).device
 
 
 # ---- prefixes and keys ---------------------------------------------------------------------------------

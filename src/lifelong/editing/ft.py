@@ -13,7 +13,7 @@ from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import default_layer, device_of, frozen, mlp_out_name, n_layers, pad_batch, pad_id
-from lifelong.editing.requests import EditRequest, encode, target_ids
+from lifelong.data.edit_requests import EditRequest, encode, target_ids
 
 
 class FTParams(Strict):

@@ -40,7 +40,7 @@ from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import capture, device_of, frozen, mlp_out, n_layers, weight_2d
-from lifelong.editing.requests import EditRequest, encode, target_ids
+from lifelong.data.edit_requests import EditRequest, encode, target_ids
 
 ATTR = "grace_adaptors"
 

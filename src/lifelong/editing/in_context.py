@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from lifelong.config import Strict
 from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.requests import EditRequest, continuation
+from lifelong.data.edit_requests import EditRequest, continuation
 from lifelong.memory.embed import DEFAULT
 
 

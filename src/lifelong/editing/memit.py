@@ -20,7 +20,7 @@ from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (layer_module, mean_at_subject, mlp_out, mlp_out_name, n_layers,
                                      optimize_delta, to_param_layout)
-from lifelong.editing.requests import EditRequest
+from lifelong.data.edit_requests import EditRequest
 from lifelong.editing.rome import EditorCache, ValueParams
 
 

@@ -32,7 +32,7 @@ from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (device_of, frozen, mlp_out_name, module_of, n_layers, pad_batch, pad_id,
                                      to_param_layout, weight_2d, weights_fingerprint)
-from lifelong.editing.requests import EditRequest, encode, load_requests, target_ids
+from lifelong.data.edit_requests import EditRequest, encode, load_requests, target_ids
 
 
 class MendParams(Strict):

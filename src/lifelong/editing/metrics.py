@@ -16,44 +16,18 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lifelong.editing.common import device_of, pad_batch, pad_id
-from lifelong.editing.requests import EditRequest, encode, target_ids
+from lifelong.editing.common import device_of, pad_id
+from lifelong.eval.targets import Prompt, score_targets
+from lifelong.data.edit_requests import EditRequest, encode
 
-Prompt = Optional[Callable[[str], str]]
 
 
 @torch.no_grad()
-def score_targets(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], prompt_fn: Prompt = None,
-                  batch_size: int = 32) -> list[dict]:
-    """Per (prompt, target): mean log-prob per target token, token accuracy and argmax ids (teacher forced).
-    `prompt_fn` rewrites prompts first (in-context editing); targets are tokenized against the original."""
-    enc = []
-    for prompt, target in pairs:
-        shown = prompt_fn(prompt) if prompt_fn else prompt
-        enc.append((encode(tok, shown), target_ids(tok, prompt, target)))
-    out: list[dict] = [{}] * len(enc)
-    device = device_of(model)
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i][0]) - len(enc[i][1]))
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        ids, mask = pad_batch([enc[i][0] + enc[i][1][:-1] for i in idx], pad_id(tok), device)
-        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        for r, i in enumerate(idx):
-            ctx, tgt = enc[i]
-            lp = logp[r, len(ctx) - 1:len(ctx) - 1 + len(tgt)]
-            t = torch.tensor(tgt, device=device)
-            preds = lp.argmax(-1)
-            out[i] = {"logp": float(lp.gather(1, t[:, None]).mean()), "acc": float((preds == t).float().mean()),
-                      "preds": preds.tolist()}
-    return out
-
-
 def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
     words = re.findall(r"\w+|[^\w\s]", text.lower())
     ent = []

@@ -16,7 +16,7 @@ import numpy as np
 
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.metrics import predictions, request_metrics, summarize
-from lifelong.editing.requests import EditRequest
+from lifelong.data.edit_requests import EditRequest
 
 
 def _prompt_fn(results: list[EditResult]) -> Any:

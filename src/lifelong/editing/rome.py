@@ -21,7 +21,7 @@ from lifelong.editing import EDITORS
 from lifelong.editing.base import EditResult, Editor
 from lifelong.editing.common import (context_templates, default_layer, mean_at_subject, mlp_out, mlp_out_name,
                                      n_layers, optimize_delta, to_param_layout)
-from lifelong.editing.requests import EditRequest
+from lifelong.data.edit_requests import EditRequest
 from lifelong.editing.stats import StatsParams, second_moments
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from lifelong.eval.metrics import bootstrap_cis, continual_metrics
 from lifelong.eval.scorers import SCORERS
-from lifelong.train.checkpoint import atomic_write_json
+from lifelong.fileio import atomic_write_json
 
 
 PERCENT = {"accuracy", "exact_match", "preference_accuracy"}

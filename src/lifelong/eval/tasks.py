@@ -1,6 +1,8 @@
 """Eval tasks: a name, a scorer and its items, built from config before any training."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -8,7 +10,6 @@ from lifelong.config import EvalTaskConfig, RunConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
 from lifelong.data.formats import label_set
 from lifelong.eval.scorers import SCORERS, Scorer
-from lifelong.stages import STAGE_KINDS
 
 DEFAULT_SCORER = {"classification": "choice", "choice": "choice", "prompt_response": "exact_match",
                   "messages": "exact_match", "text": "perplexity", "preference": "preference_accuracy"}
@@ -50,13 +51,14 @@ def build_task(cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Opt
                     retrieve=cfg.retrieve.k if cfg.retrieve else None)
 
 
-def build_suite(cfg: RunConfig) -> list[EvalTask]:
-    """Stage tasks in stream order, then probes. A classification stage task shares the label set of the
-    stage's training data unless it sets its own."""
+def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
+    """Stage tasks in stream order, then probes. `kinds` are the stages' kind objects (`StageKind`: their
+    `formats`, and `default_eval` for a stage without `eval`, e.g. an edit stage scores its own edits). A
+    classification stage task shares the label set of the stage's training data unless it sets its own."""
     tasks = []
-    for i, s in enumerate(cfg.stages):
-        if s.eval is None and s.kind == "edit" and s.data is not None:  # an edit stage scores its own edits
-            s = s.model_copy(update={"eval": EvalTaskConfig(**s.data.model_dump(exclude={"weight"}), scorer="edit")})
+    for i, (s, kind) in enumerate(zip(cfg.stages, kinds)):
+        if s.eval is None and kind.default_eval(s) is not None:
+            s = s.model_copy(update={"eval": kind.default_eval(s)})
         if s.eval is None:
             continue
         labels = None
@@ -64,7 +66,7 @@ def build_suite(cfg: RunConfig) -> list[EvalTask]:
             pass
         elif s.data.format in ("classification", "auto") and s.data.labels:
             labels = list(s.data.labels)
-        elif s.data.format in ("classification", "auto") and "classification" in STAGE_KINDS.get(s.kind).formats:
+        elif s.data.format in ("classification", "auto") and "classification" in kind.formats:
             train = load_rows(s.data)
             if infer_format(train, s.data.format) == "classification":
                 check_rows(train, "classification")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from typing import Any, Optional
 
 import numpy as np
 

@@ -10,7 +10,6 @@ one model is materialized in memory, then streamed like the others).
 from __future__ import annotations
 
 import fnmatch
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -216,7 +215,7 @@ def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -
     """Read and validate a merge YAML with file:line errors (and dotted overrides)."""
     from pydantic import ValidationError
 
-    from lifelong.config import ConfigError, apply_overrides, format_validation_error, read_yaml
+    from lifelong.configio import ConfigError, apply_overrides, format_validation_error, read_yaml
 
     path = Path(path)
     raw, lines = read_yaml(path, "merge config")

@@ -86,7 +86,7 @@ def resolve_model_dir(cfg: ModelConfig) -> str:
 
 def load_model_and_tokenizer(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     if cfg.tiny:
-        from lifelong.testing import tiny_model, tiny_tokenizer
+        from lifelong.models.tiny import tiny_model, tiny_tokenizer
 
         model = tiny_model(cfg.tiny, seed=seed, **cfg.tiny_config)
         return model.to(DTYPES[cfg.dtype]), tiny_tokenizer()

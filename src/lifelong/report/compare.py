@@ -12,7 +12,7 @@ import yaml
 from lifelong.eval.metrics import METRICS
 from lifelong.report import plots
 from lifelong.report.html import environment, load_run
-from lifelong.train.checkpoint import atomic_write_text
+from lifelong.fileio import atomic_write_text
 
 
 def stream_of(run: dict) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 from lifelong.eval.metrics import METRICS
 from lifelong.report import plots
 from lifelong.report.table import read_events
-from lifelong.train.checkpoint import atomic_write_text
+from lifelong.fileio import atomic_write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 

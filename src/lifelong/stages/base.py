@@ -1,26 +1,68 @@
-"""Base classes of stage kinds."""
+"""Base classes of stage kinds, and the run-wide state a kind may keep.
+
+A stage kind sees the run only through `StageEnv` (lifelong.train.context): the model, tokenizer, config,
+logging, results records, kept weights, and its own `StageState`. The runner knows no kind by name: it
+creates one `State` per kind that declares one, restores it on resume, saves nothing itself, and lets
+every state adjust eval items (retrieval)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from lifelong.data import check_rows, infer_format, load_rows, to_examples
+from lifelong.train.context import StageEnv
 
 if TYPE_CHECKING:
-    from lifelong.runner import Run
+    from lifelong.config import RunConfig
+
+
+class StageState:
+    """State a stage kind keeps across all its stages of a run (e.g. the retrieval memory). One instance per
+    run and kind, owning the folders `folders` of the run directory; it writes them itself (atomically) and
+    reads them back in `restore` when a run resumes."""
+
+    folders: ClassVar[tuple[str, ...]] = ()
+    """Names in the run directory this state writes; their presence means the run made progress."""
+
+    def __init__(self, cfg: "RunConfig", run_dir: Path, is_main: bool) -> None:
+        self.cfg, self.run_dir, self.is_main = cfg, Path(run_dir), is_main
+
+    def restore(self) -> None:
+        """Read back what an interrupted run saved (called once per process before the stream resumes; the
+        main process first, so it may repair files before the others read them)."""
+
+    def eval_items(self, task: Any, row: int, items: list[dict]) -> list[dict]:
+        """The eval items of `task` as scored at matrix row `row` (default: unchanged)."""
+        return items
 
 
 class StageKind:
     """One kind of update. `prepare` loads and checks data (before any training of the run);
-    `apply` updates `run.model`."""
+    `apply` updates `env.model`."""
 
     trainable: ClassVar[bool] = True
     formats: ClassVar[tuple[str, ...]] = ()
     """Row formats this kind accepts."""
+    State: ClassVar[Optional[type[StageState]]] = None
+    """Run-wide state of this kind (None: none); reached in `apply` as `env.stage_state(kind name)`."""
 
-    def prepare(self, run: "Run", index: int) -> Any:
+    @classmethod
+    def check(cls, cfg: "RunConfig", index: int, at: Any) -> list[str]:
+        """Located messages for what is wrong with stage `index` of `cfg` for this kind, before anything
+        loads (`at`: a `lifelong.configio.Locator`). Kinds with their own section check it here."""
+        s = cfg.stages[index]
+        if cls.trainable and s.data is None and not s.mix:
+            return [at(("stages", index, "data"), f"stage kind {s.kind!r} trains, so it needs `data`")]
+        return []
+
+    def default_eval(self, stage: Any) -> Optional[Any]:
+        """The eval task of a stage that sets no `eval` (an `EvalTaskConfig`), or None: most kinds have none."""
+        return None
+
+    def prepare(self, run: StageEnv, index: int) -> Any:
         raise NotImplementedError
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         """Update the model; return cost figures for the stage."""
         raise NotImplementedError
 
@@ -28,7 +70,7 @@ class StageKind:
 class TrainableStage(StageKind):
     """A stage trained by the shared loop on tokenized examples."""
 
-    def prepare(self, run: "Run", index: int) -> Any:
+    def prepare(self, run: StageEnv, index: int) -> Any:
         """Tokenized examples; with `mix`, a dict of per-source examples composed when the stage starts
         (so ratios can adapt to the previous stage's results)."""
         stage = run.cfg.stages[index]
@@ -37,7 +79,7 @@ class TrainableStage(StageKind):
             return self._examples(run, index, sources[0])
         return {"sources": [self._examples(run, index, d) for d in sources], "weights": [d.weight for d in sources]}
 
-    def _examples(self, run: "Run", index: int, data: Any) -> Any:
+    def _examples(self, run: StageEnv, index: int, data: Any) -> Any:
         stage = run.cfg.stages[index]
         if data.streaming:
             if "text" not in self.formats:
@@ -67,11 +109,18 @@ class TrainableStage(StageKind):
         run.cache_keys[index] = cache.content_key(run.cache_keys.get(index), key)
         return examples
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.train.loop import train_stage
 
         if isinstance(prepared, dict):
             from lifelong.data.mixing import compose
 
-            prepared = compose(run, index, prepared)
+            stage = run.cfg.stages[index]
+            tasks, matrix = run.results_matrix
+            prepared, mix = compose(prepared["sources"], prepared["weights"], stage.adapt_ratios, index,
+                                    run.mix_ratios.get(index - 1), tasks, matrix)
+            run.mix_ratios[index] = mix["ratios"]
+            run.log(type="mix", stage=index, **mix)
+            if run.results_extra is not None:
+                run.results_extra.setdefault("mix", {})[stage.name] = {"ratios": mix["ratios"], "counts": mix["counts"]}
         return train_stage(run, index, prepared, resume)

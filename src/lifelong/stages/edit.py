@@ -5,13 +5,11 @@ earlier tasks; the full edit metrics of the stage (every variant) go to results.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from lifelong.stages import STAGE_KINDS
+from lifelong.train.context import StageEnv
 from lifelong.stages.base import StageKind
-
-if TYPE_CHECKING:
-    from lifelong.runner import Run
 
 
 @STAGE_KINDS.register("edit")
@@ -21,8 +19,30 @@ class Edit(StageKind):
     trainable = True  # needs `data` (the requests); it does not run the training loop
     formats = ("edit",)
 
-    def prepare(self, run: "Run", index: int) -> Any:
-        from lifelong.editing.requests import load_requests, subject_position, target_ids
+    @classmethod
+    def check(cls, cfg: Any, index: int, at: Any) -> list[str]:
+        from lifelong.editing import EDITORS
+
+        msgs = super().check(cfg, index, at)
+        e, loc = cfg.stages[index].edit, ("stages", index, "edit")
+        if e.method not in EDITORS:
+            return msgs + [at(loc + ("method",), EDITORS.unknown_message(e.method))]
+        if not EDITORS.get(e.method).changes_weights:
+            return msgs + [at(loc + ("method",), f"{e.method!r} keeps its edits outside the weights, which stage "
+                                                 "checkpoints do not carry; in a stream use a weight editor (rome, "
+                                                 "memit, ft, mend) or a `memory` stage for retrieval")]
+        return msgs + at.params(EDITORS.get(e.method).Params, e.params, loc + ("params",))[1]
+
+    def default_eval(self, stage: Any) -> Optional[Any]:
+        """An edit stage scores its own edits (efficacy and more, the `edit` scorer over its requests)."""
+        from lifelong.config import EvalTaskConfig
+
+        if stage.data is None:
+            return None
+        return EvalTaskConfig(**stage.data.model_dump(exclude={"weight"}), scorer="edit")
+
+    def prepare(self, run: StageEnv, index: int) -> Any:
+        from lifelong.data.edit_requests import load_requests, subject_position, target_ids
 
         stage = run.cfg.stages[index]
         reqs = load_requests(stage.data)
@@ -31,7 +51,7 @@ class Edit(StageKind):
             target_ids(run.tokenizer, r.text, r.target_new)
         return reqs
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.editing.api import build
         from lifelong.editing.protocol import run_protocol
 
@@ -45,8 +65,8 @@ class Edit(StageKind):
                            seed=run.cfg.seed)
         run.model.train(was_training)
         changed = sum(r.changed_parameters() for r in out["results"])
-        if run.results is not None:
-            run.results.extra.setdefault("edits", {})[stage.name] = {
+        if run.results_extra is not None:
+            run.results_extra.setdefault("edits", {})[stage.name] = {
                 "method": stage.edit.method, "requests": len(prepared), "group": group,
                 "summary": {k: v["mean"] for k, v in out["summary"].items()}}
         run.log(type="edit", stage=index, method=stage.edit.method, requests=len(prepared),

@@ -4,17 +4,87 @@ optional `key` (a row with a key already in memory supersedes it from this stage
 `Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs. Eval tasks with `retrieve: {k}` then see the memory as of each stage."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from pathlib import Path
+from typing import Any, Optional
 
 from lifelong.data import load_rows
 from lifelong.data.formats import shown
 from lifelong.faults import fault_point
 from lifelong.stages import STAGE_KINDS
-from lifelong.stages.base import StageKind
+from lifelong.train.context import StageEnv
+from lifelong.fileio import atomic_write_text
+from lifelong.stages.base import StageKind, StageState
 
-if TYPE_CHECKING:
-    from lifelong.runner import Run
+
+class MemoryState(StageState):
+    """The run's retrieval memory: the FAISS store with every document's stage range, the embedder, and the
+    memory stages already applied. Saved as `memory/` (index, documents, `applied.json`), replaced as a
+    whole: written complete under `.memory.tmp`, then swapped in by two renames; a kill between them leaves
+    `.memory.old`, which `restore` puts back. A store whose files disagree with each other never exists."""
+
+    folders = ("memory", ".memory.old")
+
+    def __init__(self, cfg: Any, run_dir: Path, is_main: bool) -> None:
+        super().__init__(cfg, run_dir, is_main)
+        self.store: Any = None  # lifelong.memory.store.MemoryStore, created by the first memory stage
+        self.embedder: Any = None
+        self.applied: list[int] = []
+
+    def ensure(self) -> Any:
+        """The store (and embedder), created empty on first use."""
+        from lifelong.memory.embed import Embedder
+        from lifelong.memory.store import MemoryStore
+
+        if self.embedder is None:
+            self.embedder = Embedder(self.cfg.memory.embedder, self.cfg.memory.batch_size)
+        if self.store is None:
+            self.store = MemoryStore(self.embedder.dim())
+        return self.store
+
+    def save(self) -> None:
+        if self.store is None or not self.is_main:
+            return
+        folder, new, old = self.run_dir / "memory", self.run_dir / ".memory.tmp", self.run_dir / ".memory.old"
+        shutil.rmtree(new, ignore_errors=True)
+        self.store.save(new)
+        atomic_write_text(new / "applied.json", json.dumps(self.applied))
+        fault_point("memory-save")  # the new memory complete, not yet in place
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            fault_point("memory-swap")
+        os.replace(new, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self) -> None:
+        from lifelong.memory.store import MemoryStore
+
+        folder, old = self.run_dir / "memory", self.run_dir / ".memory.old"
+        if self.is_main:
+            if old.exists() and not folder.exists():  # killed between the two renames of save
+                os.replace(old, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        store = MemoryStore.load(folder)
+        if store is not None:
+            self.store = store
+            self.applied = json.loads((folder / "applied.json").read_text()) \
+                if (folder / "applied.json").exists() else []
+
+    def eval_items(self, task: Any, row: int, items: list[dict]) -> list[dict]:
+        """Retrieval-augmented tasks: each prompt gets the top-k passages of the memory as of the row's
+        stage."""
+        from lifelong.memory.store import augment
+
+        if task.retrieve is None or not any("prompt" in it for it in items):
+            return items
+        self.ensure()  # also the embedder of a memory reloaded on resume
+        queries = [it.get("prompt", "") for it in items]
+        hits = self.store.search(self.embedder(queries), task.retrieve, row - 1)
+        return [dict(it, prompt=augment(it["prompt"], h)) if "prompt" in it else it for it, h in zip(items, hits)]
 
 
 @STAGE_KINDS.register("memory")
@@ -22,8 +92,9 @@ class Memory(StageKind):
     """Add, supersede or delete documents in the retrieval memory; the weights are untouched."""
 
     trainable = True  # needs `data`; it does not train
+    State = MemoryState
 
-    def prepare(self, run: "Run", index: int) -> Any:
+    def prepare(self, run: StageEnv, index: int) -> Any:
         rows = load_rows(run.cfg.stages[index].data)  # type: ignore[arg-type]
         cols = set(rows.columns or ())
         if rows.columns is not None and "text" not in cols and "delete" not in cols and not {"name", "doc"} <= cols:
@@ -33,19 +104,20 @@ class Memory(StageKind):
             check_row(r, where)
         return rows.rows
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         t0 = time.perf_counter()
-        mem = run.ensure_memory()
-        if index in run.memory_applied:  # resumed after this stage's memory was already written
+        state: MemoryState = run.stage_state("memory")
+        mem = state.ensure()
+        if index in state.applied:  # resumed after this stage's memory was already written
             return {"wall_s": 0.0, "steps": 0, "tokens": 0, "trainable_params": 0}
         texts = [r["text"] for r in prepared if not r.get("delete")]
-        vecs = run.embedder(texts)
+        vecs = state.embedder(texts)
         it = iter(vecs)
         full = [next(it) if not r.get("delete") else None for r in prepared]
         counts = mem.add(prepared, full, index)
         fault_point("memory-added")  # a testing hook (lifelong.faults): documents added, memory not saved
-        run.memory_applied.append(index)
-        run.save_memory()
+        state.applied.append(index)
+        state.save()
         run.log(type="memory", stage=index, **counts, total=len(mem.docs))
         return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
                 "memory_documents": sum(1 for d in mem.docs if d["removed"] is None), **counts}

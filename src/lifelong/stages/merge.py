@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from lifelong.stages import STAGE_KINDS
+from lifelong.train.context import StageEnv
 from lifelong.stages.base import StageKind
-
-if TYPE_CHECKING:
-    from lifelong.runner import Run
 
 
 @STAGE_KINDS.register("merge")
@@ -20,10 +18,28 @@ class Merge(StageKind):
 
     trainable = False
 
-    def prepare(self, run: "Run", index: int) -> Any:
+    @classmethod
+    def check(cls, cfg: Any, index: int, at: Any) -> list[str]:
+        from lifelong.merging import MERGE_METHODS
+
+        m = cfg.stages[index].merge
+        if m is None:
+            return [at(("stages", index, "merge"), "a merge stage needs `merge: {method, models}`")]
+        loc = ("stages", index, "merge")
+        if m.method not in MERGE_METHODS:
+            return [at(loc + ("method",), MERGE_METHODS.unknown_message(m.method))]
+        cls_ = MERGE_METHODS.get(m.method)
+        params, msgs = at.params(cls_.Params, m.parameters, loc + ("parameters",))
+        if params is not None:
+            why = cls_(params).check_weights(m.weights or [1.0] * len(m.models))
+            if why:
+                msgs.append(at(loc + ("weights",), why))
+        return msgs
+
+    def prepare(self, run: StageEnv, index: int) -> Any:
         return None
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from safetensors.torch import load_model
 
         from lifelong.merging.engine import MergeConfig, merge_models

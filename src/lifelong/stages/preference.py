@@ -2,15 +2,13 @@
 starts (see `lifelong.train.dpo`). Strategies (replay, EWC, LwF, ...) apply as in any trainable stage."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from lifelong.data import check_rows, infer_format, load_rows
 from lifelong.data.formats import to_preference_examples
 from lifelong.stages import STAGE_KINDS
+from lifelong.train.context import StageEnv
 from lifelong.stages.base import TrainableStage
-
-if TYPE_CHECKING:
-    from lifelong.runner import Run
 
 
 @STAGE_KINDS.register("preference")
@@ -19,7 +17,7 @@ class Preference(TrainableStage):
 
     formats = ("preference",)
 
-    def _examples(self, run: "Run", index: int, data: Any) -> Any:
+    def _examples(self, run: StageEnv, index: int, data: Any) -> Any:
         rows = load_rows(data)
         fmt = infer_format(rows, data.format)
         if fmt != "preference":
@@ -28,7 +26,7 @@ class Preference(TrainableStage):
         check_rows(rows, fmt)
         return to_preference_examples(rows, data, run.formatter, run.cfg.stage_train(index).max_length)
 
-    def apply(self, run: "Run", index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
+    def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.train.dpo import DPOObjective
         from lifelong.train.loop import train_stage
 
@@ -39,12 +37,16 @@ class Preference(TrainableStage):
         obj.prepare(run.model, examples, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
         before = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()} \
             if (pcfg.average or pcfg.average_sweep) else None
+        if run.results_extra is not None:  # the alignment tax is measured across preference stages
+            marked = run.results_extra.setdefault("preference_stages", [])
+            if index not in marked:
+                marked.append(index)
         cost = train_stage(run, index, examples, resume, objective=obj)
         if before is not None:
             self._average(run, index, before)
         return cost
 
-    def _replayed(self, run: "Run", index: int, n_new: int) -> list[dict]:
+    def _replayed(self, run: StageEnv, index: int, n_new: int) -> list[dict]:
         """Preference replay: pairs of earlier preference stages, f / (1 - f) of the new pairs, drawn with the
         run's seed (reference log-probs are recomputed against this stage's start)."""
         f = run.cfg.stages[index].preference.replay_fraction
@@ -59,17 +61,17 @@ class Preference(TrainableStage):
         run.log(type="preference_replay", stage=index, pairs=int(k))
         return [{key: v for key, v in pool[int(i)].items() if not key.startswith("ref_")} for i in idx]
 
-    def _average(self, run: "Run", index: int, before: dict) -> None:
+    def _average(self, run: StageEnv, index: int, before: dict) -> None:
         from lifelong.train.averaging import average_into
 
         pcfg = run.cfg.stages[index].preference
         after = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()}
-        if pcfg.average_sweep and run.results is not None:
+        if pcfg.average_sweep and run.results_extra is not None:
             sweep = []
             for a in pcfg.average_sweep:
                 average_into(run.model, before, after, [a])
                 sweep.append({"ratio": a, "scores": run.score_suite(index + 1)})
-            run.results.extra.setdefault("averaging_sweep", {})[run.cfg.stages[index].name] = sweep
+            run.results_extra.setdefault("averaging_sweep", {})[run.cfg.stages[index].name] = sweep
             run.log(type="averaging_sweep", stage=index, sweep=sweep)
         ratios = pcfg.average if pcfg.average else [1.0]
         average_into(run.model, before, after, ratios)

@@ -3,12 +3,27 @@
 The loop owns backward, optimizer and scheduler steps; a strategy only answers hooks with explicit
 context and return values (see `base.Strategy`). `Compose` runs several in order.
 """
+from typing import Any
+
 from lifelong.registry import Registry, import_siblings
 from lifelong.strategies.base import Compose, StageContext, Strategy
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 import_siblings(__name__, __path__)
+
+
+def check_config(cfg: Any, at: Any) -> list[str]:
+    """Located messages for unknown strategy names and parameters that do not validate (`cfg` a RunConfig,
+    `at` a `lifelong.configio.Locator`)."""
+    msgs: list[str] = []
+    for i, spec in enumerate(cfg.strategy):
+        loc = ("strategy", i) if ("strategy", 0) in at.lines else ("strategy",)
+        if spec.name not in STRATEGIES:
+            msgs.append(at(loc + ("name",), STRATEGIES.unknown_message(spec.name)))
+            continue
+        msgs += at.params(STRATEGIES.get(spec.name).Params, spec.model_extra or {}, loc)[1]
+    return msgs
 
 
 def build_strategy(specs: list, seed: int = 0) -> Strategy:
@@ -18,4 +33,4 @@ def build_strategy(specs: list, seed: int = 0) -> Strategy:
     return built[0] if len(built) == 1 else Compose(built)
 
 
-__all__ = ["STRATEGIES", "Strategy", "StageContext", "Compose", "build_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "StageContext", "Compose", "build_strategy", "check_config"]

@@ -50,7 +50,7 @@ class AGEM(Strategy):
         self.memory.after_stage(ctx)
 
     def before_step(self, ctx: StageContext) -> None:
-        from lifelong.train.loop import collate
+        from lifelong.data.collate import collate
 
         buf = self.memory.buffer
         if not buf:

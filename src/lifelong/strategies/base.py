@@ -8,43 +8,20 @@ computed must be in `state_dict()`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, ClassVar, Iterator, Optional
 
 import torch
 from pydantic import BaseModel
 
 from lifelong.config import Strict
+from lifelong.train.context import StageContext
+
+__all__ = ["Compose", "NoParams", "StageContext", "Strategy"]
 
 
 class NoParams(Strict):
     """A method without parameters."""
-
-
-@dataclass
-class StageContext:
-    """What a hook may look at. The model is the unwrapped module (not the DDP wrapper)."""
-
-    stage_index: int
-    stage_name: str
-    model: Any
-    tokenizer: Any
-    examples: list[dict] = field(default_factory=list)
-    """The stage's tokenized training examples (`input_ids`, `labels`)."""
-    step: int = 0
-    num_steps: int = 0
-    accelerator: Any = None
-    device: Any = None
-    task_stage: Optional[int] = None
-    """For `eval_model`: the index of the stage that owns the task being scored (None for probes)."""
-    task_items: Optional[list] = None
-    """For `eval_model`: the task's eval items (inputs only are used by routers; never the answers)."""
-    formatter: Any = None
-    """The run's prompt formatter (chat template) for strategies that tokenize prompts themselves."""
-    resuming: bool = False
-    """For `wrap_model`: rebuilding the structure of a checkpoint rather than starting a stage."""
-    run_dir: Any = None
-    """The run directory (exports such as PEFT adapters go under it; main process only)."""
 
 
 class Strategy:

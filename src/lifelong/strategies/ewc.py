@@ -57,7 +57,7 @@ class EWC(Strategy):
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread
         over the processes (each computes its share; the sums are all-reduced)."""
-        from lifelong.train.loop import collate
+        from lifelong.data.collate import collate
 
         p: EWCParams = self.params  # type: ignore[assignment]
         model, acc = ctx.model, ctx.accelerator

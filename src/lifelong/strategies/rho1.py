@@ -72,7 +72,7 @@ class Rho1(Strategy):
 
     @torch.no_grad()
     def batches(self, ctx: StageContext, it: Iterator[list[dict]]) -> Iterator[list[dict]]:
-        from lifelong.train.loop import collate
+        from lifelong.data.collate import collate
 
         k = self.params.keep  # type: ignore[attr-defined]
         pad = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,51 +19,10 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from lifelong.faults import fault_point
+from lifelong.fileio import TEMPORARY, _json_default, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
-TEMPORARY = re.compile(r"^\.(tmp|.+\.tmp|write-probe)|\.tmp$")
-"""Names of files and folders being written (renamed into place when complete), in every writer's style:
-`.results.json.tmp<pid>`, `ckpt/.tmp-<tag>-<pid>`, `keep/<name>/.tmp<pid>.safetensors`, `.<out>.tmp<random>`."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    fault_point(f"write:{path.name}")
-    os.replace(tmp, path)
-
-
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete what a killed process was writing in a run directory (nothing else writes it while a run
-    resumes). Tracker folders belong to their libraries and are left alone. Returns what was removed."""
-    removed = []
-    for root, dirs, files in os.walk(run_dir):
-        if Path(root) == Path(run_dir):
-            dirs[:] = [d for d in dirs if d not in ("trackers", "mlruns")]
-        for name in [d for d in dirs if TEMPORARY.search(d)]:
-            shutil.rmtree(Path(root) / name, ignore_errors=True)
-            dirs.remove(name)
-            removed.append(Path(root) / name)
-        for name in files:
-            if TEMPORARY.search(name):
-                (Path(root) / name).unlink(missing_ok=True)
-                removed.append(Path(root) / name)
-    return removed
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"cannot store {type(o).__name__} in JSON")
+__all__ = ["TEMPORARY", "atomic_write_json", "atomic_write_text", "latest_checkpoint", "load_checkpoint",
+           "remove_stale_temporaries", "save_checkpoint"]
 
 
 def save_tree(state: Any, folder: Path, name: str) -> None:

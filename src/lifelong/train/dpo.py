@@ -35,7 +35,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 def pair_batch(examples: list[dict], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
     """[chosen..., rejected...] right-padded into one batch."""
-    from lifelong.train.loop import collate
+    from lifelong.data.collate import collate
 
     seqs = [{"input_ids": e["chosen_ids"], "labels": e["chosen_labels"]} for e in examples] + \
            [{"input_ids": e["rejected_ids"], "labels": e["rejected_labels"]} for e in examples]
@@ -97,14 +97,14 @@ class DPOObjective:
         pairs = [e for e in examples if "chosen_ids" in e]
         plain = [e for e in examples if "chosen_ids" not in e]  # replayed instruction / pre-training data
         if not pairs:
-            from lifelong.train.loop import collate
+            from lifelong.data.collate import collate
 
             b = collate(plain, self.pad_id, device)
             out = model(**b)
             return out.loss, out, {"lm_replay_loss": float(out.loss.detach()), "_batch": b}
         loss, out, logs = self._pairs(model, pairs, device)
         if plain:  # the plain LM loss on replayed examples, weighted by their share of the micro-batch
-            from lifelong.train.loop import collate
+            from lifelong.data.collate import collate
 
             lm = model(**collate(plain, self.pad_id, device)).loss
             share = len(plain) / len(examples)

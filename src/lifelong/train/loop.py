@@ -12,18 +12,18 @@ import math
 import resource
 import time
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lifelong.strategies.base import StageContext
+from lifelong.data.collate import collate
 from lifelong.train.checkpoint import save_checkpoint
+from lifelong.train.context import RunView, StageContext
 from lifelong.train.schedules import lr_multiplier
 
-if TYPE_CHECKING:
-    from lifelong.runner import Run
+__all__ = ["collate", "micro_batches", "stage_steps", "train_stage"]
 
 
 def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0,
@@ -45,20 +45,6 @@ def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0,
         yield idx
 
 
-def collate(examples: list[dict], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; labels -100 on padding."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for r, e in enumerate(examples):
-        k = len(e["input_ids"])
-        ids[r, :k] = torch.tensor(e["input_ids"])
-        labels[r, :k] = torch.tensor(e["labels"])
-        mask[r, :k] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-
 def stage_steps(n_examples: int, global_batch: int, max_steps: Optional[int], epochs: float) -> int:
     if max_steps:
         return max_steps
@@ -71,7 +57,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[dict] = None,
+def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional[dict] = None,
                 objective: Any = None) -> dict:
     """Train stage `index` on its examples; return its cost figures."""
     tc = run.cfg.stage_train(index)
@@ -122,7 +108,13 @@ def train_stage(run: "Run", index: int, examples: list[dict], resume: Optional[d
     if data is not None and data.order == "curriculum":
         from lifelong.data.curriculum import curriculum_order
 
-        order = curriculum_order(run, index, examples)
+        order, info = curriculum_order(data, examples, model=run.model, pad_id=pad_id, device=acc.device,
+                                       data_key=run.cache_keys.get(index), reference_ident=[
+                                           run.cfg.model.model_dump(mode="json"),
+                                           [s.model_dump(mode="json") for s in run.cfg.stages[:index]],
+                                           [s.model_dump(mode="json") for s in run.cfg.strategy],
+                                           run.cfg.train.model_dump(mode="json"), run.cfg.seed])
+        run.log(type="curriculum", stage=index, **info)
     index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum, order)
     stream = run.strategy.batches(ctx, ([examples[i] for i in idx] for idx in index_stream))
     tokens, t0 = 0, time.perf_counter()

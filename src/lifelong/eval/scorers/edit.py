@@ -38,8 +38,8 @@ class EditScorer(Scorer):
         self.metric = f"{p.metric}[{p.variant}]"  # type: ignore[misc]
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        from lifelong.editing.metrics import score_targets
-        from lifelong.editing.requests import parse_request
+        from lifelong.eval.targets import score_targets
+        from lifelong.data.edit_requests import parse_request
 
         p: EditScorerParams = self.params  # type: ignore[assignment]
         out = np.full((len(items), 1), np.nan)
