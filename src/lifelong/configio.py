@@ -4,6 +4,7 @@ checked by the packages that own the registries (`lifelong.validation` runs ever
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -219,3 +220,20 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
     m = cfg.model
     if m.path and not Path(m.path).is_absolute() and (base / m.path).exists():
         m.path = str((base / m.path).resolve())
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
+    """The first dotted path where two resolved configs differ, with both values (None: equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_difference(x, y, f"{path}.{i}")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path or '<root>'}: {json.dumps(a)[:80]} != {json.dumps(b)[:80]}"

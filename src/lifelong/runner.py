@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 
 from lifelong.config import RunConfig
+from lifelong.configio import first_difference
 from lifelong.data.formats import Formatter
 from lifelong.eval.lm import HFLM
 from lifelong.eval.results import Results
@@ -61,22 +62,6 @@ def finished_message(run_dir: Path) -> Optional[str]:
     return (f"{run_dir}: already finished (all {len(res['matrix'])} rows and the metrics are in results.json); "
             "nothing to resume. To go further, start a new run name with the extra stages "
             f"(e.g. name={run_dir.name}-more), or see it with `lifelong show {run_dir}`")
-
-
-def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = first_difference(x, y, f"{path}.{i}")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{path or '<root>'}: {json.dumps(a)[:80]} != {json.dumps(b)[:80]}"
 
 
 def flat_scalars(d: Any, prefix: str = "") -> dict[str, Any]:

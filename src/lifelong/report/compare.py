@@ -27,7 +27,7 @@ def stream_of(run: dict) -> dict:
 
 
 def check_same_stream(runs: list[dict]) -> None:
-    from lifelong.runner import first_difference
+    from lifelong.configio import first_difference
 
     ref = stream_of(runs[0])
     for r in runs[1:]:

@@ -82,8 +82,8 @@ class StageEnv(RunView, Protocol):
         the results exist."""
 
     @property
-    def last_scores(self) -> Optional[dict[str, list[Optional[float]]]]:
-        """Per eval task, its scores by matrix row so far (topic-ratio adaptation); None before any."""
+    def results_matrix(self) -> tuple[list[dict], list[list[Optional[float]]]]:
+        """The results' task records and matrix rows so far (topic-ratio adaptation); empty before any."""
 
     def score_suite(self, row: int) -> dict[str, float]:
         """Scores of the current model on every eval task as of matrix row `row` (sweeps)."""
