@@ -1,6 +1,7 @@
 # Two commands that work on a fresh machine (Python 3.10+, no GPU needed):
 #   make demo   creates .venv, installs lifelong, runs the quickstart stream twice (naive, replay), shows both
-#   make test   creates .venv, installs lifelong with test dependencies, runs the test suite
+#   make test   creates .venv, installs lifelong with test dependencies, checks lint, formatting, layers
+#               (import-linter) and types (mypy), then runs the test suite
 PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -24,7 +25,13 @@ demo: setup
 	$(BIN)/lifelong run examples/quickstart.yaml output_dir=$(OUT) name=quickstart-replay strategy.0.name=replay strategy.0.fraction=0.3
 	$(BIN)/lifelong show $(OUT)/quickstart $(OUT)/quickstart-replay
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-.PHONY: setup demo test
+.PHONY: setup demo lint test

@@ -5,6 +5,7 @@ pipeline alone (read, tokenize, pack) in tokens/s, which must be far above train
     python bench/cpt_throughput.py [--steps 30] [--hidden 256] [--layers 4] [--block 128]
 Target: ratio >= 0.95.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,11 @@ def main() -> None:
     a = ap.parse_args()
 
     from lifelong.config import DataConfig
-
-    from lifelong.validation import validate_raw
     from lifelong.data import Formatter, load_rows, to_examples
     from lifelong.runner import Run
     from lifelong.testing import tiny_domains, tiny_tokenizer
     from lifelong.train.loop import collate, micro_batches, train_stage
+    from lifelong.validation import validate_raw
 
     docs = tiny_domains(n_docs=2000)["alpha"]["train"]
     # data pipeline alone
@@ -39,13 +39,24 @@ def main() -> None:
     blocks = to_examples(load_rows(DataConfig(rows=docs)), "text", DataConfig(rows=docs), fm, a.block)
     pipe_tps = sum(len(b["input_ids"]) for b in blocks) / (time.perf_counter() - t0)
 
-    raw = {"name": "cptbench", "output_dir": "/tmp/lifelong-cptbench", "torch_threads": 1, "model": {
-        "tiny": "llama", "tiny_config": {"hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
-                                         "num_hidden_layers": a.layers, "num_attention_heads": 8,
-                                         "num_key_value_heads": 8}},
+    raw = {
+        "name": "cptbench",
+        "output_dir": "/tmp/lifelong-cptbench",
+        "torch_threads": 1,
+        "model": {
+            "tiny": "llama",
+            "tiny_config": {
+                "hidden_size": a.hidden,
+                "intermediate_size": 4 * a.hidden,
+                "num_hidden_layers": a.layers,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 8,
+            },
+        },
         "train": {"lr": 1e-3, "batch_size": 8, "max_steps": a.steps, "max_length": a.block},
         "eval": {"bootstrap": 0, "max_examples": 2},
-        "stages": [{"name": "alpha", "kind": "pretrain", "data": {"rows": docs}}]}
+        "stages": [{"name": "alpha", "kind": "pretrain", "data": {"rows": docs}}],
+    }
     shutil.rmtree("/tmp/lifelong-cptbench", ignore_errors=True)
     run = Run(validate_raw(raw), quiet=True)
     ex = run.prepared[0]
@@ -77,13 +88,17 @@ def main() -> None:
     for _ in range(a.rounds):
         refs.append(reference())
         mine.append(ours())
-    print(f"blocks of {a.block} tokens, batch 8, {a.steps} steps, "
-          f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f}M params, 1 thread")
+    print(
+        f"blocks of {a.block} tokens, batch 8, {a.steps} steps, "
+        f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f}M params, 1 thread"
+    )
     print(f"data pipeline (read, tokenize, pack): {pipe_tps:12,.0f} tokens/s")
     print(f"reference loop                      : {max(refs):12,.0f} tokens/s")
     print(f"lifelong pretrain stage             : {max(mine):12,.0f} tokens/s")
-    print(f"ratio lifelong / reference = {max(mine) / max(refs):.3f} (target >= 0.95); "
-          f"pipeline / training = {pipe_tps / max(mine):.0f}x")
+    print(
+        f"ratio lifelong / reference = {max(mine) / max(refs):.3f} (target >= 0.95); "
+        f"pipeline / training = {pipe_tps / max(mine):.0f}x"
+    )
     shutil.rmtree("/tmp/lifelong-cptbench", ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ measured in the same run and process, is one forward + backward pass of the mode
 (what one step of plain fine-tuning on the edits costs); seconds are printed with their ratio to it.
 Requests are synthetic (invented subjects moved to other cities), so any model can be timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ def requests(n: int, seed: int = 0) -> list[dict]:
     for i in range(n):
         name = "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3)).capitalize()
         old, new = rng.sample(cities, 2)
-        out.append({"prompt": "The home of {}", "subject": name, "target_new": new, "target_true": old,
-                    "id": f"e{i}"})
+        out.append({"prompt": "The home of {}", "subject": name, "target_new": new, "target_true": old, "id": f"e{i}"})
     return out
 
 
@@ -62,7 +62,6 @@ def load(model: str, work: str):  # -> model, tok, corpus path
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
 
     from lifelong.editing import build_editor, load_requests
     from lifelong.editing.ft import target_batch, target_loss
@@ -108,8 +107,19 @@ def child(args: argparse.Namespace) -> None:
         editor.edit(model, tok, reqs)
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"method": args.method, "n": args.n, "seconds": secs, "per_edit": secs / args.n,
-                      "reference": ref, "stats_seconds": stats_s, "peak_mb": peak}))
+    print(
+        json.dumps(
+            {
+                "method": args.method,
+                "n": args.n,
+                "seconds": secs,
+                "per_edit": secs / args.n,
+                "reference": ref,
+                "stats_seconds": stats_s,
+                "peak_mb": peak,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -131,14 +141,32 @@ def main() -> None:
     print("| method | edits per call | s per edit | / reference | key statistics s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|", flush=True)
     for method, n in runs:  # one row as soon as its subprocess ends
-        out = subprocess.run([sys.executable, __file__, "--child", "--model", args.model, "--work", args.work,
-                              "--method", method, "-n", str(n)], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--model",
+                args.model,
+                "--work",
+                args.work,
+                "--method",
+                method,
+                "-n",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             sys.exit(out.stderr[-3000:])
         r = json.loads(out.stdout.strip().splitlines()[-1])
         per_call = 1 if r["method"] == "rome" else r["n"]
-        print(f"| {r['method']} | {per_call} | {r['per_edit']:.2f} | {r['per_edit'] / r['reference']:.0f}x | "
-              f"{r['stats_seconds']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+        print(
+            f"| {r['method']} | {per_call} | {r['per_edit']:.2f} | {r['per_edit'] / r['reference']:.0f}x | "
+            f"{r['stats_seconds']:.1f} | {r['peak_mb']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ of them the base plus independent noise) are generated once into --work. Each me
 subprocess, so time and peak resident memory (ru_maxrss of the child) are measured the same way for both
 tools; printed as ratios lifelong / mergekit, with the largest absolute difference between the two outputs.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -32,8 +30,15 @@ def make_checkpoints(work: Path, layers: int) -> dict[str, str]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = {}
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
-                      num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=layers,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    )
     for name, seed in (("base", 0), ("a", 1), ("b", 2)):
         d = work / name
         out[name] = str(d)
@@ -52,10 +57,12 @@ def make_checkpoints(work: Path, layers: int) -> dict[str, str]:
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of a command run in a fresh wrapper process."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "r = subprocess.run(sys.argv[1:]); "
-               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
-               "sys.exit(r.returncode)")
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:]); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+        "sys.exit(r.returncode)"
+    )
     res = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"{cmd[0]} failed:\n{res.stderr[-3000:]}")
@@ -89,17 +96,29 @@ def main() -> None:
             out = work / f"out-{tool}-{method}"
             subprocess.run(["rm", "-rf", str(out)])
             if tool == "lifelong":
-                cfg = {"merge_method": method, "base_model": ck["base"], "parameters": ours_p,
-                       "models": [{"model": ck["a"]}, {"model": ck["b"]}], "dtype": "float32"}
+                cfg = {
+                    "merge_method": method,
+                    "base_model": ck["base"],
+                    "parameters": ours_p,
+                    "models": [{"model": ck["a"]}, {"model": ck["b"]}],
+                    "dtype": "float32",
+                }
                 if method == "linear":
                     cfg.pop("base_model")
                 y = work / f"{tool}-{method}.yaml"
                 y.write_text(yaml.safe_dump(cfg))
                 cmd = [sys.executable, "-m", "lifelong", "merge", str(y), "--out", str(out)]
             else:
-                cfg = {"merge_method": method, "base_model": ck["base"], "parameters": mk_p, "dtype": "float32",
-                       "models": [{"model": ck["a"], "parameters": {"weight": 1.0, **mk_model_p}},
-                                  {"model": ck["b"], "parameters": {"weight": 1.0, **mk_model_p}}]}
+                cfg = {
+                    "merge_method": method,
+                    "base_model": ck["base"],
+                    "parameters": mk_p,
+                    "dtype": "float32",
+                    "models": [
+                        {"model": ck["a"], "parameters": {"weight": 1.0, **mk_model_p}},
+                        {"model": ck["b"], "parameters": {"weight": 1.0, **mk_model_p}},
+                    ],
+                }
                 if method == "linear":
                     cfg.pop("base_model")
                 y = work / f"{tool}-{method}.yaml"
@@ -112,8 +131,10 @@ def main() -> None:
     for method, *_ in CASES:
         ours = next(r for r in rows if r[0] == method and r[1] == "lifelong")
         theirs = next(r for r in rows if r[0] == method and r[1] == "mergekit")
-        print(f"{method:16s} {ours[2] / theirs[2]:10.2f} {ours[3] / theirs[3]:14.2f} {max_diff(ours[4], theirs[4]):11.2e}"
-              f"   ({ours[2]:.1f}s {ours[3]:.0f}MB vs {theirs[2]:.1f}s {theirs[3]:.0f}MB)")
+        print(
+            f"{method:16s} {ours[2] / theirs[2]:10.2f} {ours[3] / theirs[3]:14.2f} {max_diff(ours[4], theirs[4]):11.2e}"
+            f"   ({ours[2]:.1f}s {ours[3]:.0f}MB vs {theirs[2]:.1f}s {theirs[3]:.0f}MB)"
+        )
 
 
 if __name__ == "__main__":

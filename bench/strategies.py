@@ -10,6 +10,7 @@ FM with 95% bootstrap CIs, and cost: median optimizer-step time relative to naiv
 process), whole-run wall time relative to naive, trainable parameters in the last stage, extra state kept by
 the strategy (MB), stored examples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,10 +75,10 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
-    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.strategies import STRATEGIES
     from lifelong.testing import tiny_pretrained, tiny_run_config
+    from lifelong.validation import validate_raw
 
     tmp = Path(tempfile.mkdtemp(prefix="lifelong-board-"))
     base = tiny_pretrained(tmp / "base")
@@ -85,8 +86,14 @@ def main() -> None:
     rows = []
     for name in names:
         params, lr = RECIPES.get(name, ({}, 2e-3))
-        raw = tiny_run_config({"name": name, **params}, n_stages=a.stages, steps=a.steps, train={"lr": lr},
-                              name=name, output_dir=str(tmp / "runs"))
+        raw = tiny_run_config(
+            {"name": name, **params},
+            n_stages=a.stages,
+            steps=a.steps,
+            train={"lr": lr},
+            name=name,
+            output_dir=str(tmp / "runs"),
+        )
         raw["model"] = {"path": base}
         t0 = time.perf_counter()
         run = Run(validate_raw(raw), quiet=True)
@@ -94,27 +101,42 @@ def main() -> None:
         wall = time.perf_counter() - t0
         g = res.metrics["score"]
         last = list(res.costs.values())[-1]
-        rows.append({"name": name, "metrics": g["metrics"], "ci": g["ci95"], "wall": wall,
-                     "step": statistics.median(step_times(run.run_dir)), "trainable": last["trainable_params"],
-                     "state_mb": state_mb(run.strategy),
-                     "stored": last.get("replay_buffer_examples", last.get("memory_examples", 0)),
-                     "lr": lr, "params": params})
+        rows.append(
+            {
+                "name": name,
+                "metrics": g["metrics"],
+                "ci": g["ci95"],
+                "wall": wall,
+                "step": statistics.median(step_times(run.run_dir)),
+                "trainable": last["trainable_params"],
+                "state_mb": state_mb(run.strategy),
+                "stored": last.get("replay_buffer_examples", last.get("memory_examples", 0)),
+                "lr": lr,
+                "params": params,
+            }
+        )
         print(f"done {name} in {wall:.1f}s", flush=True)
     ref = next((r for r in rows if r["name"] == "naive"), rows[0])
-    lines = [f"Stream: tiny_stream, {a.stages} stages, {a.steps} steps x 16 examples per stage, seed 0, "
-             f"tiny llama pre-trained to the answer format. Command: `python bench/strategies.py --stages "
-             f"{a.stages} --steps {a.steps}`", "",
-             "| strategy | AA | BWT | FM | step time vs naive | run time vs naive | trainable params | strategy state MB | stored examples |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Stream: tiny_stream, {a.stages} stages, {a.steps} steps x 16 examples per stage, seed 0, "
+        f"tiny llama pre-trained to the answer format. Command: `python bench/strategies.py --stages "
+        f"{a.stages} --steps {a.steps}`",
+        "",
+        "| strategy | AA | BWT | FM | step time vs naive | run time vs naive | trainable params "
+        "| strategy state MB | stored examples |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def ci(r, m):
         v, c = r["metrics"][m], r["ci"][m]
         return f"{v:.1f} [{c[0]:.1f}, {c[1]:.1f}]" if c else f"{v:.1f}"
 
     for r in rows:
-        lines.append(f"| {r['name']} | {ci(r, 'AA')} | {ci(r, 'BWT')} | {ci(r, 'FM')} | "
-                     f"{r['step'] / ref['step']:.2f}x | {r['wall'] / ref['wall']:.2f}x | {r['trainable']:,} | "
-                     f"{r['state_mb']:.2f} | {r['stored']} |")
+        lines.append(
+            f"| {r['name']} | {ci(r, 'AA')} | {ci(r, 'BWT')} | {ci(r, 'FM')} | "
+            f"{r['step'] / ref['step']:.2f}x | {r['wall'] / ref['wall']:.2f}x | {r['trainable']:,} | "
+            f"{r['state_mb']:.2f} | {r['stored']} |"
+        )
     lines += ["", "Recipes (lr, parameters): " + "; ".join(f"`{r['name']}` lr {r['lr']:g} {r['params']}" for r in rows)]
     text = "\n".join(lines)
     print(text)

@@ -7,6 +7,7 @@ drift hits all alike.
 
 Targets (issue 3): replay and l2 within 1.15x, ewc within 1.2x, lwf within 2.2x of naive.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,22 +37,27 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
 
-    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_run_config
+    from lifelong.validation import validate_raw
 
     tmp = Path(tempfile.mkdtemp(prefix="lifelong-overhead-"))
     times: dict[str, list[float]] = {k: [] for k in SPECS}
     for rnd in range(a.rounds):
         for name, params in SPECS.items():
-            raw = tiny_run_config({"name": name, **params}, n_stages=2, steps=a.steps, name=f"{name}-{rnd}",
-                                  output_dir=str(tmp))
+            raw = tiny_run_config(
+                {"name": name, **params}, n_stages=2, steps=a.steps, name=f"{name}-{rnd}", output_dir=str(tmp)
+            )
             raw["torch_threads"] = a.threads
             raw["train"].update(batch_size=16, max_length=64)
             raw["eval"].update(bootstrap=0, max_examples=4)
-            raw["model"]["tiny_config"] = {"hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
-                                           "num_hidden_layers": a.layers, "num_attention_heads": 8,
-                                           "num_key_value_heads": 8}
+            raw["model"]["tiny_config"] = {
+                "hidden_size": a.hidden,
+                "intermediate_size": 4 * a.hidden,
+                "num_hidden_layers": a.layers,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 8,
+            }
             run = Run(validate_raw(raw), quiet=True)
             run.execute()
             ev = [json.loads(x) for x in (run.run_dir / "events.jsonl").read_text().splitlines() if x.strip()]
@@ -59,8 +65,10 @@ def main() -> None:
             times[name] += [b["time"] - p["time"] for p, b in zip(st, st[1:])]
     ref = statistics.median(times["naive"])
     n_params = sum(p.numel() for p in run.model.parameters())
-    print(f"model {n_params / 1e6:.2f}M params, batch 16, {a.steps} steps per stage, {a.threads} thread(s); "
-          f"median step of stage 2, {a.rounds} interleaved rounds")
+    print(
+        f"model {n_params / 1e6:.2f}M params, batch 16, {a.steps} steps per stage, {a.threads} thread(s); "
+        f"median step of stage 2, {a.rounds} interleaved rounds"
+    )
     print(f"{'strategy':20s} {'step ms':>9s} {'vs naive':>9s}")
     for name in SPECS:
         m = statistics.median(times[name])

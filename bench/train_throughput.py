@@ -7,6 +7,7 @@ Prints tokens/s of both and the ratio lifelong / reference (target >= 0.95). The
 (reference, lifelong, reference, lifelong) and the best of each is kept, because the speed of a shared
 machine drifts within minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
 
-    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_run_config
     from lifelong.train.loop import collate, micro_batches, train_stage
+    from lifelong.validation import validate_raw
 
     raw = tiny_run_config("naive", n_stages=1, steps=a.steps, name="bench", output_dir="/tmp/lifelong-bench")
     raw["torch_threads"] = a.threads
     raw["train"].update(max_length=64, batch_size=16, lr=1e-3)
-    raw["model"]["tiny_config"] = {"hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
-                                   "num_hidden_layers": a.layers, "num_attention_heads": 8, "num_key_value_heads": 8}
+    raw["model"]["tiny_config"] = {
+        "hidden_size": a.hidden,
+        "intermediate_size": 4 * a.hidden,
+        "num_hidden_layers": a.layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+    }
     cfg = validate_raw(raw)
     import shutil
 

@@ -12,8 +12,8 @@ torch.set_num_threads(1)
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A function building a validated tiny run config writing under tmp_path."""
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
+    from lifelong.validation import validate_raw
 
     def make(strategy="naive", **kw):
         raw = tiny_run_config(strategy, output_dir=str(tmp_path / "runs"), **kw)
@@ -42,5 +42,11 @@ def fact_setup(tmp_path_factory):
     def load():
         return AutoModelForCausalLM.from_pretrained(str(root / "model")).eval()
 
-    return types.SimpleNamespace(facts=facts, tok=tok, path=str(root / "model"), corpus=corpus, load=load,
-                                 stats={"corpus": {"path": corpus}, "tokens": 20000})
+    return types.SimpleNamespace(
+        facts=facts,
+        tok=tok,
+        path=str(root / "model"),
+        corpus=corpus,
+        load=load,
+        stats={"corpus": {"path": corpus}, "tokens": 20000},
+    )

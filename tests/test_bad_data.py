@@ -5,6 +5,7 @@ never a traceback; and once the file is fixed the run goes through.
 The table is reader x case: a reader is a stage kind with one row format (or an eval file), a case one way a
 file can be bad. Every case fails while loading, before any training, so each takes milliseconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,24 +22,44 @@ from lifelong.cli import main
 EDIT_ROW = {"prompt": "The home of {} is", "subject": "abc", "target_new": "Rome", "target_true": "Paris"}
 GOOD: dict[str, list[dict]] = {  # three valid rows per format; the cases break the second
     "text": [{"text": "the cat sat on the mat"}, {"text": "a dog ran home"}, {"text": "rain again"}],
-    "prompt_response": [{"prompt": "2+2?", "response": "4"}, {"prompt": "3+3?", "response": "6"},
-                        {"prompt": "1+1?", "response": "2"}],
+    "prompt_response": [
+        {"prompt": "2+2?", "response": "4"},
+        {"prompt": "3+3?", "response": "6"},
+        {"prompt": "1+1?", "response": "2"},
+    ],
     "messages": [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}] * 3,
-    "classification": [{"text": "good day", "label": "pos"}, {"text": "bad day", "label": "neg"},
-                       {"text": "fine day", "label": "pos"}],
-    "choice": [{"prompt": "sky?", "options": ["blue", "green"], "answer": 0},
-               {"prompt": "grass?", "options": ["blue", "green"], "answer": "green"},
-               {"prompt": "sea?", "options": ["blue", "red"], "answer": 0}],
-    "preference": [{"prompt": "hi", "chosen": "hello", "rejected": "go away"},
-                   {"prompt": "bye", "chosen": "see you", "rejected": "finally"},
-                   {"prompt": "thanks", "chosen": "welcome", "rejected": "whatever"}],
+    "classification": [
+        {"text": "good day", "label": "pos"},
+        {"text": "bad day", "label": "neg"},
+        {"text": "fine day", "label": "pos"},
+    ],
+    "choice": [
+        {"prompt": "sky?", "options": ["blue", "green"], "answer": 0},
+        {"prompt": "grass?", "options": ["blue", "green"], "answer": "green"},
+        {"prompt": "sea?", "options": ["blue", "red"], "answer": 0},
+    ],
+    "preference": [
+        {"prompt": "hi", "chosen": "hello", "rejected": "go away"},
+        {"prompt": "bye", "chosen": "see you", "rejected": "finally"},
+        {"prompt": "thanks", "chosen": "welcome", "rejected": "whatever"},
+    ],
     "edit": [EDIT_ROW, dict(EDIT_ROW, subject="abd", target_new="Oslo"), dict(EDIT_ROW, subject="abe")],
-    "memory": [{"key": "k1", "text": "The capital of Zorbia is Quux."},
-               {"key": "k2", "text": "Tides are published on Monday."},
-               {"key": "k1", "text": "The capital of Zorbia is Flib."}],
+    "memory": [
+        {"key": "k1", "text": "The capital of Zorbia is Quux."},
+        {"key": "k2", "text": "Tides are published on Monday."},
+        {"key": "k1", "text": "The capital of Zorbia is Flib."},
+    ],
 }
-MISSING = {"text": "text", "prompt_response": "response", "messages": "messages", "classification": "label",
-           "choice": "options", "preference": "rejected", "edit": "subject", "memory": "text"}
+MISSING = {
+    "text": "text",
+    "prompt_response": "response",
+    "messages": "messages",
+    "classification": "label",
+    "choice": "options",
+    "preference": "rejected",
+    "edit": "subject",
+    "memory": "text",
+}
 CSV_DROP = dict(MISSING, classification="text")  # a classification CSV without `label` is a valid text file
 WRONG: dict[str, dict[str, tuple[str, Any]]] = {  # variant -> (field, bad value)
     "text": {"": ("text", 5)},
@@ -69,8 +90,10 @@ READERS: dict[str, tuple[str, Callable[[dict], dict]]] = {  # reader -> (row for
     "edit": ("edit", lambda d: {"stages": [_stage("edit", d, edit={"method": "ft"})]}),
     "memory": ("memory", lambda d: {"stages": [_stage("memory", d)]}),
     "stage-eval": ("prompt_response", lambda d: {"stages": [_stage("instruct", {"rows": PROBE_ROWS}, eval=d)]}),
-    "probe": ("classification", lambda d: {"stages": [_stage("instruct", {"rows": PROBE_ROWS})],
-                                           "eval": {"bootstrap": 0, "probes": [d]}}),
+    "probe": (
+        "classification",
+        lambda d: {"stages": [_stage("instruct", {"rows": PROBE_ROWS})], "eval": {"bootstrap": 0, "probes": [d]}},
+    ),
 }
 
 
@@ -98,15 +121,19 @@ def _jsonl(fmt: str, line2: bytes) -> bytes:
 def _csv(fmt: str, drop: bool = True) -> bytes:
     """The good rows as CSV with an `id` column, without the column the format needs most (`drop`)."""
     fields = ["id"] + [k for k in GOOD[fmt][0] if not (drop and k == CSV_DROP[fmt])]
-    return ("\n".join([",".join(fields)] + [",".join([str(i)] + [str(r[k]) for k in fields[1:]])
-                                            for i, r in enumerate(GOOD[fmt])]) + "\n").encode()
+    return (
+        "\n".join(
+            [",".join(fields)] + [",".join([str(i)] + [str(r[k]) for k in fields[1:]]) for i, r in enumerate(GOOD[fmt])]
+        )
+        + "\n"
+    ).encode()
 
 
 def _latin1(data: bytes, line: int) -> tuple[bytes, str]:
     """`data` with a 0xff byte put after the first quote (or at the start) of line `line`, and the message."""
     lines = data.split(b"\n")
     col = lines[line - 1].find(b'"') + 2 if b'"' in lines[line - 1] else 1
-    lines[line - 1] = lines[line - 1][:col - 1] + b"\xff" + lines[line - 1][col - 1:]
+    lines[line - 1] = lines[line - 1][: col - 1] + b"\xff" + lines[line - 1][col - 1 :]
     return b"\n".join(lines), f":{line}: not UTF-8 (byte 0xff at column {col}); save the file as UTF-8"
 
 
@@ -122,13 +149,23 @@ def cases_for(reader: str) -> dict[str, Case]:
         "not_utf8": Case("latin1.jsonl", bad_utf8, 2, utf8_msg),
         "bad_json": Case("broken.jsonl", _jsonl(fmt, _line(good[1])[:-2] + b"\n"), 2),  # no closing brace
         "not_object": Case("list.jsonl", _jsonl(fmt, b"[1, 2]\n"), 2),
-        "missing_field": Case("missing.jsonl", _jsonl(fmt, _line({k: v for k, v in good[1].items()
-                                                                  if k != MISSING[fmt]})), 2),
-        "json_invalid": Case("broken.json", b"[\n" + _line(good[0])[:-1] + b",\n" + _line(good[1])  # no comma
-                             + _line(good[2]) + b"]\n", 4),
+        "missing_field": Case(
+            "missing.jsonl", _jsonl(fmt, _line({k: v for k, v in good[1].items() if k != MISSING[fmt]})), 2
+        ),
+        "json_invalid": Case(
+            "broken.json",
+            b"[\n"
+            + _line(good[0])[:-1]
+            + b",\n"
+            + _line(good[1])  # no comma
+            + _line(good[2])
+            + b"]\n",
+            4,
+        ),
         "json_not_list": Case("object.json", json.dumps({"rows": 3}).encode(), None),
-        "json_item_not_object": Case("items.json", listed.encode(),
-                                     next(i for i, x in enumerate(listed.splitlines(), 1) if "oops" in x)),
+        "json_item_not_object": Case(
+            "items.json", listed.encode(), next(i for i, x in enumerate(listed.splitlines(), 1) if "oops" in x)
+        ),
         "json_not_utf8": Case("latin1.json", *_with_line(_latin1(json.dumps(good, indent=1).encode(), 3), 3)),
         "parquet_corrupt": Case("rows.parquet", b"PAR1 not really", None),
     }
@@ -155,9 +192,15 @@ TABLE = [(r, c) for r in READERS for c in cases_for(r)]
 
 
 def write_run(folder: Path, reader: str, data_name: str, name: str = "bad") -> Path:
-    raw = {"name": name, "output_dir": str(folder / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
-           "train": {"max_steps": 1, "batch_size": 2, "max_length": 24}, "eval": {"bootstrap": 0, "batch_size": 4},
-           **READERS[reader][1]({"path": data_name})}
+    raw = {
+        "name": name,
+        "output_dir": str(folder / "runs"),
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "train": {"max_steps": 1, "batch_size": 2, "max_length": 24},
+        "eval": {"bootstrap": 0, "batch_size": 4},
+        **READERS[reader][1]({"path": data_name}),
+    }
     if "eval" not in raw["stages"][0] and not raw["eval"].get("probes") and reader != "edit":
         raw["eval"]["probes"] = [{"rows": PROBE_ROWS}]  # every run scores at least one task
     for task in [raw["stages"][0].get("eval")] + raw["eval"].get("probes", []):
@@ -203,8 +246,12 @@ def test_bad_file_gives_one_located_line(tmp_path: Path, capsys: Any, reader: st
     assert not list((tmp_path / "cache").rglob("*.tmp*"))  # nothing half-written left in the cache
 
 
-FIX_CASES = [("instruct-prompt_response", "not_utf8"), ("pretrain-streaming", "bad_json"),
-             ("probe", "label_number"), ("memory", "wrong_type-delete")]
+FIX_CASES = [
+    ("instruct-prompt_response", "not_utf8"),
+    ("pretrain-streaming", "bad_json"),
+    ("probe", "label_number"),
+    ("memory", "wrong_type-delete"),
+]
 
 
 @pytest.mark.parametrize("reader,case", FIX_CASES, ids=[f"{r}-{c}" for r, c in FIX_CASES])

@@ -13,8 +13,9 @@ from lifelong.testing import tiny_run_config
 
 
 def write_cfg(tmp_path, name, **kw):
-    raw = tiny_run_config({"name": "replay", "fraction": 0.25, "buffer_size": 64}, name=name,
-                          output_dir=str(tmp_path / "runs"), **kw)
+    raw = tiny_run_config(
+        {"name": "replay", "fraction": 0.25, "buffer_size": 64}, name=name, output_dir=str(tmp_path / "runs"), **kw
+    )
     raw["eval"]["bootstrap"] = 50
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -23,6 +24,7 @@ def write_cfg(tmp_path, name, **kw):
 
 def no_model_loading(monkeypatch):
     """Make any model load fail loudly: a check that must come first is proven to."""
+
     def boom(*a, **k):
         raise AssertionError("a model was loaded")
 
@@ -142,15 +144,17 @@ def test_merge_and_edit_out_that_cannot_be_written_fail_before_loading(tmp_path,
     capsys.readouterr()
     y = tmp_path / "merge.yaml"
     y.write_text(yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m"}, {"model": "m"}]}))
-    outs = [(blocker / "merged", "is a file")] + ([("/proc/lifelong-x/merged", "cannot be written")]
-                                                 if os.path.isdir("/proc") else [])
+    outs = [(blocker / "merged", "is a file")] + (
+        [("/proc/lifelong-x/merged", "cannot be written")] if os.path.isdir("/proc") else []
+    )
     for out, words in outs:
         assert main(["merge", str(y), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: the folder of --out") and words in err and err.count("\n") == 1, err
     # edit: the model path does not exist, so the --out check provably comes before any loading
-    for out, words in [(blocker, "is a file"), (blocker / "edited", "is under")] + \
-            ([("/proc/lifelong-x", "cannot be written")] if os.path.isdir("/proc") else []):
+    for out, words in [(blocker, "is a file"), (blocker / "edited", "is under")] + (
+        [("/proc/lifelong-x", "cannot be written")] if os.path.isdir("/proc") else []
+    ):
         assert main(["edit", str(tmp_path / "edits.jsonl"), "--model", str(tmp_path / "none"), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --out") and words in err and err.count("\n") == 1, err
@@ -163,13 +167,20 @@ def test_kill_9_mid_stage_then_resume_gives_the_same_matrix(tmp_path):
     killed_cfg = write_cfg(tmp_path, "killed", **common)
     assert main(["run", str(ref_cfg), "--quiet"]) == 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "lifelong", "run", str(killed_cfg), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifelong", "run", str(killed_cfg), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     events = tmp_path / "runs" / "killed" / "events.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if events.exists() and any(json.loads(l).get("type") == "checkpoint" and json.loads(l)["stage"] == 1
-                                   for l in events.read_text().splitlines() if l.strip()):
+        if events.exists() and any(
+            json.loads(l).get("type") == "checkpoint" and json.loads(l)["stage"] == 1
+            for l in events.read_text().splitlines()
+            if l.strip()
+        ):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

@@ -3,8 +3,8 @@ import yaml
 
 from lifelong.cli import main
 from lifelong.configio import ConfigError, apply_overrides
-from lifelong.validation import load_config
 from lifelong.testing import tiny_run_config
+from lifelong.validation import load_config
 
 
 def write(tmp_path, raw, name="c.yaml"):
@@ -23,7 +23,10 @@ def test_valid_config_and_stage_overrides(tmp_path):
 
 
 def test_unknown_key_is_located_by_file_and_line(tmp_path):
-    text = "name: x\nmodel: {tiny: llama}\ntrain:\n  lr: 0.1\n  lerning_rate: 3\nstages:\n  - name: a\n    data: {rows: [{text: hi}]}\n"
+    text = (
+        "name: x\nmodel: {tiny: llama}\ntrain:\n  lr: 0.1\n  lerning_rate: 3\n"
+        "stages:\n  - name: a\n    data: {rows: [{text: hi}]}\n"
+    )
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     with pytest.raises(ConfigError) as e:
@@ -50,8 +53,9 @@ def test_strategy_parameters_are_typed_per_strategy(tmp_path):
 
 def test_dotted_overrides(tmp_path):
     p = write(tmp_path, tiny_run_config("naive"))
-    cfg = load_config(p, ["train.lr=0.25", "stages.1.train.max_steps=3", "strategy.0.name=replay",
-                          "strategy.0.buffer_size=7"])
+    cfg = load_config(
+        p, ["train.lr=0.25", "stages.1.train.max_steps=3", "strategy.0.name=replay", "strategy.0.buffer_size=7"]
+    )
     assert cfg.train.lr == 0.25 and cfg.stage_train(1).max_steps == 3 and cfg.stage_train(0).max_steps == 30
     assert cfg.strategy[0].name == "replay" and cfg.strategy[0].model_extra["buffer_size"] == 7
     with pytest.raises(ConfigError, match="not an index"):

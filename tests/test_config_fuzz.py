@@ -5,6 +5,7 @@ raise anything but a located error, none may hang. Mutants that set a number to 
 absurd magnitude must be rejected (no setting takes such a value). A failure prints the seed and the
 mutation, so `FUZZ_SEED=<seed> pytest tests/test_config_fuzz.py` reproduces it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,7 +69,7 @@ def _typo(word: str, rng: random.Random) -> str:
     if len(word) < 2:
         return word + "x"
     i = rng.randrange(len(word) - 1)
-    ops = [word[:i] + word[i + 1:], word[:i] + word[i + 1] + word[i] + word[i + 2:], word[:i] + "q" + word[i:]]
+    ops = [word[:i] + word[i + 1 :], word[:i] + word[i + 1] + word[i] + word[i + 2 :], word[:i] + "q" + word[i:]]
     return rng.choice(ops)
 
 
@@ -181,15 +182,41 @@ def m_duplicate(raw: dict, text: str, rng: random.Random) -> tuple[str, Any, boo
 def m_syntax(raw: dict, text: str, rng: random.Random) -> tuple[str, Any, bool]:
     lines = text.splitlines()
     i = rng.randrange(len(lines))
-    junk = rng.choice([": [", "\t- x", "'unclosed", "{a: 1", "key: value: other", "- - -", "]]", "*undefined",
-                       "&a &b x", "!!python/object:os.system ls", "? complex", "%TAG !", "@x", "`x"])
+    junk = rng.choice(
+        [
+            ": [",
+            "\t- x",
+            "'unclosed",
+            "{a: 1",
+            "key: value: other",
+            "- - -",
+            "]]",
+            "*undefined",
+            "&a &b x",
+            "!!python/object:os.system ls",
+            "? complex",
+            "%TAG !",
+            "@x",
+            "`x",
+        ]
+    )
     lines.insert(i, (" " * rng.choice([0, 1, 2, 3])) + junk)
     return f"syntax {junk!r} at line {i + 1}", "\n".join(lines) + "\n", False
 
 
 OPERATORS: list[Callable[..., tuple[str, Any, bool]]] = [
-    m_delete, m_rename, m_wrong_type, m_extreme, m_small_number, m_empty_list, m_null, m_deep, m_aliases,
-    m_bytes, m_duplicate, m_syntax,
+    m_delete,
+    m_rename,
+    m_wrong_type,
+    m_extreme,
+    m_small_number,
+    m_empty_list,
+    m_null,
+    m_deep,
+    m_aliases,
+    m_bytes,
+    m_duplicate,
+    m_syntax,
 ]
 
 
@@ -211,8 +238,15 @@ def run_fuzz(tmp: Path, n: int, seed: int) -> dict[str, Any]:
     for src in sources:
         raw = _absolute_paths(yaml.safe_load(src.read_text()), src.parent)
         bases.append((src.name, raw))
-    counts = {"mutants": 0, "rejected": 0, "accepted": 0, "tracebacks": 0, "hangs": 0, "unlocated": 0,
-              "accepted_non_finite": 0}
+    counts = {
+        "mutants": 0,
+        "rejected": 0,
+        "accepted": 0,
+        "tracebacks": 0,
+        "hangs": 0,
+        "unlocated": 0,
+        "accepted_non_finite": 0,
+    }
     failures: list[str] = []
     old = signal.signal(signal.SIGALRM, _alarm)
     try:
@@ -290,4 +324,6 @@ def test_every_numeric_setting_rejects_non_finite_values(tmp_path, value):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             code = main(["validate", str(path)])
         assert code == 2, f"{'.'.join(map(str, p))} = {value} was accepted"
-        assert re.search(rf"{re.escape(str(path))}:\d+: {re.escape('.'.join(map(str, p)))}", err.getvalue()), err.getvalue()
+        assert re.search(rf"{re.escape(str(path))}:\d+: {re.escape('.'.join(map(str, p)))}", err.getvalue()), (
+            err.getvalue()
+        )

@@ -1,8 +1,8 @@
 """Continual pre-training pieces: token cache by content hash, perplexity curriculum."""
+
 import json
 
 import pytest
-import torch
 
 from lifelong.runner import Run
 
@@ -32,7 +32,9 @@ def test_perplexity_curriculum_trains_easy_to_hard(tiny_cfg, tmp_path, monkeypat
 
     seen = []
     real = loop.collate
-    monkeypatch.setattr(loop, "collate", lambda ex, pad, dev: seen.append([e["input_ids"] for e in ex]) or real(ex, pad, dev))
+    monkeypatch.setattr(
+        loop, "collate", lambda ex, pad, dev: seen.append([e["input_ids"] for e in ex]) or real(ex, pad, dev)
+    )
     cfg = tiny_cfg("naive", n_stages=1, steps=3, name="cur")
     cfg.stages[0].data.order = "curriculum"
     run = Run(cfg, quiet=True)
@@ -51,20 +53,36 @@ def test_perplexity_curriculum_trains_easy_to_hard(tiny_cfg, tmp_path, monkeypat
 
 
 def _cpt_cfg(tmp_path, name, strategy="naive", sched="cosine", lr=3e-3, steps=150, same_domain=False):
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_domains
+    from lifelong.validation import validate_raw
 
     d = tiny_domains(n_docs=300)
     if same_domain:
-        stages = [("a1", d["alpha"]["train"][:150], d["alpha"]["eval"]), ("a2", d["alpha"]["train"][150:], d["alpha"]["eval"])]
+        stages = [
+            ("a1", d["alpha"]["train"][:150], d["alpha"]["eval"]),
+            ("a2", d["alpha"]["train"][150:], d["alpha"]["eval"]),
+        ]
     else:
         stages = [(n, d[n]["train"], d[n]["eval"]) for n in ("alpha", "omega")]
-    raw = {"name": name, "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
-           "strategy": strategy, "train": {"lr": lr, "batch_size": 8, "max_steps": steps, "max_length": 64,
-                                           "schedule": sched, "warmup_steps": 10 if same_domain else 5,
-                                           "cooldown_steps": 20, "constant_lr_ratio": 0.1},
-           "eval": {"bootstrap": 0, "batch_size": 32, "max_examples": 8 if same_domain else None},
-           "stages": [{"name": n, "kind": "pretrain", "data": {"rows": tr}, "eval": {"rows": ev}} for n, tr, ev in stages]}
+    raw = {
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "strategy": strategy,
+        "train": {
+            "lr": lr,
+            "batch_size": 8,
+            "max_steps": steps,
+            "max_length": 64,
+            "schedule": sched,
+            "warmup_steps": 10 if same_domain else 5,
+            "cooldown_steps": 20,
+            "constant_lr_ratio": 0.1,
+        },
+        "eval": {"bootstrap": 0, "batch_size": 32, "max_examples": 8 if same_domain else None},
+        "stages": [{"name": n, "kind": "pretrain", "data": {"rows": tr}, "eval": {"rows": ev}} for n, tr, ev in stages],
+    }
     return validate_raw(raw)
 
 
@@ -96,21 +114,34 @@ def test_rewarming_shows_a_stability_gap_and_infinite_does_not(tmp_path):
 
 
 def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_domains
+    from lifelong.validation import validate_raw
 
     d = tiny_domains()
     ev = lambda n: {"rows": d[n]["eval"], "name": n}  # noqa: E731
-    raw = {"name": "mix", "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
-           "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 60, "max_length": 64},
-           "eval": {"bootstrap": 0, "probes": [ev("alpha")]},
-           "stages": [
-               {"name": "s0", "kind": "pretrain", "mix": [{"rows": d["alpha"]["train"], "weight": 3.0},
-                                                          {"rows": d["omega"]["train"], "weight": 1.0}],
-                "eval": ev("omega")},
-               {"name": "s1", "kind": "pretrain", "data": {"rows": d["omega"]["train"][:100]}},
-               {"name": "s2", "kind": "pretrain", "mix": [{"rows": d["alpha"]["train"]}, {"rows": d["omega"]["train"]}],
-                "adapt_ratios": {"alpha": 0.5, "tasks": ["alpha", "omega"]}}]}
+    raw = {
+        "name": "mix",
+        "output_dir": str(tmp_path / "runs"),
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 60, "max_length": 64},
+        "eval": {"bootstrap": 0, "probes": [ev("alpha")]},
+        "stages": [
+            {
+                "name": "s0",
+                "kind": "pretrain",
+                "mix": [{"rows": d["alpha"]["train"], "weight": 3.0}, {"rows": d["omega"]["train"], "weight": 1.0}],
+                "eval": ev("omega"),
+            },
+            {"name": "s1", "kind": "pretrain", "data": {"rows": d["omega"]["train"][:100]}},
+            {
+                "name": "s2",
+                "kind": "pretrain",
+                "mix": [{"rows": d["alpha"]["train"]}, {"rows": d["omega"]["train"]}],
+                "adapt_ratios": {"alpha": 0.5, "tasks": ["alpha", "omega"]},
+            },
+        ],
+    }
     run = Run(validate_raw(raw), quiet=True)
     res = run.execute()
     evs = [json.loads(x) for x in (run.run_dir / "events.jsonl").read_text().splitlines()]
@@ -133,10 +164,9 @@ def test_mixing_sources_and_llama3_syne_ratio_adaptation(tmp_path):
 def test_streaming_corpus_is_packed_into_a_cached_memory_map(tmp_path, monkeypatch):
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
     from lifelong.config import DataConfig
-    from lifelong.validation import validate_raw
-    from lifelong.data import Formatter, load_rows, to_examples
-    from lifelong.data import streaming
+    from lifelong.data import Formatter, load_rows, streaming, to_examples
     from lifelong.testing import tiny_domains, tiny_tokenizer
+    from lifelong.validation import validate_raw
 
     docs = tiny_domains(n_docs=300)["alpha"]["train"]
     corpus = tmp_path / "corpus.jsonl"
@@ -159,13 +189,24 @@ def test_streaming_corpus_is_packed_into_a_cached_memory_map(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"bad\.jsonl line 2: field 'text'"):
         streaming.streamed_blocks(DataConfig(path=str(bad), streaming=True), fm, 8)
     # end to end: a streamed pretrain stage with replay trains and evaluates
-    raw = {"name": "stream", "output_dir": str(tmp_path / "runs"), "torch_threads": 1, "model": {"tiny": "llama"},
-           "strategy": {"name": "replay", "fraction": 0.1, "buffer_size": 20},
-           "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 5, "max_length": 32},
-           "eval": {"bootstrap": 0},
-           "stages": [{"name": "a", "kind": "pretrain", "data": {"path": str(corpus), "streaming": True},
-                       "eval": {"rows": docs[:8]}},
-                      {"name": "b", "kind": "pretrain", "data": {"path": str(corpus), "streaming": True}}]}
+    raw = {
+        "name": "stream",
+        "output_dir": str(tmp_path / "runs"),
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "strategy": {"name": "replay", "fraction": 0.1, "buffer_size": 20},
+        "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 5, "max_length": 32},
+        "eval": {"bootstrap": 0},
+        "stages": [
+            {
+                "name": "a",
+                "kind": "pretrain",
+                "data": {"path": str(corpus), "streaming": True},
+                "eval": {"rows": docs[:8]},
+            },
+            {"name": "b", "kind": "pretrain", "data": {"path": str(corpus), "streaming": True}},
+        ],
+    }
     res = Run(validate_raw(raw), quiet=True).execute()
     assert all(v is not None for v in res.matrix[-1])
     assert res.costs["b"]["replay_buffer_examples"] == 20

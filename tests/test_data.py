@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lifelong.config import DataConfig
-from lifelong.data import Formatter, Rows, check_rows, infer_format, load_rows, to_examples, to_eval_items
+from lifelong.data import Formatter, Rows, check_rows, infer_format, load_rows, to_eval_items, to_examples
 from lifelong.testing import tiny_tokenizer
 
 
@@ -63,12 +63,18 @@ def test_loss_only_on_response_tokens(fm):
 
 
 def test_classification_labels_become_options_and_template(fm):
-    cfg = DataConfig(rows=[{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}],
-                     template="Review: {text}\nSentiment:")
+    cfg = DataConfig(
+        rows=[{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}],
+        template="Review: {text}\nSentiment:",
+    )
     rows = load_rows(cfg)
     items = to_eval_items(rows, "classification", cfg)
-    assert items[0] == {"prompt": "Review: great\nSentiment:", "options": ["neg", "pos"], "answer": 1,
-                        "targets": ["pos"]}
+    assert items[0] == {
+        "prompt": "Review: great\nSentiment:",
+        "options": ["neg", "pos"],
+        "answer": 1,
+        "targets": ["pos"],
+    }
     ex = to_examples(rows, "classification", cfg, fm, 64)
     assert fm.tok.decode([t for t in ex[1]["labels"] if t != -100], skip_special_tokens=True) == " neg"
 
@@ -85,12 +91,18 @@ def test_packing_separates_documents_with_eos(fm):
 
 def test_chat_messages_loss_only_on_assistant_turns():
     tok = tiny_tokenizer()
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}{% endfor %}"
-                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     fm = Formatter(tok, "auto")
     assert fm.chat
-    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-            {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ok"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "bye"},
+        {"role": "assistant", "content": "ok"},
+    ]
     cfg = DataConfig(rows=[{"messages": msgs}])
     ex = to_examples(load_rows(cfg), "messages", cfg, fm, 128)[0]
     learned = tok.decode([t for t in ex["labels"] if t != -100])
@@ -131,12 +143,17 @@ def test_a_number_among_string_labels_names_the_row_and_the_label_set(tmp_path):
     p = _rows(tmp_path, [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}, {"text": "c", "label": 5}])
     with pytest.raises(ValueError) as e:
         check_rows(load_rows(DataConfig(path=str(p))), "classification")
-    assert str(e.value) == (f'{p} line 3: label 5 is a number but the labels are strings ["neg", "pos"]; quote it '
-                            '("5") or correct the row (one file\'s labels are all strings or all numbers)')
+    assert str(e.value) == (
+        f'{p} line 3: label 5 is a number but the labels are strings ["neg", "pos"]; quote it '
+        '("5") or correct the row (one file\'s labels are all strings or all numbers)'
+    )
     # the majority decides which row broke the file: here the one string among numbers
     p = _rows(tmp_path, [{"text": "a", "label": "1"}, {"text": "b", "label": 0}, {"text": "c", "label": 1}])
-    with pytest.raises(ValueError, match=r'd\.jsonl line 1: label "1" is a string but the labels are numbers '
-                                         r"\[0, 1\]; write it as a number"):
+    with pytest.raises(
+        ValueError,
+        match=r'd\.jsonl line 1: label "1" is a string but the labels are numbers '
+        r"\[0, 1\]; write it as a number",
+    ):
         check_rows(load_rows(DataConfig(path=str(p))), "classification")
     p = _rows(tmp_path, [{"text": "a", "label": "pos"}, {"text": "b", "label": True}])
     with pytest.raises(ValueError, match=r'line 2: label true is a boolean but the labels are strings \["pos"\]'):
@@ -173,7 +190,9 @@ def test_not_utf8_far_into_a_streamed_file_names_its_line_and_byte_column(tmp_pa
 
 def test_byte_order_marks_and_crlf_lines_are_read(tmp_path):
     bom = b"\xef\xbb\xbf"
-    (tmp_path / "d.jsonl").write_bytes(bom + b'{"prompt": "a", "response": "b"}\r\n{"prompt": "c", "response": "d"}\r\n')
+    (tmp_path / "d.jsonl").write_bytes(
+        bom + b'{"prompt": "a", "response": "b"}\r\n{"prompt": "c", "response": "d"}\r\n'
+    )
     (tmp_path / "d.csv").write_bytes(bom + b"text,label\r\ngood,pos\r\n")
     (tmp_path / "d.json").write_bytes(bom + b'[{"text": "x"}]')
     (tmp_path / "d.txt").write_bytes(bom + b"one\r\ntwo\r\n\r\nthree\r\n")
@@ -200,14 +219,23 @@ def test_a_csv_without_a_needed_column_is_named_at_its_header(tmp_path):
     check_rows(load_rows(DataConfig(path=str(p), columns={"sentence": "text"})), "classification")
 
 
-@pytest.mark.parametrize("row,msg", [
-    ({"prompt": "p", "response": True}, r"field 'response' must be a non-empty string \(or a number\), got true"),
-    ({"prompt": 5, "response": "r"}, "field 'prompt' must be a non-empty string, got 5"),
-    ({"prompt": "p", "options": ["a", None], "answer": 0}, "field 'options' must be a list of at least 2 strings"),
-    ({"prompt": "p", "options": ["a", "b"], "answer": True}, "field 'answer' must be an option or its index"),
-    ({"prompt": "p", "chosen": [{"role": "assistant"}], "rejected": "r"}, r"chosen\[0\] needs 'role' and 'content'"),
-    ({"prompt": "p", "chosen": [{"role": "user", "content": "x"}], "rejected": "r"}, "field 'chosen' has no assistant"),
-])
+@pytest.mark.parametrize(
+    "row,msg",
+    [
+        ({"prompt": "p", "response": True}, r"field 'response' must be a non-empty string \(or a number\), got true"),
+        ({"prompt": 5, "response": "r"}, "field 'prompt' must be a non-empty string, got 5"),
+        ({"prompt": "p", "options": ["a", None], "answer": 0}, "field 'options' must be a list of at least 2 strings"),
+        ({"prompt": "p", "options": ["a", "b"], "answer": True}, "field 'answer' must be an option or its index"),
+        (
+            {"prompt": "p", "chosen": [{"role": "assistant"}], "rejected": "r"},
+            r"chosen\[0\] needs 'role' and 'content'",
+        ),
+        (
+            {"prompt": "p", "chosen": [{"role": "user", "content": "x"}], "rejected": "r"},
+            "field 'chosen' has no assistant",
+        ),
+    ],
+)
 def test_wrong_typed_fields_are_named(row, msg):
     rows = load_rows(DataConfig(rows=[row]))
     with pytest.raises(ValueError, match=rf"inline row 0: {msg}"):

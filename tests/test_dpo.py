@@ -1,6 +1,6 @@
 """DPO: the loss against hand computation and TRL, the preference stage's effect, and data errors."""
+
 import json
-import math
 
 import pytest
 import torch
@@ -20,25 +20,38 @@ def test_dpo_loss_hand_computed_and_variants():
     smooth, _ = dpo_loss(pc, pr, rc, rr, PreferenceConfig(beta=0.5, label_smoothing=0.2))
     want = (-(0.8) * torch.nn.functional.logsigmoid(0.5 * h) - 0.2 * torch.nn.functional.logsigmoid(-0.5 * h)).mean()
     assert float(smooth) == pytest.approx(float(want))
-    ipo, _ = dpo_loss(pc, pr, rc, rr, PreferenceConfig(beta=0.5, loss="ipo"), torch.tensor([2, 2]), torch.tensor([1, 1]))
+    ipo, _ = dpo_loss(
+        pc, pr, rc, rr, PreferenceConfig(beta=0.5, loss="ipo"), torch.tensor([2, 2]), torch.tensor([1, 1])
+    )
     h_avg = torch.tensor([0.5 / 2 - (-0.5), 0.0 / 2 - (-0.5)])
     assert float(ipo) == pytest.approx(float(((h_avg - 1.0) ** 2).mean()))
 
 
 def test_preference_stage_raises_held_out_preference_accuracy_against_stage_start(tmp_path):
-    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_pretrained, tiny_run_config
+    from lifelong.validation import validate_raw
 
     base = tiny_pretrained(tmp_path / "base")
     raw = tiny_run_config("naive", n_stages=2, steps=60, train={"lr": 1e-3}, name="dpo", output_dir=str(tmp_path / "r"))
     raw["model"] = {"path": base}
     raw["eval"]["bootstrap"] = 0
     s1 = raw["stages"][1]
-    pairs = lambda rows: [{"prompt": r["text"], "chosen": r["label"],  # noqa: E731
-                           "rejected": "no" if r["label"] == "yes" else "yes"} for r in rows]
-    raw["stages"][1] = {"name": "pref", "kind": "preference", "data": {"rows": pairs(s1["data"]["rows"])},
-                        "eval": {"rows": pairs(s1["eval"]["rows"])}, "preference": {"beta": 0.1}}
+    pairs = lambda rows: [
+        {
+            "prompt": r["text"],
+            "chosen": r["label"],  # noqa: E731
+            "rejected": "no" if r["label"] == "yes" else "yes",
+        }
+        for r in rows
+    ]
+    raw["stages"][1] = {
+        "name": "pref",
+        "kind": "preference",
+        "data": {"rows": pairs(s1["data"]["rows"])},
+        "eval": {"rows": pairs(s1["eval"]["rows"])},
+        "preference": {"beta": 0.1},
+    }
     run = Run(validate_raw(raw), quiet=True)
     res = run.execute()
     assert res.tasks[1]["metric"] == "preference_accuracy"
@@ -74,7 +87,7 @@ def fresh_accelerate_state():
 
 
 def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
-    trl = pytest.importorskip("trl")
+    pytest.importorskip("trl")
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -82,10 +95,21 @@ def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
 
     tok = tiny_tokenizer()
     model, ref = tiny_llama(seed=1), tiny_llama(seed=2)
-    data = Dataset.from_list([{"prompt": "t0 abc?", "chosen": " yes", "rejected": " no"},
-                              {"prompt": "t1 bcd?", "chosen": " no way", "rejected": " yes"}])
-    args = DPOConfig(output_dir="/tmp/lifelong-trl", per_device_train_batch_size=2, beta=0.1, report_to=[],
-                     use_cpu=True, logging_steps=1, max_length=64)
+    data = Dataset.from_list(
+        [
+            {"prompt": "t0 abc?", "chosen": " yes", "rejected": " no"},
+            {"prompt": "t1 bcd?", "chosen": " no way", "rejected": " yes"},
+        ]
+    )
+    args = DPOConfig(
+        output_dir="/tmp/lifelong-trl",
+        per_device_train_batch_size=2,
+        beta=0.1,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        max_length=64,
+    )
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     model.train()
@@ -94,7 +118,9 @@ def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
     # the same sequences through lifelong's functions
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     with torch.no_grad():
-        pol, _ = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, labels)
+        pol, _ = sequence_logps(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, labels
+        )
         rf, _ = sequence_logps(ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, labels)
     n = pol.shape[0] // 2
     ours, logs = dpo_loss(pol[:n], pol[n:], rf[:n], rf[n:], PreferenceConfig(beta=0.1))
@@ -105,19 +131,28 @@ def test_dpo_loss_and_rewards_match_trl(fresh_accelerate_state):
 
 
 def _pref_stream(tmp_path, name, stages, steps=60):
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_pretrained, tiny_run_config
+    from lifelong.validation import validate_raw
 
     base = tmp_path / "base"
     if not base.exists():
         tiny_pretrained(base)
-    raw = tiny_run_config("naive", n_stages=3, steps=steps, train={"lr": 1e-3}, name=name, output_dir=str(tmp_path / "r"))
+    raw = tiny_run_config(
+        "naive", n_stages=3, steps=steps, train={"lr": 1e-3}, name=name, output_dir=str(tmp_path / "r")
+    )
     raw["model"] = {"path": str(base)}
     raw["eval"]["bootstrap"] = 0
-    pairs = lambda rows, flip=False: [{"prompt": r["text"], "chosen": r["label"] if not flip else  # noqa: E731
-                                       ("no" if r["label"] == "yes" else "yes"),
-                                       "rejected": ("no" if r["label"] == "yes" else "yes") if not flip else r["label"]}
-                                      for r in rows]
+    pairs = lambda rows, flip=False: [
+        {
+            "prompt": r["text"],
+            "chosen": r["label"]
+            if not flip
+            # noqa: E731
+            else ("no" if r["label"] == "yes" else "yes"),
+            "rejected": ("no" if r["label"] == "yes" else "yes") if not flip else r["label"],
+        }
+        for r in rows
+    ]
     src = raw["stages"]
     out = []
     for k, (kind, opts) in enumerate(stages):
@@ -125,8 +160,15 @@ def _pref_stream(tmp_path, name, stages, steps=60):
         if kind == "instruct":
             out.append(s)
         else:
-            out.append({"name": s["name"], "kind": "preference", "data": {"rows": pairs(s["data"]["rows"])},
-                        "eval": {"rows": pairs(s["eval"]["rows"])}, "preference": {"beta": 0.1, **opts}})
+            out.append(
+                {
+                    "name": s["name"],
+                    "kind": "preference",
+                    "data": {"rows": pairs(s["data"]["rows"])},
+                    "eval": {"rows": pairs(s["eval"]["rows"])},
+                    "preference": {"beta": 0.1, **opts},
+                }
+            )
     raw["stages"] = out
     return validate_raw(raw)
 
@@ -134,16 +176,22 @@ def _pref_stream(tmp_path, name, stages, steps=60):
 def test_averaging_sweep_is_above_the_line_and_the_tax_is_reported(tmp_path):
     from lifelong.runner import Run
 
-    cfg = _pref_stream(tmp_path, "avg", [("instruct", {}), ("preference",
-                       {"average_sweep": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "average": [0.6]})])
+    cfg = _pref_stream(
+        tmp_path,
+        "avg",
+        [("instruct", {}), ("preference", {"average_sweep": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "average": [0.6]})],
+    )
     res = Run(cfg, quiet=True).execute()
     sweep = res.extra["averaging_sweep"]["task1"]
     ends = {p["ratio"]: p["scores"] for p in sweep}
     p0, p1 = ends[0.0]["task1"], ends[1.0]["task1"]
     t0, t1 = ends[0.0]["task0"], ends[1.0]["task0"]
     assert p1 > p0 + 40 and t0 > t1 + 40  # DPO gains preference accuracy and costs the instruct task
-    gains = [(p["scores"]["task1"] - p0) / (p1 - p0) + (p["scores"]["task0"] - t1) / (t0 - t1) for p in sweep
-             if 0 < p["ratio"] < 1]
+    gains = [
+        (p["scores"]["task1"] - p0) / (p1 - p0) + (p["scores"]["task0"] - t1) / (t0 - t1)
+        for p in sweep
+        if 0 < p["ratio"] < 1
+    ]
     assert max(gains) > 1.1  # some ratio keeps most of the gain and recovers part of the task: above the line
     assert res.matrix[2] == [ends[0.6]["task0"], ends[0.6]["task1"]]  # the chosen ratio was applied
     tax = res.metrics["alignment_tax"]["task1"]
@@ -174,7 +222,7 @@ def test_elastic_reset_resets_policy_to_ema_and_ema_to_initial():
     w = model.lm_head.weight
     init = w.detach().clone()
     ema = init.clone()
-    for step in range(3):
+    for _ in range(3):
         with torch.no_grad():
             w.add_(1.0)  # an "update"
         w.grad = torch.ones_like(w)

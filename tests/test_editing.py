@@ -1,13 +1,14 @@
 """Knowledge editing on a tiny llama trained in the session on synthetic facts (`fact_setup`)."""
+
 import json
 
 import pytest
 import torch
 
+from lifelong.data.edit_requests import subject_position
 from lifelong.editing import build_editor, edit, load_requests, parse_request
 from lifelong.editing.metrics import harmonic, ngram_entropy, summarize
 from lifelong.editing.protocol import run_protocol
-from lifelong.data.edit_requests import subject_position
 from lifelong.testing import fact_requests
 
 ROME = dict(layer=0, n_prefixes=5)  # measured on the fact model: see docs/editing.md
@@ -131,15 +132,28 @@ def test_rome_on_gpt2_conv1d_hits_the_value_exactly():
 def test_memit_batch_edits_win_while_neighbours_keep(fact_setup):
     model = fact_setup.load()
     subjects = list(fact_setup.facts)[:6]
-    editor = build_editor("memit", dict(layers=[0, 1], mom2_update_weight=1.0, clamp_norm_factor=10, v_steps=40,
-                                        n_prefixes=5, stats=fact_setup.stats))
-    out = run_protocol(model, fact_setup.tok, editor, requests(fact_setup, subjects), "sequential", group=6,
-                       bootstrap=0)
+    editor = build_editor(
+        "memit",
+        dict(
+            layers=[0, 1],
+            mom2_update_weight=1.0,
+            clamp_norm_factor=10,
+            v_steps=40,
+            n_prefixes=5,
+            stats=fact_setup.stats,
+        ),
+    )
+    out = run_protocol(
+        model, fact_setup.tok, editor, requests(fact_setup, subjects), "sequential", group=6, bootstrap=0
+    )
     s = {k: v["mean"] for k, v in out["summary"].items()}
     # measured: efficacy 83, paraphrases 83, neighbours 100 (one batch of 6)
     assert s["efficacy[top1]"] >= 60 and s["generalization[top1]"] >= 60
     assert s["locality[top1]"] >= 80
-    assert set(out["results"][0].deltas) == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+    assert set(out["results"][0].deltas) == {
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+    }
 
 
 def test_ft_l_stays_inside_its_norm_ball(fact_setup):
@@ -188,8 +202,19 @@ def test_cli_edit_writes_model_deltas_and_metrics(fact_setup, tmp_path, capsys):
     path = tmp_path / "edits.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in fact_requests(fact_setup.facts, list(fact_setup.facts)[:2])))
     out = tmp_path / "out"
-    args = [str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(out), "layer=0", "n_prefixes=5",
-            f"stats.corpus.path={fact_setup.corpus}", "stats.tokens=20000"]
+    args = [
+        str(path),
+        "--model",
+        fact_setup.path,
+        "--method",
+        "rome",
+        "--out",
+        str(out),
+        "layer=0",
+        "n_prefixes=5",
+        f"stats.corpus.path={fact_setup.corpus}",
+        "stats.tokens=20000",
+    ]
     assert main(["edit"] + args) == 0
     assert "efficacy[top1]" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
@@ -204,8 +229,12 @@ def test_cli_edit_writes_model_deltas_and_metrics(fact_setup, tmp_path, capsys):
     assert metrics["model_written"] and "No model written" not in (out / "metrics.md").read_text()
     assert main(["edit"] + args) == 2  # never overwrites
     assert "not empty" in capsys.readouterr().err
-    assert main(["edit", str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(tmp_path / "o2"),
-                 "layr=0"]) == 2
+    assert (
+        main(
+            ["edit", str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(tmp_path / "o2"), "layr=0"]
+        )
+        == 2
+    )
     assert "rome.layr: unknown parameter" in capsys.readouterr().err
     assert main(["edit"] + args[:6] + [str(tmp_path / "o3")] + args[7:] + ["--protocol", "rollback"]) == 0
     assert not (tmp_path / "o3" / "model").exists()

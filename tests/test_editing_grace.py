@@ -1,4 +1,5 @@
 """Behaviour of the weight-free editors: GRACE (codebook adaptor) and in-context (IKE-like) editing."""
+
 import zlib
 
 import numpy as np
@@ -60,21 +61,29 @@ def test_grace_edits_retains_keeps_neighbours_and_undoes_exactly(fact_setup):
     assert_weights_equal(model, before)
     retained = sum(top1(model, tok, r.text)[0] == r.target_new for r in requests)
     paraphrases = sum(top1(model, tok, p)[0] == r.target_new for r in requests for p in r.paraphrases)
-    neighbours = [(n["prompt"], n["target"]) for r in requests for n in r.neighborhood
-                  if n["prompt"].split()[-1] not in subjects]
+    neighbours = [
+        (n["prompt"], n["target"]) for r in requests for n in r.neighborhood if n["prompt"].split()[-1] not in subjects
+    ]
     kept = sum(top1(model, tok, p)[0] == t for p, t in neighbours)
     # prompts of subjects never edited miss every key: their logits are the unedited model's, bit for bit
     untouched = [p for p in probes if p.split()[-1] not in subjects]
     exact = sum(torch.equal(top1(model, tok, p)[1], pre[p][1]) for p in untouched)
-    print(f"\nGRACE efficacy {efficacy}/{N_EDITS}, retention {retained}/{N_EDITS}, paraphrases "
-          f"{paraphrases}/{2 * N_EDITS}, neighbours kept {kept}/{len(neighbours)}, untouched exact "
-          f"{exact}/{len(untouched)}, entries {results[-1].info['entries']}")
+    print(
+        f"\nGRACE efficacy {efficacy}/{N_EDITS}, retention {retained}/{N_EDITS}, paraphrases "
+        f"{paraphrases}/{2 * N_EDITS}, neighbours kept {kept}/{len(neighbours)}, untouched exact "
+        f"{exact}/{len(untouched)}, entries {results[-1].info['entries']}"
+    )
     assert efficacy == retained == N_EDITS
     assert kept == len(neighbours) and exact == len(untouched)
     assert results[-1].info["entries"] == [N_EDITS]
     ids = torch.tensor([tok(requests[0].text)["input_ids"]])  # generation (KV cache) sees the edit too
-    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
-                         pad_token_id=tok.pad_token_id)
+    gen = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
     assert tok.convert_ids_to_tokens(int(gen[0, -1])) == requests[0].target_new
     for res in reversed(results):
         res.undo(model)
@@ -133,8 +142,10 @@ class FakeEmbedder:
 def test_in_context_store_template_threshold_and_undo():
     from lifelong.editing.in_context import InContext, InContextParams
 
-    rows = [{"prompt": "The capital of {} is", "subject": s, "target_new": t} for s, t in
-            (("France", "Rome"), ("Peru", "Oslo"), ("Chad", "Lima"))]
+    rows = [
+        {"prompt": "The capital of {} is", "subject": s, "target_new": t}
+        for s, t in (("France", "Rome"), ("Peru", "Oslo"), ("Chad", "Lima"))
+    ]
     requests = load_requests(rows)
     editor = InContext(InContextParams(k=2, threshold=0.3), embedder=FakeEmbedder())
     model = torch.nn.Linear(2, 2)  # untouched; undo only needs named_parameters
@@ -170,8 +181,10 @@ def test_in_context_retrieves_the_fact_for_edit_and_paraphrase(fact_setup):
     assert fn("Owls hunt at night and sleep by day.") == "Owls hunt at night and sleep by day."
     unrelated = [t.replace("{}", s) for s in list(facts)[N_EDITS:] for t in FACT_TEMPLATES]
     unchanged = sum(fn(p) == p for p in unrelated)
-    print(f"\nin-context (k=1) edit prompts {edit_hits}/{N_EDITS}, paraphrases {para_hits}/{2 * N_EDITS}; "
-          f"threshold 0.5: unedited subjects' prompts unchanged {unchanged}/{len(unrelated)}")
+    print(
+        f"\nin-context (k=1) edit prompts {edit_hits}/{N_EDITS}, paraphrases {para_hits}/{2 * N_EDITS}; "
+        f"threshold 0.5: unedited subjects' prompts unchanged {unchanged}/{len(unrelated)}"
+    )
     editor.params = editor.params.model_copy(update={"threshold": None})
     for res in reversed(results[1:]):
         res.undo(model)

@@ -1,5 +1,6 @@
 """MEND behaviour on the session's tiny fact model: a trained editor generalises to held-out edits (and the
 training is what makes it work), keeps neighbours, undoes exactly, and is saved once and reused."""
+
 import json
 import random
 import types
@@ -33,12 +34,19 @@ def mend(fact_setup, tmp_path_factory):
     rows = [r for s in range(3) for r in fact_requests({x: facts[x] for x in train}, train, seed=s)]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = fact_setup.load()
-    editor = MendEditor(MendParams(editor_path=str(root / "editor"), train_requests=str(root / "train.jsonl"),
-                                   steps=400, c_loc=0.5))
+    editor = MendEditor(
+        MendParams(editor_path=str(root / "editor"), train_requests=str(root / "train.jsonl"), steps=400, c_loc=0.5)
+    )
     editor.editor_for(model, tok)  # trains and saves
     identity = MendEditor(MendParams(editor_path=str(root / "identity"), steps=0), train_requests=rows)
-    return types.SimpleNamespace(model=model, tok=tok, editor=editor, identity=identity, root=root,
-                                 held=load_requests([r for s in (100, 101) for r in fact_requests(facts, held, seed=s)]))
+    return types.SimpleNamespace(
+        model=model,
+        tok=tok,
+        editor=editor,
+        identity=identity,
+        root=root,
+        held=load_requests([r for s in (100, 101) for r in fact_requests(facts, held, seed=s)]),
+    )
 
 
 def evaluate(editor, model, tok, requests):
@@ -110,8 +118,12 @@ def test_gpt2_conv1d_layout(tmp_path):
     from lifelong.testing import tiny_gpt2, tiny_tokenizer
 
     model, tok = tiny_gpt2().eval(), tiny_tokenizer()
-    reqs = load_requests([{"prompt": "ab {} is", "subject": "cd", "target_new": "ef"},
-                          {"prompt": "gh {} is", "subject": "ij", "target_new": "kl"}])
+    reqs = load_requests(
+        [
+            {"prompt": "ab {} is", "subject": "cd", "target_new": "ef"},
+            {"prompt": "gh {} is", "subject": "ij", "target_new": "kl"},
+        ]
+    )
     editor = MendEditor(MendParams(editor_path=str(tmp_path / "e"), steps=3, layers=[1]), train_requests=reqs)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = editor.edit(model, tok, reqs[:1])

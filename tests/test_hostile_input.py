@@ -1,5 +1,6 @@
 """Regression tests of issue 13's reports against the validator, the merge engine and the CLI: each hostile
 input gets one located line, never a traceback, a hang or a written model."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import yaml
 
 from lifelong.cli import main
 from lifelong.configio import ConfigError
-from lifelong.validation import load_config
 from lifelong.testing import tiny_run_config
+from lifelong.validation import load_config
 
 
 def write(tmp_path, raw, name="c.yaml"):
@@ -60,18 +61,23 @@ def test_a_cyclic_alias_and_an_oversized_file_are_refused(tmp_path):
 
 def test_duplicate_keys_name_both_lines(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("name: x\nmodel: {tiny: llama}\ntrain:\n  lr: 0.1\n  batch_size: 2\n  lr: 0.2\n"
-                 "stages:\n  - name: a\n    data: {rows: [{text: hi}]}\n")
+    p.write_text(
+        "name: x\nmodel: {tiny: llama}\ntrain:\n  lr: 0.1\n  batch_size: 2\n  lr: 0.2\n"
+        "stages:\n  - name: a\n    data: {rows: [{text: hi}]}\n"
+    )
     assert error_of(p) == f"{p}:6: duplicate key 'lr' (first at line 4); keep one of the two"
 
 
-@pytest.mark.parametrize("field,value,expect", [
-    ("batch_size", 0, "stages.1.train.batch_size: Input should be greater than or equal to 1"),
-    ("lr", float("nan"), "stages.1.train.lr: nan is not a usable number"),
-    ("lr", 9.2e18, "stages.1.train.lr: 9.2e+18 is beyond any usable value"),
-    ("max_steps", 10**30, "stages.1.train.max_steps: 1e+30 is beyond any usable value"),
-    ("cooldown_steps", True, "stages.1.train.cooldown_steps: expected a number, got the boolean true"),
-])
+@pytest.mark.parametrize(
+    "field,value,expect",
+    [
+        ("batch_size", 0, "stages.1.train.batch_size: Input should be greater than or equal to 1"),
+        ("lr", float("nan"), "stages.1.train.lr: nan is not a usable number"),
+        ("lr", 9.2e18, "stages.1.train.lr: 9.2e+18 is beyond any usable value"),
+        ("max_steps", 10**30, "stages.1.train.max_steps: 1e+30 is beyond any usable value"),
+        ("cooldown_steps", True, "stages.1.train.cooldown_steps: expected a number, got the boolean true"),
+    ],
+)
 def test_stage_train_overrides_have_the_run_level_bounds(tmp_path, field, value, expect):
     raw = tiny_run_config("naive")
     raw["stages"][1]["train"] = {field: value}
@@ -80,23 +86,36 @@ def test_stage_train_overrides_have_the_run_level_bounds(tmp_path, field, value,
     assert f"{p}:" in msg and expect in msg, msg
 
 
-@pytest.mark.parametrize("override,field", [
-    ("train.lr=1e30", "train.lr"), ("train.max_steps=1000000000000000000000000000000", "train.max_steps"),
-    ("train.batch_size=1e30", "train.batch_size"), ("eval.batch_size=100000000000", "eval.batch_size"),
-    ("eval.bootstrap=100000000000", "eval.bootstrap"), ("seed=-9223372036854775808", "seed"),
-    ("stages.1.preference.average=[-1]", "stages.1.preference.average.0"),
-    ("stages.1.preference.average=[2.5]", "stages.1.preference.average.0"),
-    ("stages.1.preference.average=[.nan]", "stages.1.preference.average"),
-    ("stages.1.preference.average_sweep=[.inf]", "stages.1.preference.average_sweep"),
-    ("stages.1.preference.beta=1e-320", "stages.1.preference.beta"),
-    ("strategy=[]", "strategy"), ("stages.0.data.path=''", "stages.0.data.path"),
-    ("train.cooldown_steps=true", "train.cooldown_steps"),
-    ("eval.probes.0.params.max_new_tokens=1000000000000", "eval.probes.0.params.max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("train.lr=1e30", "train.lr"),
+        ("train.max_steps=1000000000000000000000000000000", "train.max_steps"),
+        ("train.batch_size=1e30", "train.batch_size"),
+        ("eval.batch_size=100000000000", "eval.batch_size"),
+        ("eval.bootstrap=100000000000", "eval.bootstrap"),
+        ("seed=-9223372036854775808", "seed"),
+        ("stages.1.preference.average=[-1]", "stages.1.preference.average.0"),
+        ("stages.1.preference.average=[2.5]", "stages.1.preference.average.0"),
+        ("stages.1.preference.average=[.nan]", "stages.1.preference.average"),
+        ("stages.1.preference.average_sweep=[.inf]", "stages.1.preference.average_sweep"),
+        ("stages.1.preference.beta=1e-320", "stages.1.preference.beta"),
+        ("strategy=[]", "strategy"),
+        ("stages.0.data.path=''", "stages.0.data.path"),
+        ("train.cooldown_steps=true", "train.cooldown_steps"),
+        ("eval.probes.0.params.max_new_tokens=1000000000000", "eval.probes.0.params.max_new_tokens"),
+    ],
+)
 def test_values_no_run_can_use_are_rejected_where_they_are(tmp_path, override, field):
     raw = tiny_run_config("naive")
-    raw["eval"]["probes"] = [{"name": "gen", "rows": [{"prompt": "a", "response": "b"}], "scorer": "exact_match",
-                              "params": {"max_new_tokens": 4}}]
+    raw["eval"]["probes"] = [
+        {
+            "name": "gen",
+            "rows": [{"prompt": "a", "response": "b"}],
+            "scorer": "exact_match",
+            "params": {"max_new_tokens": 4},
+        }
+    ]
     p = write(tmp_path, raw)
     load_config(p)  # valid as written
     msg = error_of(p, [override])
@@ -124,11 +143,18 @@ def test_merge_rejects_nan_weights_and_zero_sum_normalised_weights(tmp_path, cap
     b = save_tiny(tmp_path / "b", 2)
     for name, models, params in [
         ("nan", [{"model": str(a), "parameters": {"weight": float("nan")}}, {"model": str(b)}], {}),
-        ("zero", [{"model": str(a), "parameters": {"weight": 0.0}}, {"model": str(b), "parameters": {"weight": 0.0}}], {}),
+        (
+            "zero",
+            [{"model": str(a), "parameters": {"weight": 0.0}}, {"model": str(b), "parameters": {"weight": 0.0}}],
+            {},
+        ),
         ("lambda", [{"model": str(a)}, {"model": str(b)}], {"lambda": float("nan")}),
     ]:
-        cfg = {"merge_method": "task_arithmetic" if name == "lambda" else "linear", "models": models,
-               "parameters": params}
+        cfg = {
+            "merge_method": "task_arithmetic" if name == "lambda" else "linear",
+            "models": models,
+            "parameters": params,
+        }
         if name == "lambda":
             cfg["base_model"] = str(a)
         p = tmp_path / f"{name}.yaml"
@@ -162,8 +188,9 @@ def test_merge_refuses_to_write_non_finite_tensors_its_inputs_did_not_have(tmp_p
 
 def test_a_reader_that_leaves_the_pipe_gives_no_traceback():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "lifelong", "ls", "config"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifelong", "ls", "config"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # like `| head` that has already exited
     err = proc.stderr.read().decode()
     proc.wait()

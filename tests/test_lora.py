@@ -1,13 +1,14 @@
 """Per-stage LoRA and O-LoRA: isolation (no forgetting by construction), frozen earlier adapters, PEFT-format
 exports, task-agnostic routing, orthogonality, and resume with the adapter structure rebuilt."""
+
 import json
 
 import pytest
 import torch
 
-from lifelong.validation import validate_raw
 from lifelong.runner import Run
 from lifelong.testing import tiny_pretrained, tiny_run_config
+from lifelong.validation import validate_raw
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,9 @@ def test_adapters_are_exported_in_peft_format_and_stay_frozen(lora_run, base):
     for n, t in exported.items():  # stage0's adapter, exported after stage 0, is unchanged after stage 2
         match = [p for ln, p in live.items() if ln.replace(".stage0", "") == n]
         assert len(match) == 1 and torch.equal(match[0].detach(), t)
-    fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(run.run_dir / "adapters" / "stage1"))
+    fresh = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), str(run.run_dir / "adapters" / "stage1")
+    )
     run.model.base_model.enable_adapter_layers()
     run.model.base_model.set_adapter("stage1")
     ids = torch.tensor([[33, 5, 98, 14, 15, 16, 86]])
@@ -70,8 +73,15 @@ def test_prototype_router_finds_each_tasks_adapter(lora_run):
 
     run, _ = lora_run
     for task in run.tasks:
-        ctx = StageContext(stage_index=2, stage_name="x", model=run.model, tokenizer=run.tokenizer,
-                           task_stage=None, task_items=task.items, formatter=run.formatter)
+        ctx = StageContext(
+            stage_index=2,
+            stage_name="x",
+            model=run.model,
+            tokenizer=run.tokenizer,
+            task_stage=None,
+            task_items=task.items,
+            formatter=run.formatter,
+        )
         assert run.strategy.route(ctx, task) == f"stage{task.stage}"
 
 
@@ -91,8 +101,9 @@ def test_resume_rebuilds_adapters_and_recomputes_the_same_row(lora_run):
 def test_olora_keeps_new_adapter_orthogonal_and_old_ones_frozen(base, tmp_path):
     overlaps = {}
     for lam in (0.0, 0.5):
-        run = Run(make(base, tmp_path, {"name": "olora", "lambda1": lam}, f"olora{lam}", steps=40, n_stages=2),
-                  quiet=True)
+        run = Run(
+            make(base, tmp_path, {"name": "olora", "lambda1": lam}, f"olora{lam}", steps=40, n_stages=2), quiet=True
+        )
         run.execute()
         overlaps[lam] = float(run.strategy.overlap(run.model).detach())
         assert run.strategy.adapters == ["stage0", "stage1"]
@@ -132,11 +143,12 @@ def test_progressive_prompts_isolate_stages_and_learn(base, tmp_path):
 
 
 def test_lora_moe_starts_as_base_freezes_old_experts_and_balances(base, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from lifelong.strategies.base import StageContext
     from lifelong.strategies.lora_moe import LoRAMoE, LoRAMoEParams, moe_layers
     from lifelong.testing import tiny_tokenizer
     from lifelong.train.loop import collate
-    from transformers import AutoModelForCausalLM
 
     ref = AutoModelForCausalLM.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -149,8 +161,12 @@ def test_lora_moe_starts_as_base_freezes_old_experts_and_balances(base, tmp_path
 
     cvs, runs = {}, {}
     for bal in (0.0, 2.0):
-        run = Run(make(base, tmp_path, {"name": "lora_moe", "n_experts": 2, "balance": bal}, f"moe{bal}",
-                       steps=60, n_stages=2), quiet=True)
+        run = Run(
+            make(
+                base, tmp_path, {"name": "lora_moe", "n_experts": 2, "balance": bal}, f"moe{bal}", steps=60, n_stages=2
+            ),
+            quiet=True,
+        )
         run.execute()
         batch = collate(run.prepared[1][:64], 0, "cpu")
         with torch.no_grad():

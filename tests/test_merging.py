@@ -1,4 +1,5 @@
 """Merge methods against hand-computed examples, their properties, and the streaming engine end to end."""
+
 import json
 
 import pytest
@@ -66,14 +67,15 @@ def test_dare_is_unbiased_and_reproducible():
 def test_slerp_endpoints_midpoint_and_parallel():
     v0, v1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     s = method("slerp", t=0.5)
-    assert torch.allclose(s.merge([v0, v1], [1, 1], None, CTX), torch.tensor([2 ** -0.5, 2 ** -0.5]))
+    assert torch.allclose(s.merge([v0, v1], [1, 1], None, CTX), torch.tensor([2**-0.5, 2**-0.5]))
     assert torch.allclose(method("slerp", t=0.0).merge([v0, v1], [1, 1], None, CTX), v0)
     assert torch.allclose(method("slerp", t=1.0).merge([v0, v1], [1, 1], None, CTX), v1)
     assert torch.allclose(s.merge([v0, 2 * v0], [1, 1], None, CTX), 1.5 * v0)  # parallel: linear
 
 
-@pytest.mark.parametrize("name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {"density": 1.0}),
-                                         ("dare", {"p": 0.0})])
+@pytest.mark.parametrize(
+    "name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {"density": 1.0}), ("dare", {"p": 0.0})]
+)
 def test_merging_one_model_returns_it(name, params):
     base = torch.randn(4, 5)
     a = torch.randn(4, 5)
@@ -108,9 +110,14 @@ def test_engine_matches_in_memory_merge_and_loads(tmp_path):
     base = save_tiny(tmp_path / "base", 0)
     a = save_tiny(tmp_path / "a", 1, base=True)
     b = save_tiny(tmp_path / "b", 2, base=True)
-    cfg = MergeConfig(merge_method="ties", base_model=base, models=[{"model": a}, {"model": b}],
-                      parameters={"density": 0.5}, max_shard_size=20_000,
-                      overrides=[{"pattern": "*embed_tokens*", "use": "base"}])
+    cfg = MergeConfig(
+        merge_method="ties",
+        base_model=base,
+        models=[{"model": a}, {"model": b}],
+        parameters={"density": 0.5},
+        max_shard_size=20_000,
+        overrides=[{"pattern": "*embed_tokens*", "use": "base"}],
+    )
     out = merge_models(cfg, tmp_path / "merged")
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1  # sharded
@@ -157,14 +164,23 @@ def test_global_trim_keeps_the_global_top_fraction(tmp_path):
 def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
     from lifelong.cli import main
 
-    base = save_tiny(tmp_path / "base", 0)
-    a = save_tiny(tmp_path / "a", 1, base=True)
-    b = save_tiny(tmp_path / "b", 2, base=True)
+    for name, seed in (("base", 0), ("a", 1), ("b", 2)):  # the YAML below names them by path
+        save_tiny(tmp_path / name, seed, base=name != "base")
     y = tmp_path / "merge.yaml"
-    y.write_text(yaml.safe_dump({"merge_method": "dare", "base_model": "base",
-                                 "models": [{"model": "a", "parameters": {"weight": 0.5}},
-                                            {"model": "b", "parameters": {"weight": 0.5}}],
-                                 "parameters": {"p": 0.5, "combine": "ties", "density": 0.8}, "dtype": "bfloat16"}))
+    y.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "dare",
+                "base_model": "base",
+                "models": [
+                    {"model": "a", "parameters": {"weight": 0.5}},
+                    {"model": "b", "parameters": {"weight": 0.5}},
+                ],
+                "parameters": {"p": 0.5, "combine": "ties", "density": 0.8},
+                "dtype": "bfloat16",
+            }
+        )
+    )
     assert main(["merge", str(y), "--out", str(tmp_path / "m")]) == 0
     from safetensors import safe_open
 
@@ -173,8 +189,11 @@ def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
     y.write_text(yaml.safe_dump({"merge_method": "tie", "base_model": "base", "models": [{"model": "a"}]}))
     assert main(["merge", str(y), "--out", str(tmp_path / "m2")]) == 2
     assert "did you mean 'ties'" in capsys.readouterr().err
-    y.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": "base", "models": [{"model": "a"}],
-                                 "parameters": {"density": 2}}))
+    y.write_text(
+        yaml.safe_dump(
+            {"merge_method": "ties", "base_model": "base", "models": [{"model": "a"}], "parameters": {"density": 2}}
+        )
+    )
     assert main(["merge", str(y), "--out", str(tmp_path / "m3")]) == 2
     assert "parameters.density" in capsys.readouterr().err
 
@@ -182,19 +201,23 @@ def test_cli_merge_yaml_like_mergekit(tmp_path, capsys):
 def test_merge_stage_combines_two_branches_tuned_from_one_base(tmp_path):
     """Behaviour: fine-tune A, fine-tune B from the same base, merge them; the merged model (scored in the same
     results matrix) is well above the base on both tasks."""
-    from lifelong.validation import validate_raw
     from lifelong.runner import Run
     from lifelong.testing import tiny_pretrained, tiny_run_config
+    from lifelong.validation import validate_raw
 
     base = tiny_pretrained(tmp_path / "base")
-    raw = tiny_run_config("naive", n_stages=3, steps=60, train={"lr": 1e-3}, name="branches",
-                          output_dir=str(tmp_path / "runs"))
+    raw = tiny_run_config(
+        "naive", n_stages=3, steps=60, train={"lr": 1e-3}, name="branches", output_dir=str(tmp_path / "runs")
+    )
     raw["model"] = {"path": base}
     raw["eval"]["bootstrap"] = 0
     a, _, b = raw["stages"]
     b["start_from"] = "base"
-    raw["stages"] = [a, b, {"name": "merged", "kind": "merge",
-                            "merge": {"method": "task_arithmetic", "models": [a["name"], b["name"]]}}]
+    raw["stages"] = [
+        a,
+        b,
+        {"name": "merged", "kind": "merge", "merge": {"method": "task_arithmetic", "models": [a["name"], b["name"]]}},
+    ]
     run = Run(validate_raw(raw), quiet=True)
     res = run.execute()
     baseline, merged = res.matrix[0], res.matrix[3]
@@ -205,8 +228,8 @@ def test_merge_stage_combines_two_branches_tuned_from_one_base(tmp_path):
 
 def test_merge_stage_config_errors(tmp_path):
     from lifelong.configio import ConfigError
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
+    from lifelong.validation import validate_raw
 
     raw = tiny_run_config("naive", n_stages=2)
     raw["stages"].append({"name": "m", "kind": "merge", "merge": {"method": "tie", "models": ["task0", "nope"]}})
@@ -241,9 +264,12 @@ def test_greedy_soup_end_to_end_drops_a_harmful_model(tmp_path):
     good_b = save_tiny(tmp_path / "b", 2, base=True, scale=0.001)
     bad = save_tiny(tmp_path / "bad", 3, base=True, scale=3.0)  # wrecked weights
     rows = tiny_stream(1, n_eval=16)[0]["eval"]
-    cfg = MergeConfig(merge_method="greedy_soup", base_model=base,
-                      models=[{"model": bad}, {"model": good_a}, {"model": good_b}],
-                      parameters={"eval": {"rows": [{"text": r["text"]} for r in rows], "format": "text"}})
+    cfg = MergeConfig(
+        merge_method="greedy_soup",
+        base_model=base,
+        models=[{"model": bad}, {"model": good_a}, {"model": good_b}],
+        parameters={"eval": {"rows": [{"text": r["text"]} for r in rows], "format": "text"}},
+    )
     out = merge_models(cfg, tmp_path / "soup")
     info = json.loads((out / "greedy_soup.json").read_text())
     assert bad not in info["kept"] and len(info["kept"]) >= 1
@@ -257,15 +283,21 @@ def test_peft_lora_adapter_is_merged_into_its_base_first(tmp_path):
 
     base = save_tiny(tmp_path / "base", 0)
     other = save_tiny(tmp_path / "b", 2, base=True)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     peft_model.save_pretrained(tmp_path / "adapter")
     expected = {k: v.clone() for k, v in peft_model.merge_and_unload().state_dict().items()}
-    cfg = MergeConfig(merge_method="task_arithmetic", base_model=base,
-                      models=[{"model": str(tmp_path / "adapter")}, {"model": other}])
+    cfg = MergeConfig(
+        merge_method="task_arithmetic", base_model=base, models=[{"model": str(tmp_path / "adapter")}, {"model": other}]
+    )
     out = merge_models(cfg, tmp_path / "m")
-    got, tb, tother = load_file(str(out / "model.safetensors")), load_file(f"{base}/model.safetensors"), \
-        load_file(f"{other}/model.safetensors")
+    got, tb, tother = (
+        load_file(str(out / "model.safetensors")),
+        load_file(f"{base}/model.safetensors"),
+        load_file(f"{other}/model.safetensors"),
+    )
     name = "model.layers.0.self_attn.q_proj.weight"
     want = tb[name] + (expected[name] - tb[name]) + (tother[name] - tb[name])
     assert torch.allclose(got[name], want, atol=1e-6)

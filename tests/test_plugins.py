@@ -6,6 +6,7 @@ Each toy method is source text written to tmp_path, never a module of `lifelong`
 `importlib.metadata` finds it exactly as it finds a pip-installed plugin. Registries are module-level: the
 `plugins` fixture takes back every name a test added and puts the lazy-loading state back.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,13 @@ def _registries() -> dict[str, Registry]:
     from lifelong.stages import STAGE_KINDS
     from lifelong.strategies import STRATEGIES
 
-    return {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS, "merges": MERGE_METHODS,
-            "editors": EDITORS}
+    return {
+        "strategies": STRATEGIES,
+        "stages": STAGE_KINDS,
+        "scorers": SCORERS,
+        "merges": MERGE_METHODS,
+        "editors": EDITORS,
+    }
 
 
 # ---- the toy methods: plain source text, as a user's own package would hold them -----------------------
@@ -201,8 +207,11 @@ class Plugins:
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n", encoding="utf-8")
         (info / "entry_points.txt").write_text(
-            "".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
-                    for g, eps in entry_points.items()), encoding="utf-8")
+            "".join(
+                f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n" for g, eps in entry_points.items()
+            ),
+            encoding="utf-8",
+        )
         importlib.invalidate_caches()
         for reg in _registries().values():
             self.mp.setattr(reg, "_plugins_loaded", False)
@@ -381,15 +390,17 @@ def test_editor_plugin(how: str, plugins: Plugins, tmp_path: Path, capsys: pytes
     request = {"prompt": "The home of {}", "subject": "Kalo", "target_new": "Paris"}
     model = tiny_llama()
     before = model.model.norm.weight.detach().clone()
-    result = edit(model, tiny_tokenizer(), [parse_request(request, "r0"), parse_request(request, "r1")],
-                  method=name, by=0.25)
+    result = edit(
+        model, tiny_tokenizer(), [parse_request(request, "r0"), parse_request(request, "r1")], method=name, by=0.25
+    )
     assert torch.allclose(model.model.norm.weight, before + 0.5) and result.method == name
     result.undo(model)
     assert torch.equal(model.model.norm.weight, before)
     assert "by: float (default 1.0)" in _listed("editors", name, capsys)
     raw = _tiny(tmp_path, f"edit-{how}")
-    raw["stages"].append({"name": "facts", "kind": "edit", "edit": {"method": name, "params": {"by": 0.5}},
-                          "data": {"rows": [request]}})
+    raw["stages"].append(
+        {"name": "facts", "kind": "edit", "edit": {"method": name, "params": {"by": 0.5}}, "data": {"rows": [request]}}
+    )
     assert "valid (2 stages" in _validate(raw, tmp_path / "run.yaml", capsys)
 
 
@@ -410,9 +421,12 @@ def test_entry_points_load_lazily_once_and_a_module_value_runs_its_decorators(pl
     from lifelong.strategies import STRATEGIES, Strategy
 
     toy = plugins.module(STRATEGY)
-    mod = plugins.module(f"from lifelong.strategies import STRATEGIES\nfrom {toy} import ToyPull\n\n\n"
-                         "@STRATEGIES.register('toy_decorated')\nclass Decorated(ToyPull):\n"
-                         "    \"\"\"Registered by its own module's decorator.\"\"\"\n", stem="decorated")
+    mod = plugins.module(
+        f"from lifelong.strategies import STRATEGIES\nfrom {toy} import ToyPull\n\n\n"
+        "@STRATEGIES.register('toy_decorated')\nclass Decorated(ToyPull):\n"
+        '    """Registered by its own module\'s decorator."""\n',
+        stem="decorated",
+    )
     dist = plugins.install({"lifelong.strategies": {"any_label": mod, "toy_object": f"{toy}:ToyPull"}})
     STRATEGIES.register("toy_user")(type("UserStrategy", (Strategy,), {}))  # registering loads no plugin
     assert mod not in sys.modules and toy not in sys.modules
@@ -420,8 +434,10 @@ def test_entry_points_load_lazily_once_and_a_module_value_runs_its_decorators(pl
     assert {"toy_decorated", "toy_object", "toy_user"} <= set(STRATEGIES.names())  # the first lookup loads
     assert STRATEGIES.get("toy_decorated").__name__ == "Decorated"
     assert STRATEGIES.get("toy_object").registered_name == "toy_object"
-    assert STRATEGIES.origin("toy_object") == (f"{toy}.ToyPull from entry point 'toy_object = {toy}:ToyPull' "
-                                               f"(group lifelong.strategies) of distribution {dist} 0.1")
+    assert STRATEGIES.origin("toy_object") == (
+        f"{toy}.ToyPull from entry point 'toy_object = {toy}:ToyPull' "
+        f"(group lifelong.strategies) of distribution {dist} 0.1"
+    )
     assert STRATEGIES.origin("toy_user") == f"{__name__}.UserStrategy"
     sys.modules.pop(mod)
     STRATEGIES.names()
@@ -437,7 +453,8 @@ def test_no_plugin_installed_leaves_the_registry_as_it_was() -> None:
 
 
 def test_a_plugin_that_fails_to_import_names_its_distribution_and_entry_point(
-        plugins: Plugins, capsys: pytest.CaptureFixture) -> None:
+    plugins: Plugins, capsys: pytest.CaptureFixture
+) -> None:
     mod = plugins.module("raise RuntimeError('needs a GPU driver')\n", stem="broken")
     dist = plugins.install({"lifelong.strategies": {"broken": f"{mod}:Broken"}}, dist="broken-plugin")
     from lifelong.strategies import STRATEGIES

@@ -10,12 +10,20 @@ def ex(stage, i):
 
 
 def fill(strategy, stage, n):
-    strategy.after_stage(StageContext(stage_index=stage, stage_name=f"s{stage}", model=None, tokenizer=None,
-                                      examples=[ex(stage, i) for i in range(n)]))
+    strategy.after_stage(
+        StageContext(
+            stage_index=stage,
+            stage_name=f"s{stage}",
+            model=None,
+            tokenizer=None,
+            examples=[ex(stage, i) for i in range(n)],
+        )
+    )
 
 
-@pytest.mark.parametrize("fraction,batch,mix", [(0.01, 32, "replace"), (0.2, 8, "replace"), (0.3, 5, "append"),
-                                                (0.05, 3, "append")])
+@pytest.mark.parametrize(
+    "fraction,batch,mix", [(0.01, 32, "replace"), (0.2, 8, "replace"), (0.3, 5, "append"), (0.05, 3, "append")]
+)
 def test_realized_fraction_follows_a_running_budget(fraction, batch, mix):
     r = Replay(ReplayParams(buffer_size=50, fraction=fraction, mix=mix))
     fill(r, 0, 100)
@@ -61,8 +69,10 @@ def test_per_stage_quota_balances_stages():
 
 
 def test_state_round_trip_continues_identically():
+    import pathlib
+    import tempfile
+
     from lifelong.train.checkpoint import load_tree, save_tree
-    import tempfile, pathlib
 
     a = Replay(ReplayParams(buffer_size=20, fraction=0.3), seed=3)
     fill(a, 0, 50)

@@ -1,4 +1,5 @@
 """Report and compare from small saved run directories under tests/data/ (no training)."""
+
 import re
 import shutil
 from pathlib import Path

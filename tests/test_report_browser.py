@@ -1,6 +1,7 @@
 """End to end: report.html opened in headless Chromium has no console errors and a non-blank heatmap.
 Skipped cleanly when Chromium / ChromeDriver are missing (`.ci/run` installs Debian's chromium and
 chromium-driver so CI runs it)."""
+
 import io
 import shutil
 from pathlib import Path
@@ -11,12 +12,14 @@ from lifelong.report.html import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver not installed")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver not installed"),
+]
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
-    selenium = pytest.importorskip("selenium")
+    pytest.importorskip("selenium")
     from PIL import Image
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -27,9 +30,18 @@ def test_report_renders_in_headless_chromium(tmp_path):
     page = build_report(run)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2000",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)

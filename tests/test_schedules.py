@@ -28,8 +28,9 @@ def test_warmup_fraction_and_constant_and_linear():
     assert lin[0] == pytest.approx(1.0) and lin[5] == pytest.approx(1 - 5 / 11)
 
 
-@pytest.mark.parametrize("shape,mid", [("linear", 0.55), ("1-sqrt", 0.1 + 0.9 * (1 - math.sqrt(0.5))),
-                                       ("exponential", math.sqrt(0.1))])
+@pytest.mark.parametrize(
+    "shape,mid", [("linear", 0.55), ("1-sqrt", 0.1 + 0.9 * (1 - math.sqrt(0.5))), ("exponential", math.sqrt(0.1))]
+)
 def test_wsd_stable_then_decay_shapes(shape, mid):
     c = curve(20, schedule="wsd", warmup_steps=2, decay_fraction=0.2, decay_shape=shape)
     assert c[:2] == pytest.approx([1 / 3, 2 / 3])
@@ -56,8 +57,9 @@ def test_event_log_shows_rewarm_vs_infinite(tiny_cfg):
 
     lrs = {}
     for sched in ("cosine", "infinite"):
-        cfg = tiny_cfg("naive", n_stages=3, steps=8, name=sched,
-                       train={"schedule": sched, "warmup_steps": 2, "cooldown_steps": 3})
+        cfg = tiny_cfg(
+            "naive", n_stages=3, steps=8, name=sched, train={"schedule": sched, "warmup_steps": 2, "cooldown_steps": 3}
+        )
         run = Run(cfg, quiet=True)
         run.execute()
         ev = [json.loads(x) for x in (run.run_dir / "events.jsonl").read_text().splitlines()]

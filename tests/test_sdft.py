@@ -1,5 +1,4 @@
 """SDFT: the stage trains on the model's own rewrites where they pass the check, on originals elsewhere."""
-import pytest
 
 from lifelong.config import DataConfig
 from lifelong.data import Formatter, load_rows, to_examples
@@ -31,8 +30,9 @@ def test_rewrites_replace_targets_only_where_they_pass(monkeypatch):
 
     monkeypatch.setattr(HFLM, "generate", fake_generate)
     s = SDFT(SDFTParams())
-    ctx = StageContext(stage_index=0, stage_name="s", model=tiny_llama(), tokenizer=tok, examples=examples,
-                       formatter=fm)
+    ctx = StageContext(
+        stage_index=0, stage_name="s", model=tiny_llama(), tokenizer=tok, examples=examples, formatter=fm
+    )
     s.before_stage(ctx)
     assert "Reference answer: no" in seen_contexts[0] and seen_contexts[0].startswith("q0?")
     assert (s.kept, s.rejected) == (3, 3)

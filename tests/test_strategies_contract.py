@@ -1,5 +1,4 @@
 """Every registered strategy: runs two stages and round-trips its state through a checkpoint."""
-import pathlib
 
 import pytest
 

@@ -1,6 +1,6 @@
 """Each strategy does what its paper says on the same synthetic stream, seed and budget as `naive`:
 forgetting measurably below naive, plus the method-specific property."""
-import numpy as np
+
 import pytest
 import torch
 
@@ -11,11 +11,12 @@ STEPS, LR = 60, 1e-3
 
 @pytest.fixture(scope="module")
 def naive_metrics(tmp_path_factory):
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
+    from lifelong.validation import validate_raw
 
-    raw = tiny_run_config("naive", steps=STEPS, train={"lr": LR}, name="naive",
-                          output_dir=str(tmp_path_factory.mktemp("runs")))
+    raw = tiny_run_config(
+        "naive", steps=STEPS, train={"lr": LR}, name="naive", output_dir=str(tmp_path_factory.mktemp("runs"))
+    )
     raw["eval"]["bootstrap"] = 0
     return Run(validate_raw(raw), quiet=True).execute().metrics["score"]["metrics"]
 
@@ -28,25 +29,34 @@ def run_strategy(tiny_cfg, spec, name=None):
     return run, res.metrics["score"]["metrics"]
 
 
-@pytest.mark.parametrize("spec,margin", [
-    ({"name": "l2", "weight": 0.05}, 10),
-    ({"name": "ewc", "weight": 1e5}, 20),
-    ({"name": "ewc", "weight": 1e5, "online": True, "gamma": 0.9}, 15),
-    ({"name": "agem", "memory_size": 300, "sample_size": 64}, 20),
-])
+@pytest.mark.parametrize(
+    "spec,margin",
+    [
+        ({"name": "l2", "weight": 0.05}, 10),
+        ({"name": "ewc", "weight": 1e5}, 20),
+        ({"name": "ewc", "weight": 1e5, "online": True, "gamma": 0.9}, 15),
+        ({"name": "agem", "memory_size": 300, "sample_size": 64}, 20),
+    ],
+)
 def test_forgets_less_than_naive(spec, margin, tiny_cfg, naive_metrics):
     run, m = run_strategy(tiny_cfg, spec)
     assert m["FM"] < naive_metrics["FM"] - margin, (spec, m, naive_metrics)
 
 
 def test_lwf_forgets_less_than_naive_when_the_new_task_has_new_outputs(tmp_path):
-    from lifelong.validation import validate_raw
     from lifelong.testing import tiny_run_config
+    from lifelong.validation import validate_raw
 
     fms = {}
     for spec in ("naive", {"name": "lwf", "weight": 30.0, "temperature": 2.0, "positions": "all"}):
-        raw = tiny_run_config(spec, n_stages=2, steps=STEPS, train={"lr": LR}, name="naive" if spec == "naive" else "lwf",
-                              output_dir=str(tmp_path))
+        raw = tiny_run_config(
+            spec,
+            n_stages=2,
+            steps=STEPS,
+            train={"lr": LR},
+            name="naive" if spec == "naive" else "lwf",
+            output_dir=str(tmp_path),
+        )
         for part in ("data", "eval"):
             st = raw["stages"][1][part]
             st["rows"] = [{"text": r["text"], "label": {"yes": "cat", "no": "dog"}[r["label"]]} for r in st["rows"]]
@@ -66,7 +76,10 @@ def test_ewc_fisher_is_mean_squared_per_example_gradient(tiny_cfg):
     from lifelong.train.loop import collate
 
     model, tok = tiny_llama(seed=5), tiny_tokenizer()
-    examples = [{"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8]}, {"input_ids": [9, 10, 11], "labels": [-100, -100, 11]}]
+    examples = [
+        {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8]},
+        {"input_ids": [9, 10, 11], "labels": [-100, -100, 11]},
+    ]
     ewc = EWC(EWCParams(fisher_samples=2))
     f = ewc.fisher(StageContext(stage_index=0, stage_name="s", model=model, tokenizer=tok, examples=examples))
     name = "model.layers.0.mlp.down_proj.weight"
@@ -158,8 +171,11 @@ def test_generative_replay_forgets_less_without_storing_data(tiny_cfg):
 
 
 def test_replay_and_ewc_compose(tiny_cfg, naive_metrics):
-    run, m = run_strategy(tiny_cfg, [{"name": "replay", "buffer_size": 200, "fraction": 0.3},
-                                     {"name": "ewc", "weight": 1e5}], name="replay-ewc")
+    run, m = run_strategy(
+        tiny_cfg,
+        [{"name": "replay", "buffer_size": 200, "fraction": 0.3}, {"name": "ewc", "weight": 1e5}],
+        name="replay-ewc",
+    )
     from lifelong.strategies.base import Compose
 
     assert isinstance(run.strategy, Compose) and len(run.strategy.parts[1].terms) == 3
@@ -193,15 +209,19 @@ def test_rho1_keeps_the_top_k_tokens_by_excess_loss(tmp_path):
     ref.save_pretrained(tmp_path / "ref")
     s = Rho1(Rho1Params(keep=0.5, reference=str(tmp_path / "ref")))
     ctx = StageContext(stage_index=0, stage_name="s", model=model, tokenizer=tok, device="cpu")
-    batch = [{"input_ids": list(range(5, 17)), "labels": list(range(5, 17))},
-             {"input_ids": list(range(20, 29)), "labels": [-100] * 3 + list(range(23, 29))}]
+    batch = [
+        {"input_ids": list(range(5, 17)), "labels": list(range(5, 17))},
+        {"input_ids": list(range(20, 29)), "labels": [-100] * 3 + list(range(23, 29))},
+    ]
     out = next(s.batches(ctx, iter([batch])))
     t = collate(batch, 0, "cpu")
     with torch.no_grad():
         excess = token_losses(model, t) - token_losses(s.ref, t)
     valid = ~torch.isnan(excess)
     n = int(valid.sum())
-    top = set(map(tuple, torch.nonzero(valid & (excess >= excess[valid].sort(descending=True).values[n // 2 - 1])).tolist()))
+    top = set(
+        map(tuple, torch.nonzero(valid & (excess >= excess[valid].sort(descending=True).values[n // 2 - 1])).tolist())
+    )
     kept = {(r, p - 1) for r, e in enumerate(out) for p in range(1, len(e["labels"])) if e["labels"][p] != -100}
     assert kept == top and len(kept) == n // 2
     assert [e["input_ids"] for e in out] == [e["input_ids"] for e in batch]

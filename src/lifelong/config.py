@@ -4,6 +4,7 @@ Every model forbids unknown keys. Errors are collected and reported with the YAM
 field, so `lifelong validate` tells a user exactly what to fix before any model is loaded. Method
 parameters (strategies, scorers) are typed per method: each method class carries a pydantic `Params`.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 
 MAX_INT = 2**53
 """Largest integer magnitude any setting takes (beyond it a count or a seed is a typo, and JSON loses it)."""
@@ -61,8 +61,11 @@ def check_numbers(value: Any, annotation: Any) -> None:
                 raise ValueError(f"{v:g} is beyond any usable value (|x| <= {MAX_FLOAT:g})")
         elif isinstance(v, int):
             if abs(v) > MAX_INT:
-                raise ValueError(f"{v:g} is beyond any usable value (|x| <= 2**53)" if abs(v) < 10**300
-                                 else "an integer beyond any usable value (|x| <= 2**53)")
+                raise ValueError(
+                    f"{v:g} is beyond any usable value (|x| <= 2**53)"
+                    if abs(v) < 10**300
+                    else "an integer beyond any usable value (|x| <= 2**53)"
+                )
         elif isinstance(v, dict):
             if BaseModel not in types:  # a nested model's own fields locate their errors more precisely
                 stack.extend(v.values())
@@ -74,8 +77,7 @@ class Strict(BaseModel):
     """Base of every config model and method `Params`: unknown keys are errors; attribute docstrings document
     fields; NaN, infinity, absurd magnitudes and booleans given for numbers are rejected at their field."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -256,9 +258,13 @@ class TrainConfig(Strict):
 
 def _optional_model(model: type[BaseModel], name: str) -> type[BaseModel]:
     """Every field of `model` optional (None: not overridden), with the same bounds as the original."""
-    fields = {k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation],
-                  Field(default=None, description=f.description))
-              for k, f in model.model_fields.items()}
+    fields: dict[str, Any] = {}
+    for k, f in model.model_fields.items():
+        bounded = (f.annotation, *f.metadata)  # the type with its constraints (ge, le, ...)
+        fields[k] = (
+            Optional[Annotated[bounded]] if f.metadata else Optional[f.annotation],
+            Field(default=None, description=f.description),
+        )
     return create_model(name, __base__=Strict, **fields)  # type: ignore[call-overload]
 
 
@@ -400,12 +406,13 @@ class RunConfig(Strict):
         """`base` and stage names whose weights later stages start from or merge (kept in the run dir)."""
         keep: list[str] = []
         for s in self.stages:
-            refs = ([s.start_from] if s.start_from != "previous" else []) + \
-                   (s.merge.models + [s.merge.base] if s.merge else [])
+            refs = ([s.start_from] if s.start_from != "previous" else []) + (
+                s.merge.models + [s.merge.base] if s.merge else []
+            )
             keep += [r for r in refs if r not in keep]
         return keep
 
     def stage_train(self, i: int) -> TrainConfig:
         """The run-level train settings with stage `i`'s overrides applied."""
-        over = self.stages[i].train.model_dump(exclude_none=True)
+        over = self.stages[i].train.model_dump(exclude_none=True)  # type: ignore[attr-defined]
         return TrainConfig(**{**self.train.model_dump(), **over})

@@ -1,6 +1,7 @@
 """Reading run configs: YAML with located errors, dotted overrides, the schema, and the checks that need no
 registry (references between stages, eval task names, local paths). Method names and parameters are
 checked by the packages that own the registries (`lifelong.validation` runs every check)."""
+
 from __future__ import annotations
 
 import copy
@@ -79,8 +80,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict[tuple, int],
-                            prefix: tuple = ()) -> list[str]:
+def format_validation_error(
+    err: ValidationError, source: str, lines: dict[tuple, int], prefix: tuple = ()
+) -> list[str]:
     msgs = []
     for e in err.errors():
         loc = prefix + tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
@@ -104,7 +106,9 @@ def check_stream(cfg: RunConfig, at: Locator) -> list[str]:
     names, and at least one eval task: located messages."""
     msgs: list[str] = []
     names = [s.name for s in cfg.stages]
-    col_locs = [(("stages", i, "eval"), t.name or s.name) for i, s in enumerate(cfg.stages) for t in [s.eval] if t]
+    col_locs: list[tuple[tuple, str]] = [
+        (("stages", i, "eval"), t.name or s.name) for i, s in enumerate(cfg.stages) for t in [s.eval] if t
+    ]
     col_locs += [(("eval", "probes", i), t.name or f"probe{i}") for i, t in enumerate(cfg.eval.probes)]
     cols = [c for _, c in col_locs]
     for i, s in enumerate(cfg.stages):
@@ -114,11 +118,20 @@ def check_stream(cfg: RunConfig, at: Locator) -> list[str]:
                 msgs.append(at(("stages", i, "adapt_ratios", "tasks"), f"one eval task per mix source ({len(s.mix)})"))
             unknown = [t for t in s.adapt_ratios.tasks if t not in cols]
             if unknown:
-                msgs.append(at(("stages", i, "adapt_ratios", "tasks"),
-                               f"unknown eval task {unknown[0]!r} (known: {', '.join(cols)})"))
+                msgs.append(
+                    at(
+                        ("stages", i, "adapt_ratios", "tasks"),
+                        f"unknown eval task {unknown[0]!r} (known: {', '.join(cols)})",
+                    )
+                )
         if s.start_from not in ["previous"] + earlier:
-            msgs.append(at(("stages", i, "start_from"), f"{s.start_from!r} is not `previous`, `base` or an earlier "
-                                                         f"stage ({', '.join(names[:i]) or 'none'})"))
+            msgs.append(
+                at(
+                    ("stages", i, "start_from"),
+                    f"{s.start_from!r} is not `previous`, `base` or an earlier "
+                    f"stage ({', '.join(names[:i]) or 'none'})",
+                )
+            )
         if s.merge is not None:
             for m in s.merge.models + [s.merge.base]:
                 if m not in earlier:
@@ -130,8 +143,13 @@ def check_stream(cfg: RunConfig, at: Locator) -> list[str]:
     for loc, col in col_locs:
         first = next(loc0 for loc0, c in col_locs if c == col)
         if first != loc:
-            msgs.append(at(loc, f"eval task name {col!r} is already used by {_fmt_loc(first)}; eval task names "
-                                "must be unique (set `name:`)"))
+            msgs.append(
+                at(
+                    loc,
+                    f"eval task name {col!r} is already used by {_fmt_loc(first)}; eval task names "
+                    "must be unique (set `name:`)",
+                )
+            )
     return msgs
 
 
@@ -181,8 +199,10 @@ def check_paths(cfg: RunConfig, at: Locator) -> list[str]:
 
     m = cfg.model
     if m.path and not Path(m.path).expanduser().exists() and not HUB_ID.match(m.path):
-        msgs.append(f"{where(('model', 'path'))}: model.path: {m.path!r} is no local folder or file and no hub id "
-                    "(`org/name`); check the path (relative paths are read from the config file's folder)")
+        msgs.append(
+            f"{where(('model', 'path'))}: model.path: {m.path!r} is no local folder or file and no hub id "
+            "(`org/name`); check the path (relative paths are read from the config file's folder)"
+        )
     data: list[tuple[tuple, Optional[DataConfig]]] = []
     for i, s in enumerate(cfg.stages):
         data += [(("stages", i, "data"), s.data), (("stages", i, "eval"), s.eval)]
@@ -190,16 +210,19 @@ def check_paths(cfg: RunConfig, at: Locator) -> list[str]:
     data += [(("eval", "probes", i), t) for i, t in enumerate(cfg.eval.probes)]
     for loc, d in data:
         if d is not None and d.path and not Path(d.path).exists():
-            msgs.append(f"{where(loc + ('path',))}: {_fmt_loc(loc + ('path',))}: no such file or folder "
-                        f"{d.path!r} (relative paths are read from the config file's folder)")
+            msgs.append(
+                f"{where(loc + ('path',))}: {_fmt_loc(loc + ('path',))}: no such file or folder "
+                f"{d.path!r} (relative paths are read from the config file's folder)"
+            )
     return msgs
 
 
 def _resolve_paths(cfg: RunConfig, base: Path) -> None:
     """Make data paths relative to the config file absolute (when the file exists there)."""
+
     def fix(d: Optional[DataConfig]) -> None:
         if d is not None and d.path and not Path(d.path).is_absolute():
-            cand = (base / d.path)
+            cand = base / d.path
             if cand.exists() or not Path(d.path).exists():
                 d.path = str(cand.resolve())
 
@@ -217,9 +240,9 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
         fix(s.eval)
     for t in cfg.eval.probes:
         fix(t)
-    m = cfg.model
-    if m.path and not Path(m.path).is_absolute() and (base / m.path).exists():
-        m.path = str((base / m.path).resolve())
+    model = cfg.model
+    if model.path and not Path(model.path).is_absolute() and (base / model.path).exists():
+        model.path = str((base / model.path).resolve())
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:

@@ -6,6 +6,7 @@ end it with SIGKILL, as a crash or `kill -9` would: no `finally`, no cleanup. Th
 merge and inside a memory save, which random timing rarely hits. Unset, a point costs one environment
 lookup. Points are listed in docs/decisions.md ("Kill points").
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ A folder that is a file, lies under a file, under `/proc`, or is not writable wo
 `NotADirectoryError`, `FileNotFoundError` or `PermissionError` traceback after minutes of loading. The
 check writes and removes one probe file: asking `os.access` is not enough, since root passes it for
 folders it still cannot write (`/proc`, read-only mounts)."""
+
 from __future__ import annotations
 
 import json

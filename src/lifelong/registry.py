@@ -16,6 +16,7 @@ Methods from outside the package arrive two ways, both without forking:
 A plugin that fails to import is a `ValueError` naming the distribution, the entry point and the exception;
 a name registered twice is refused with both origins named.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -91,7 +92,8 @@ class Registry(Generic[T]):
             if name in self._items and self._items[name] is not obj:
                 raise DuplicateNameError(
                     f"{self.kind} {name!r} is registered twice: by {self._origins[name]} and by {origin}; "
-                    f"rename one of them (`lifelong ls` lists the names in use)")
+                    f"rename one of them (`lifelong ls` lists the names in use)"
+                )
             self._items[name] = obj
             self._origins.setdefault(name, origin)
             try:
@@ -181,15 +183,18 @@ class Registry(Generic[T]):
         except Exception as e:  # a broken plugin: one clear message instead of a traceback into its code
             raise ValueError(
                 f"{self.kind} plugin failed to load: {self._loading}: {type(e).__name__}: {e}; fix the plugin "
-                f"or uninstall its distribution (`pip uninstall {_dist_name(ep)}`)") from e
+                f"or uninstall its distribution (`pip uninstall {_dist_name(ep)}`)"
+            ) from e
         if isinstance(obj, types.ModuleType):  # `pkg.mod`: importing it ran its register decorators
             return
         # `pkg.mod:Obj`: registered under the entry point's name (a name set by a decorator on the object
         # itself must agree; one inherited from a registered base class does not count)
         taken = (getattr(obj, "__dict__", None) or {}).get("registered_name")
         if taken is not None and taken != ep.name:
-            raise ValueError(f"{self._loading}: the object already registers itself as {self.kind} {taken!r}; "
-                             f"name the entry point {taken!r} too, or drop its register decorator")
+            raise ValueError(
+                f"{self._loading}: the object already registers itself as {self.kind} {taken!r}; "
+                f"name the entry point {taken!r} too, or drop its register decorator"
+            )
         self.register(ep.name)(obj)
 
     def _rollback(self, before: dict[str, T]) -> None:

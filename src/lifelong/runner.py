@@ -1,5 +1,6 @@
 """One continual-learning run: a model through a stream of stages, the eval suite after each, results,
 events and checkpoints in the run directory, resumable after a crash at any moment."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,16 @@ from lifelong.faults import fault_point
 from lifelong.fileio import ensure_writable_dir
 from lifelong.models import load_model_and_tokenizer
 from lifelong.stages import STAGE_KINDS
-from lifelong.strategies import build_strategy
 from lifelong.stages.base import StageState
+from lifelong.strategies import build_strategy
+from lifelong.train.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from lifelong.train.context import StageContext
-from lifelong.train.checkpoint import (atomic_write_text, latest_checkpoint, load_checkpoint,
-                                       remove_stale_temporaries, save_checkpoint)
 
 PRODUCTS = ("results.json", "per_example.json", "ckpt", "keep")
 """What a run directory holds once a run has made progress (besides the folders of stage kinds' states,
@@ -59,9 +65,11 @@ def finished_message(run_dir: Path) -> Optional[str]:
             continue  # a line cut by a kill
     if not (complete and ended):
         return None
-    return (f"{run_dir}: already finished (all {len(res['matrix'])} rows and the metrics are in results.json); "
-            "nothing to resume. To go further, start a new run name with the extra stages "
-            f"(e.g. name={run_dir.name}-more), or see it with `lifelong show {run_dir}`")
+    return (
+        f"{run_dir}: already finished (all {len(res['matrix'])} rows and the metrics are in results.json); "
+        "nothing to resume. To go further, start a new run name with the extra stages "
+        f"(e.g. name={run_dir.name}-more), or see it with `lifelong show {run_dir}`"
+    )
 
 
 def flat_scalars(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -87,15 +95,21 @@ def versions() -> dict[str, str]:
 
     import lifelong
 
-    return {"lifelong": lifelong.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "python": platform.python_version(),
-            "platform": platform.platform(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"}
+    return {
+        "lifelong": lifelong.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
 
 
 class Run:
-    def __init__(self, cfg: RunConfig, resume: bool = False, quiet: bool = False,
-                 console: Optional[Console] = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, resume: bool = False, quiet: bool = False, console: Optional[Console] = None
+    ) -> None:
         from accelerate import Accelerator
 
         self.cfg = cfg
@@ -110,8 +124,12 @@ class Run:
         trackers = list(cfg.trackers)
         if "mlflow" in trackers and "MLFLOW_TRACKING_URI" not in os.environ:
             os.environ["MLFLOW_TRACKING_URI"] = (self.run_dir / "mlruns").resolve().as_uri()
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision=prec, log_with=trackers or None,
-                                       project_dir=str(self.run_dir / "trackers") if trackers else None)
+        self.accelerator = Accelerator(
+            cpu=not cuda,
+            mixed_precision=prec,
+            log_with=trackers or None,
+            project_dir=str(self.run_dir / "trackers") if trackers else None,
+        )
         self._check_run_dir()
         if trackers:
             self.accelerator.init_trackers(cfg.name, config=flat_scalars(cfg.model_dump(mode="json")))
@@ -152,8 +170,13 @@ class Run:
             if not isinstance(self.kinds[i], TrainableStage):
                 ex = None  # memory / merge stages take no optimizer steps
             size = sum(len(s) for s in ex["sources"]) if isinstance(ex, dict) else (len(ex) if ex is not None else 0)
-            n = stage_steps(size, tc.batch_size * self.accelerator.num_processes * tc.grad_accum,
-                            tc.max_steps, tc.epochs) if size else 0
+            n = (
+                stage_steps(
+                    size, tc.batch_size * self.accelerator.num_processes * tc.grad_accum, tc.max_steps, tc.epochs
+                )
+                if size
+                else 0
+            )
             self.step_offsets.append(self.step_offsets[-1] + n)
 
     # ---- run directory --------------------------------------------------------------------------
@@ -168,8 +191,10 @@ class Run:
             saved = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
             diff = first_difference(saved, resolved)
             if diff:
-                raise ValueError(f"{d}: the config differs from the one the run started with ({diff}); "
-                                 "resume with the same config and overrides, or start a new run name")
+                raise ValueError(
+                    f"{d}: the config differs from the one the run started with ({diff}); "
+                    "resume with the same config and overrides, or start a new run name"
+                )
             done = finished_message(d)
             if done:
                 raise RunFinished(done)
@@ -178,11 +203,14 @@ class Run:
                 remove_stale_temporaries(d)  # what the interrupted process was writing
             self.accelerator.wait_for_everyone()
             return
-        products = PRODUCTS + tuple(f for name in STAGE_KINDS.names() if (c := STAGE_KINDS.get(name).State)
-                                    for f in c.folders)
+        products = PRODUCTS + tuple(
+            f for name in STAGE_KINDS.names() if (c := STAGE_KINDS.get(name).State) for f in c.folders
+        )
         if d.is_dir() and any((d / p).exists() for p in products):
-            raise ValueError(f"{d} already exists; continue it with --resume, or choose another name "
-                             f"(e.g. name={self.cfg.name}-2); runs are never overwritten")
+            raise ValueError(
+                f"{d} already exists; continue it with --resume, or choose another name "
+                f"(e.g. name={self.cfg.name}-2); runs are never overwritten"
+            )
         ensure_writable_dir(d, "run folder")  # also: output_dir is a file, under /proc, read-only, ...
         if self.accelerator.is_main_process:
             atomic_write_text(d / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
@@ -243,9 +271,18 @@ class Run:
         strategy picks the model, retrieval adds passages, processes score shards gathered in rank order."""
         acc = self.accelerator
         world, rank = acc.num_processes, acc.process_index
-        ctx = StageContext(stage_index=row - 1, stage_name=stage_name, model=self.model, tokenizer=self.tokenizer,
-                           accelerator=acc, device=acc.device, task_stage=task.stage, task_items=task.items,
-                           run_dir=self.run_dir, formatter=self.formatter)
+        ctx = StageContext(
+            stage_index=row - 1,
+            stage_name=stage_name,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            accelerator=acc,
+            device=acc.device,
+            task_stage=task.stage,
+            task_items=task.items,
+            run_dir=self.run_dir,
+            formatter=self.formatter,
+        )
         model = self.strategy.eval_model(ctx, task)
         model.eval()
         lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
@@ -258,8 +295,13 @@ class Run:
             from accelerate.utils import gather_object
 
             parts = gather_object([(rank, stats.tolist())])
-            stats = np.concatenate([np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
-                                    for _, s in sorted(parts, key=lambda p: p[0]) if len(s)])
+            stats = np.concatenate(
+                [
+                    np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
+                    for _, s in sorted(parts, key=lambda p: p[0])
+                    if len(s)
+                ]
+            )
         return stats
 
     def score_suite(self, row: int) -> dict[str, float]:
@@ -273,21 +315,35 @@ class Run:
             stats = self.task_stats(task, row, results.rows[row])
             results.set_cell(row, j, stats)
         if self.cfg.trackers:
-            acc.log({f"eval/{t.name}": results.matrix[row][j] for j, t in enumerate(self.tasks)},
-                    step=self.step_offsets[row])
+            acc.log(
+                {f"eval/{t.name}": results.matrix[row][j] for j, t in enumerate(self.tasks)},
+                step=self.step_offsets[row],
+            )
         if acc.is_main_process:
             results.save(self.run_dir)
-            self.log(type="eval", row=results.rows[row], scores={t.name: results.matrix[row][j]
-                                                                  for j, t in enumerate(self.tasks)},
-                     wall_s=time.perf_counter() - t0)
+            self.log(
+                type="eval",
+                row=results.rows[row],
+                scores={t.name: results.matrix[row][j] for j, t in enumerate(self.tasks)},
+                wall_s=time.perf_counter() - t0,
+            )
         acc.wait_for_everyone()
 
     # ---- the stream -----------------------------------------------------------------------------
     def execute(self) -> Results:
         cfg, acc = self.cfg, self.accelerator
         rows = ["baseline"] + [s.name for s in cfg.stages]
-        tasks = [{"name": t.name, "metric": t.metric, "higher_is_better": t.higher_is_better, "stage": t.stage,
-                  "scorer": t.scorer.registered_name, "n": len(t.items)} for t in self.tasks]  # type: ignore
+        tasks = [
+            {
+                "name": t.name,
+                "metric": t.metric,
+                "higher_is_better": t.higher_is_better,
+                "stage": t.stage,
+                "scorer": t.scorer.registered_name,  # type: ignore[attr-defined]
+                "n": len(t.items),
+            }
+            for t in self.tasks
+        ]  # type: ignore
         results = Results(cfg.name, rows, tasks, cfg.eval.bwt_denominator)
         results.extra["versions"] = versions()
         results.extra["strategy"] = [s.name for s in cfg.strategy]
@@ -304,10 +360,18 @@ class Run:
                         self.mix_ratios[k] = results.extra["mix"][s.name]["ratios"]
             ck = latest_checkpoint(self.run_dir)
             if ck is not None:
+
                 def rebuild(model: Any, meta: dict) -> Any:
-                    ctx = StageContext(stage_index=meta["stage"], stage_name=cfg.stages[meta["stage"]].name,
-                                       model=model, tokenizer=self.tokenizer, accelerator=acc,
-                                       device=acc.device, resuming=True, run_dir=self.run_dir)
+                    ctx = StageContext(
+                        stage_index=meta["stage"],
+                        stage_name=cfg.stages[meta["stage"]].name,
+                        model=model,
+                        tokenizer=self.tokenizer,
+                        accelerator=acc,
+                        device=acc.device,
+                        resuming=True,
+                        run_dir=self.run_dir,
+                    )
                     return self.strategy.wrap_model(ctx)
 
                 self.model, meta = load_checkpoint(ck, self.model, self.strategy, rebuild)
@@ -326,8 +390,9 @@ class Run:
             for r in range(start + 1, len(rows)):  # rows computed after the checkpoint are recomputed
                 results.matrix[r] = [None] * len(tasks)
         else:
-            self.log(type="start", stages=len(cfg.stages), strategy=results.extra["strategy"],
-                     processes=acc.num_processes)
+            self.log(
+                type="start", stages=len(cfg.stages), strategy=results.extra["strategy"], processes=acc.num_processes
+            )
         self.results = results
         if "base" in cfg.kept_weights() and not (self.run_dir / "keep" / "base" / "model.safetensors").exists():
             self.keep_weights("base")  # before any stage (a resume from a stage checkpoint has it already)
@@ -344,9 +409,14 @@ class Run:
             mid = None
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(self.run_dir, f"stage{i}-end", self.model, self.strategy,
-                                {"stage": i, "step": None, "done": True, "cost": cost},
-                                _StateHolder(self.optimizer_state) if self.optimizer_state else None)
+                save_checkpoint(
+                    self.run_dir,
+                    f"stage{i}-end",
+                    self.model,
+                    self.strategy,
+                    {"stage": i, "step": None, "done": True, "cost": cost},
+                    _StateHolder(self.optimizer_state) if self.optimizer_state else None,
+                )
             acc.wait_for_everyone()
             fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet
             if cfg.stages[i].name in cfg.kept_weights():
@@ -362,8 +432,10 @@ class Run:
             if cfg.trackers:
                 for group, g in results.metrics.items():
                     if isinstance(g, dict) and "metrics" in g:
-                        acc.log({f"metrics/{group}/{k}": v for k, v in g["metrics"].items() if v is not None},
-                                step=self.step_offsets[-1])
+                        acc.log(
+                            {f"metrics/{group}/{k}": v for k, v in g["metrics"].items() if v is not None},
+                            step=self.step_offsets[-1],
+                        )
         if cfg.trackers:
             acc.end_training()
         acc.wait_for_everyone()

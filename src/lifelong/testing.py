@@ -3,6 +3,7 @@
 Nothing here touches the network. The tokenizer is character level over printable ASCII, so any short
 English text tokenizes, and it is rebuilt identically in every process (resume and distributed tests).
 """
+
 from __future__ import annotations
 
 import random
@@ -10,9 +11,23 @@ from typing import Any
 
 from lifelong.models.tiny import CHARS, SPECIALS, tiny_config, tiny_gpt2, tiny_llama, tiny_model, tiny_tokenizer
 
-__all__ = ["CHARS", "SPECIALS", "fact_corpus", "fact_requests", "tiny_config", "tiny_domains", "tiny_fact_model",
-           "tiny_facts", "tiny_gpt2", "tiny_llama", "tiny_model", "tiny_pretrained", "tiny_run_config", "tiny_stream",
-           "tiny_tokenizer"]
+__all__ = [
+    "CHARS",
+    "SPECIALS",
+    "fact_corpus",
+    "fact_requests",
+    "tiny_config",
+    "tiny_domains",
+    "tiny_fact_model",
+    "tiny_facts",
+    "tiny_gpt2",
+    "tiny_llama",
+    "tiny_model",
+    "tiny_pretrained",
+    "tiny_run_config",
+    "tiny_stream",
+    "tiny_tokenizer",
+]
 
 
 LETTERS = "abcdef"
@@ -27,17 +42,19 @@ def tiny_stream(n_stages: int = 3, n_train: int = 96, n_eval: int = 32, seed: in
     """A synthetic stream of conflicting classification tasks.
 
     Stage k asks `tK xyz?` and the answer (`yes`/`no`) depends on the first letter of the word by a rule that
-    differs per stage (stage 1 inverts stage 0), so plain sequential fine-tuning on stage k overwrites the earlier rules (forgetting),
-    while a model that sees earlier stages again (replay) can keep all of them apart by the task prefix.
+    differs per stage (stage 1 inverts stage 0), so plain sequential fine-tuning on stage k overwrites the
+    earlier rules (forgetting), while a model that sees earlier stages again (replay) can keep all of them
+    apart by the task prefix.
     """
     rng = random.Random(seed)
     stages = []
     for k in range(n_stages):
+
         def label(w: str, k: int = k) -> str:
             return "yes" if w[0] in RULES[k % len(RULES)] else "no"
 
-        def rows(n: int) -> list[dict]:
-            out = []
+        def rows(n: int, k: int = k) -> list[dict]:
+            out: list[dict] = []
             while len(out) < n:
                 w = _word(rng)
                 out.append({"text": f"t{k} {w}?", "label": label(w)})
@@ -47,8 +64,7 @@ def tiny_stream(n_stages: int = 3, n_train: int = 96, n_eval: int = 32, seed: in
     return stages
 
 
-def tiny_run_config(strategy: Any = "naive", n_stages: int = 3, steps: int = 30, seed: int = 0,
-                    **top: Any) -> dict:
+def tiny_run_config(strategy: Any = "naive", n_stages: int = 3, steps: int = 30, seed: int = 0, **top: Any) -> dict:
     """A raw run config dict over `tiny_stream` with inline rows (validate with `validate_raw`)."""
     stream = tiny_stream(n_stages, seed=seed)
     return {
@@ -59,9 +75,15 @@ def tiny_run_config(strategy: Any = "naive", n_stages: int = 3, steps: int = 30,
         "strategy": strategy,
         "train": {"lr": 3e-3, "batch_size": 16, "max_steps": steps, "max_length": 32, **top.pop("train", {})},
         "eval": {"batch_size": 32, "bootstrap": 200},
-        "stages": [{"name": s["name"], "kind": "instruct",
-                    "data": {"rows": s["train"], "labels": ["no", "yes"]},
-                    "eval": {"rows": s["eval"], "labels": ["no", "yes"]}} for s in stream],
+        "stages": [
+            {
+                "name": s["name"],
+                "kind": "instruct",
+                "data": {"rows": s["train"], "labels": ["no", "yes"]},
+                "eval": {"rows": s["eval"], "labels": ["no", "yes"]},
+            }
+            for s in stream
+        ],
         **top,
     }
 
@@ -89,7 +111,7 @@ def tiny_pretrained(path: Any, steps: int = 100, seed: int = 0) -> str:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         for step in range(steps):
             start = (step * 16) % len(data)
-            model(**collate(data[start:start + 16], 0, "cpu")).loss.backward()
+            model(**collate(data[start : start + 16], 0, "cpu")).loss.backward()
             opt.step()
             opt.zero_grad()
     model.save_pretrained(str(path))
@@ -139,11 +161,11 @@ def tiny_facts(n_subjects: int = 32, seed: int = 0) -> tuple[dict[str, str], Any
     words = sorted({w for t in FACT_TEMPLATES for w in t.replace("{}", "").split()} | {"a", ".", "and", "is"})
     vocab = {t: i for i, t in enumerate(SPECIALS + words + list(OBJECTS) + names)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                  pre_tokenizers.Punctuation()])
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
-                                  pad_token="<pad>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     return facts, tok
 
 
@@ -156,11 +178,17 @@ def fact_requests(facts: dict[str, str], subjects: list[str], seed: int = 0, n_n
     for s in subjects:
         new = rng.choice([o for o in OBJECTS if o != facts[s]])
         neigh = rng.sample(others, min(n_neighbors, len(others)))
-        rows.append({"prompt": FACT_TEMPLATES[0], "subject": s, "target_new": new, "target_true": facts[s],
-                     "paraphrases": list(FACT_TEMPLATES[1:]),
-                     "neighborhood": [{"prompt": FACT_TEMPLATES[0].replace("{}", n), "target": facts[n]}
-                                      for n in neigh],
-                     "generation": [f"{s} is"]})
+        rows.append(
+            {
+                "prompt": FACT_TEMPLATES[0],
+                "subject": s,
+                "target_new": new,
+                "target_true": facts[s],
+                "paraphrases": list(FACT_TEMPLATES[1:]),
+                "neighborhood": [{"prompt": FACT_TEMPLATES[0].replace("{}", n), "target": facts[n]} for n in neigh],
+                "generation": [f"{s} is"],
+            }
+        )
     return rows
 
 

@@ -2,6 +2,7 @@
 (`lifelong.configio`), then every check that the registries' owners define: strategy names and parameters
 (`lifelong.strategies.check_config`), scorers (`lifelong.eval.scorers.check_config`), and each stage kind's
 own section (`StageKind.check`). `lifelong validate` runs exactly this."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,12 +21,13 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> RunC
     return validate_raw(raw, str(path), lines, base_dir=path.parent)
 
 
-def validate_raw(raw: dict, source: str = "<config>", lines: Optional[dict[tuple, int]] = None,
-                 base_dir: Optional[Path] = None) -> RunConfig:
+def validate_raw(
+    raw: dict, source: str = "<config>", lines: Optional[dict[tuple, int]] = None, base_dir: Optional[Path] = None
+) -> RunConfig:
     """Validate a raw config mapping (from a file or built in code)."""
+    from lifelong import strategies
     from lifelong.eval import scorers
     from lifelong.stages import STAGE_KINDS
-    from lifelong import strategies
 
     at = Locator(source, lines)
     cfg, msgs = parse(raw, at, base_dir)
@@ -39,8 +41,13 @@ def validate_raw(raw: dict, source: str = "<config>", lines: Optional[dict[tuple
         msgs += kind.check(cfg, i, at)
         evaluated = evaluated or s.eval is not None or kind().default_eval(s) is not None
     if not evaluated and not msgs:
-        msgs.append(at(("stages",), "no eval task, so the run would train and measure nothing; give a stage an "
-                                    "`eval:` (its held-out task) or add `eval.probes`"))
+        msgs.append(
+            at(
+                ("stages",),
+                "no eval task, so the run would train and measure nothing; give a stage an "
+                "`eval:` (its held-out task) or add `eval.probes`",
+            )
+        )
     if msgs:
         raise ConfigError("\n".join(msgs))
     return cfg

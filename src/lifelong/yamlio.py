@@ -8,6 +8,7 @@ duplicate keys silently. We compose the node graph once with a depth limit, meas
 with aliases counted every time they are used (cycles rejected), reject duplicate keys with both lines,
 and only then construct Python values from the same graph.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,9 @@ def decode_utf8(data: bytes, source: str) -> str:
         start = e.start
         line = data.count(b"\n", 0, start) + 1
         col = start - (data.rfind(b"\n", 0, start) + 1) + 1
-        raise YamlError(f"{source}:{line}: not UTF-8 (byte 0x{data[start]:02x} at column {col}); "
-                        "save the file as UTF-8") from None
+        raise YamlError(
+            f"{source}:{line}: not UTF-8 (byte 0x{data[start]:02x} at column {col}); save the file as UTF-8"
+        ) from None
 
 
 def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES) -> str:
@@ -49,8 +51,10 @@ def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES) 
     try:
         size = p.stat().st_size
         if size > max_bytes:
-            raise YamlError(f"{p}: {size / 2**20:.1f} MB is too large for a {what} file (limit "
-                            f"{max_bytes / 2**20:.0f} MB); keep data in data files and point to them with `path:`")
+            raise YamlError(
+                f"{p}: {size / 2**20:.1f} MB is too large for a {what} file (limit "
+                f"{max_bytes / 2**20:.0f} MB); keep data in data files and point to them with `path:`"
+            )
         data = p.read_bytes()
     except OSError as e:
         raise YamlError(f"{p}: cannot read the {what} file ({e.strerror or e})") from None
@@ -70,8 +74,10 @@ class _Loader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
-                raise YamlError(f"{self._source}:{mark.line + 1}: nested deeper than {MAX_DEPTH} levels; "
-                                "a config never needs this, check the indentation or brackets")
+                raise YamlError(
+                    f"{self._source}:{mark.line + 1}: nested deeper than {MAX_DEPTH} levels; "
+                    "a config never needs this, check the indentation or brackets"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -94,15 +100,19 @@ def _check_graph(root: yaml.Node, source: str) -> None:
             kids = _children(node)
             total = 1 + sum(size[id(k)] for k in kids)
             if total > MAX_NODES:
-                raise YamlError(f"{source}:{_line(node)}: expands to more than {MAX_NODES:,} values (nested "
-                                "aliases?); write the values out or simplify the anchors")
+                raise YamlError(
+                    f"{source}:{_line(node)}: expands to more than {MAX_NODES:,} values (nested "
+                    "aliases?); write the values out or simplify the anchors"
+                )
             size[nid] = total
             continue
         if nid in size:
             continue
         if nid in on_path:
-            raise YamlError(f"{source}:{_line(node)}: an alias refers to a node that contains it (a cycle); "
-                            "aliases must point to finished values")
+            raise YamlError(
+                f"{source}:{_line(node)}: an alias refers to a node that contains it (a cycle); "
+                "aliases must point to finished values"
+            )
         on_path.add(nid)
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
@@ -110,14 +120,18 @@ def _check_graph(root: yaml.Node, source: str) -> None:
                 if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
                     continue
                 if k.value in seen:
-                    raise YamlError(f"{source}:{_line(k)}: duplicate key {k.value!r} (first at line "
-                                    f"{seen[k.value]}); keep one of the two")
+                    raise YamlError(
+                        f"{source}:{_line(k)}: duplicate key {k.value!r} (first at line "
+                        f"{seen[k.value]}); keep one of the two"
+                    )
                 seen[k.value] = _line(k)
         stack.append((node, True))
         for k in reversed(_children(node)):
             if id(k) in on_path:
-                raise YamlError(f"{source}:{_line(k)}: an alias refers to a node that contains it (a cycle); "
-                                "aliases must point to finished values")
+                raise YamlError(
+                    f"{source}:{_line(k)}: an alias refers to a node that contains it (a cycle); "
+                    "aliases must point to finished values"
+                )
             if id(k) not in size:
                 stack.append((k, False))
 

@@ -1,4 +1,5 @@
 """The `lifelong` command: one module per subcommand, each a thin call into the library."""
+
 from __future__ import annotations
 
 import argparse

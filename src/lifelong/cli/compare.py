@@ -1,4 +1,5 @@
 """`lifelong compare RUN_DIR... [--out compare.html]`: runs of one stream side by side, in HTML and the terminal."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ def main(args: argparse.Namespace) -> int:
         t.add_column(c, justify="left" if c in ("run", "strategy") else "right")
     fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
-        t.add_row(r["name"], r["strategy"], *[fmt(r["metrics"].get(m)) for m in METRICS], fmt(r["new"]),
-                  f"{r['wall']:.1f}")
+        t.add_row(
+            r["name"], r["strategy"], *[fmt(r["metrics"].get(m)) for m in METRICS], fmt(r["new"]), f"{r['wall']:.1f}"
+        )
     Console().print(t)
     print(path)
     return 0

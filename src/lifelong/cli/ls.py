@@ -1,4 +1,6 @@
-"""`lifelong ls strategies|stages|scorers|merges|editors|config`: registered methods with their documented parameters."""
+"""`lifelong ls strategies|stages|scorers|merges|editors|config`: registered methods with their documented
+parameters."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,27 +28,53 @@ def _fields(model: Any, indent: str = "    ") -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from lifelong.config import DataConfig, EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
-    from lifelong.eval.scorers import SCORERS
     from lifelong.editing import EDITORS
+    from lifelong.eval.scorers import SCORERS
     from lifelong.merging import MERGE_METHODS
     from lifelong.stages import STAGE_KINDS
     from lifelong.strategies import STRATEGIES
 
     lines: list[str] = []
     if args.what == "config":
-        for title, model in (("run", RunConfig), ("model", ModelConfig), ("train", TrainConfig),
-                             ("stages[]", StageConfig), ("stages[].data", DataConfig),
-                             ("stages[].eval / eval.probes[]", EvalTaskConfig), ("eval", EvalConfig)):
+        for title, model in (
+            ("run", RunConfig),
+            ("model", ModelConfig),
+            ("train", TrainConfig),
+            ("stages[]", StageConfig),
+            ("stages[].data", DataConfig),
+            ("stages[].eval / eval.probes[]", EvalTaskConfig),
+            ("eval", EvalConfig),
+        ):
             lines += [f"{title}:"] + _fields(model)
     else:
-        reg = {"strategies": STRATEGIES, "stages": STAGE_KINDS, "scorers": SCORERS,
-               "merges": MERGE_METHODS, "editors": EDITORS}[args.what]
+        reg: Any = {
+            "strategies": STRATEGIES,
+            "stages": STAGE_KINDS,
+            "scorers": SCORERS,
+            "merges": MERGE_METHODS,
+            "editors": EDITORS,
+        }[args.what]
         for name, cls in reg.items():
             doc = inspect.getdoc(cls) or ""
             lines.append(f"{name}: {' '.join(doc.split(chr(10) * 2)[0].split()) if doc else ''}")
-            flags = {k: getattr(cls, k) for k in ("needs_task_identity", "supports_distributed", "supports_fsdp",
-                                                   "stores_examples", "trainable", "higher_is_better", "uses_base", "n_models",
-                                                   "formats", "batched", "changes_weights", "needs_training") if hasattr(cls, k)}
+            flags = {
+                k: getattr(cls, k)
+                for k in (
+                    "needs_task_identity",
+                    "supports_distributed",
+                    "supports_fsdp",
+                    "stores_examples",
+                    "trainable",
+                    "higher_is_better",
+                    "uses_base",
+                    "n_models",
+                    "formats",
+                    "batched",
+                    "changes_weights",
+                    "needs_training",
+                )
+                if hasattr(cls, k)
+            }
             if flags:
                 lines.append("    capabilities: " + ", ".join(f"{k}={v}" for k, v in flags.items()))
             if hasattr(cls, "Params"):

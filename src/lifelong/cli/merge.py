@@ -1,4 +1,5 @@
 """`lifelong merge MERGE.yaml --out DIR [key=value ...]`: merge models as a mergekit user would write it."""
+
 from __future__ import annotations
 
 import argparse

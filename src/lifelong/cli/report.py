@@ -1,4 +1,5 @@
 """`lifelong report RUN_DIR [--out FILE]`: write the run's self-contained report.html."""
+
 from __future__ import annotations
 
 import argparse

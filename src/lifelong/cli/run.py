@@ -1,5 +1,6 @@
 """`lifelong run CONFIG [key=value ...] [--resume]`: train through the stream and evaluate after each stage.
 `--resume` of a run that already finished says so, shows its results and exits 0 without loading anything."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lifelong.validation import load_config
     from lifelong.report.html import build_report
     from lifelong.report.table import print_run
     from lifelong.runner import Run, RunFinished
+    from lifelong.validation import load_config
 
     cfg = load_config(args.config, args.overrides)
     try:

@@ -1,4 +1,5 @@
 """`lifelong show RUN_DIR...`: the results matrix and metrics as tables; progress of a run still going."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`lifelong validate CONFIG [key=value ...]`: check a config strictly, load nothing."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,5 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=False), end="")
-    print(f"# {args.config}: valid ({len(cfg.stages)} stages, strategy "
-          f"{' + '.join(s.name for s in cfg.strategy)})")
+    print(f"# {args.config}: valid ({len(cfg.stages)} stages, strategy {' + '.join(s.name for s in cfg.strategy)})")
     return 0

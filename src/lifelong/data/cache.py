@@ -1,5 +1,6 @@
 """On-disk caches keyed by content hash: tokenized examples (a resume or a second run does not
 re-tokenize) and curriculum scores. Files are written atomically; a corrupt or foreign file is ignored."""
+
 from __future__ import annotations
 
 import hashlib

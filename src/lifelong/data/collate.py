@@ -1,4 +1,5 @@
 """Batching tokenized examples into padded tensors (training, curricula, strategies' own forward passes)."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -26,8 +27,8 @@ def pad_batch(seqs: Sequence[list[int]], pad: int, device: Any) -> tuple[torch.T
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, s in enumerate(seqs):
-        ids[r, :len(s)] = torch.tensor(s)
-        mask[r, :len(s)] = 1
+        ids[r, : len(s)] = torch.tensor(s)
+        mask[r, : len(s)] = 1
     return ids.to(device), mask.to(device)
 
 

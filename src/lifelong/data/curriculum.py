@@ -1,6 +1,7 @@
 """Perplexity-ordered curriculum (easy to hard): a reference model scores every training example by its mean
 token loss, and the stage trains in ascending order (the curricula of the continual pre-training tutorial;
 Bengio et al. 2009 for curriculum learning). Scores are cached on disk by content hash."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ def example_losses(model: Any, examples: list[dict], pad_id: int, batch_size: in
     model.eval()
     out: list[float] = []
     for a in range(0, len(examples), batch_size):
-        batch = collate(examples[a:a + batch_size], pad_id, device)
+        batch = collate(examples[a : a + batch_size], pad_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         tgt = batch["labels"][:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none")
@@ -29,8 +30,16 @@ def example_losses(model: Any, examples: list[dict], pad_id: int, batch_size: in
     return out
 
 
-def curriculum_order(data: Any, examples: list[dict], *, model: Any, pad_id: int, device: Any,
-                     data_key: Optional[str], reference_ident: Any) -> tuple[list[int], dict]:
+def curriculum_order(
+    data: Any,
+    examples: list[dict],
+    *,
+    model: Any,
+    pad_id: int,
+    device: Any,
+    data_key: Optional[str],
+    reference_ident: Any,
+) -> tuple[list[int], dict]:
     """Training order, easiest first, and what to log of it. `data` is the stage's `DataConfig`; the
     reference is `model` (the model as the stage starts, identified in the cache by `reference_ident`, e.g.
     the config up to this stage and the seed) or a model directory (`data.curriculum_reference`)."""

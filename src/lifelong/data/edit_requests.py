@@ -12,6 +12,7 @@ are other subjects whose answer must not change: strings (their answer is taken 
 CounterFact convention) or `{"prompt": ..., "target": ...}`. Targets are continuations: a space is put between
 prompt and target unless the prompt ends in whitespace or the target starts with it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -64,8 +65,10 @@ def _target(row: dict, key: str, where: str) -> Optional[str]:
     if v is None:
         raise ValueError(f"{where}: field {key!r} is missing (an edit request needs {', '.join(REQUIRED)})")
     if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"{where}: field {key!r} must be a non-empty string (the "
-                         f"{'new' if key == 'target_new' else 'old'} answer), got {v!r}")
+        raise ValueError(
+            f"{where}: field {key!r} must be a non-empty string (the "
+            f"{'new' if key == 'target_new' else 'old'} answer), got {v!r}"
+        )
     return v
 
 
@@ -81,10 +84,11 @@ def parse_request(row: dict, where: str = "<request>") -> EditRequest:
             raise ValueError(f"{where}: field {f!r} must be a non-empty string, got {row[f]!r}")
     prompt, subject = row["prompt"], row["subject"]
     if prompt.count("{}") != 1:
-        hint = (f"; write it as {prompt.replace(subject, '{}', 1)!r}" if subject in prompt and "{}" not in prompt
-                else "")
-        raise ValueError(f"{where}: field 'prompt' must contain exactly one {{}} where the subject "
-                         f"{subject!r} goes, got {prompt!r}{hint}")
+        hint = f"; write it as {prompt.replace(subject, '{}', 1)!r}" if subject in prompt and "{}" not in prompt else ""
+        raise ValueError(
+            f"{where}: field 'prompt' must contain exactly one {{}} where the subject "
+            f"{subject!r} goes, got {prompt!r}{hint}"
+        )
     if not prompt.replace("{}", subject).strip():
         raise ValueError(f"{where}: the prompt is empty once the subject is filled in")
     new, old = _target(row, "target_new", where), _target(row, "target_true", where)
@@ -111,9 +115,17 @@ def parse_request(row: dict, where: str = "<request>") -> EditRequest:
             neigh.append({"prompt": n["prompt"], "target": t})
         else:
             raise ValueError(f"{where}: neighborhood[{k}] must be a prompt string or {{prompt, target}}")
-    return EditRequest(prompt=prompt, subject=subject, target_new=new, target_true=old,  # type: ignore[arg-type]
-                       paraphrases=prompts("paraphrases"), neighborhood=neigh, generation=prompts("generation"),
-                       id=str(row["id"]) if row.get("id") is not None else None, where=where)
+    return EditRequest(
+        prompt=prompt,
+        subject=subject,
+        target_new=new,  # type: ignore[arg-type]
+        target_true=old,
+        paraphrases=prompts("paraphrases"),
+        neighborhood=neigh,
+        generation=prompts("generation"),
+        id=str(row["id"]) if row.get("id") is not None else None,
+        where=where,
+    )
 
 
 def load_requests(source: Any) -> list[EditRequest]:
@@ -136,8 +148,10 @@ def load_requests(source: Any) -> list[EditRequest]:
         raise ValueError(f"{rows.source}: no edit requests")
     gone = [f for f in REQUIRED if rows.columns is not None and f not in rows.columns]
     if gone:  # a CSV without the column: say so at its header, not at every row
-        raise ValueError(f"{rows.source} line 1: no column {gone[0]!r} in the header "
-                         f"({', '.join(rows.columns or [])}); an edit request needs {', '.join(REQUIRED)}")
+        raise ValueError(
+            f"{rows.source} line 1: no column {gone[0]!r} in the header "
+            f"({', '.join(rows.columns or [])}); an edit request needs {', '.join(REQUIRED)}"
+        )
     return [parse_request(r, w) for r, w in zip(rows.rows, rows.where)]
 
 
@@ -165,8 +179,10 @@ def subject_position(tok: Any, template: str, subject: str, where: str = "<reque
     full = encode(tok, before + subject + after)
     upto = encode(tok, before + subject)
     n_before = len(encode(tok, before.rstrip()))  # "The " may end in a lone space token; "The iPhone" not
-    if full[:len(upto)] != upto or len(upto) <= n_before:
-        raise ValueError(f"{where}: the tokenizer splits subject {subject!r} across the text after it in "
-                         f"{before + subject + after!r}, so no token ends the subject; put a space or "
-                         "punctuation after the subject in the prompt")
+    if full[: len(upto)] != upto or len(upto) <= n_before:
+        raise ValueError(
+            f"{where}: the tokenizer splits subject {subject!r} across the text after it in "
+            f"{before + subject + after!r}, so no token ends the subject; put a space or "
+            "punctuation after the subject in the prompt"
+        )
     return full, len(upto) - 1

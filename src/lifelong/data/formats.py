@@ -4,6 +4,7 @@ Training examples are dicts `{"input_ids": [...], "labels": [...]}` with labels 
 taken (prompt tokens, padding): loss only on response tokens. `text` rows are packed into fixed blocks
 with EOS between documents. Eval items are plain dicts the scorers understand.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ def infer_format(rows: Rows, declared: str) -> str:
         best = min(near, key=lambda f: len(set(REQUIRED[f]) - keys))
         hint = f" (closest: {best}, which also needs {', '.join(repr(f) for f in REQUIRED[best] if f not in keys)})"
     where, what = (f"{rows.source} line 1", "columns") if rows.columns is not None else (rows.where[0], "fields")
-    raise ValueError(f"{where}: cannot infer the format from {what} {sorted(keys)}{hint}; set data.format "
-                     f"({' | '.join(REQUIRED)}) or rename with data.columns")
+    raise ValueError(
+        f"{where}: cannot infer the format from {what} {sorted(keys)}{hint}; set data.format "
+        f"({' | '.join(REQUIRED)}) or rename with data.columns"
+    )
 
 
 def shown(v: Any) -> str:
@@ -56,8 +59,9 @@ def _is_number(v: Any) -> bool:
 def _text(r: dict, f: str, where: str, numbers: bool = False) -> None:
     v = r[f]
     if not (isinstance(v, str) and v.strip() or numbers and _is_number(v)):
-        raise ValueError(f"{where}: field {f!r} must be a non-empty string{' (or a number)' if numbers else ''}, "
-                         f"got {shown(v)}")
+        raise ValueError(
+            f"{where}: field {f!r} must be a non-empty string{' (or a number)' if numbers else ''}, got {shown(v)}"
+        )
 
 
 def _messages(v: Any, where: str, f: str, assistant: bool) -> None:
@@ -91,8 +95,10 @@ def _check_label_kinds(rows: Rows) -> None:
     labels = "[" + ", ".join(shown(x) for x in seen[:10]) + (", ...]" if len(seen) > 10 else "]")
     lab, kind = rows.rows[i]["label"], kinds[i]
     fix = f"quote it ({json.dumps(shown(lab))})" if main == "string" else f"write it as a {main}"
-    raise ValueError(f"{rows.where[i]}: label {shown(lab)} is a {kind} but the labels are {main}s {labels}; "
-                     f"{fix} or correct the row (one file's labels are all strings or all numbers)")
+    raise ValueError(
+        f"{rows.where[i]}: label {shown(lab)} is a {kind} but the labels are {main}s {labels}; "
+        f"{fix} or correct the row (one file's labels are all strings or all numbers)"
+    )
 
 
 def check_rows(rows: Rows, fmt: str) -> None:
@@ -100,14 +106,18 @@ def check_rows(rows: Rows, fmt: str) -> None:
     need = REQUIRED[fmt]
     gone = [f for f in need if rows.columns is not None and f not in rows.columns]
     if gone:
-        raise ValueError(f"{rows.source} line 1: no column {gone[0]!r} in the header "
-                         f"({', '.join(rows.columns or [])}); format {fmt} needs {', '.join(need)}; "
-                         "rename columns with data.columns")
+        raise ValueError(
+            f"{rows.source} line 1: no column {gone[0]!r} in the header "
+            f"({', '.join(rows.columns or [])}); format {fmt} needs {', '.join(need)}; "
+            "rename columns with data.columns"
+        )
     for r, where in zip(rows.rows, rows.where):
         for f in need:
             if f not in r or r[f] is None:
-                raise ValueError(f"{where}: field {f!r} is missing (format {fmt} needs {', '.join(need)}); "
-                                 "rename columns with data.columns")
+                raise ValueError(
+                    f"{where}: field {f!r} is missing (format {fmt} needs {', '.join(need)}); "
+                    "rename columns with data.columns"
+                )
         if fmt == "edit":
             from lifelong.data.edit_requests import parse_request
 
@@ -119,25 +129,36 @@ def check_rows(rows: Rows, fmt: str) -> None:
                 if isinstance(r[f], list):
                     _messages(r[f], where, f, f != "prompt")
                 elif not isinstance(r[f], str) or not r[f].strip():
-                    raise ValueError(f"{where}: field {f!r} must be a non-empty string (or chat messages), "
-                                     f"got {shown(r[f])}")
+                    raise ValueError(
+                        f"{where}: field {f!r} must be a non-empty string (or chat messages), got {shown(r[f])}"
+                    )
             if r["chosen"] == r["rejected"]:
                 raise ValueError(f"{where}: 'chosen' and 'rejected' are identical; a pair must differ")
         elif fmt == "choice":
             _text(r, "prompt", where)
             opts, ans = r["options"], r["answer"]
-            if not isinstance(opts, list) or len(opts) < 2 or not all(_label_kind(o) in ("string", "number")
-                                                                      for o in opts):
+            if (
+                not isinstance(opts, list)
+                or len(opts) < 2
+                or not all(_label_kind(o) in ("string", "number") for o in opts)
+            ):
                 raise ValueError(f"{where}: field 'options' must be a list of at least 2 strings, got {shown(opts)}")
-            if not (isinstance(ans, str) and ans in [str(o) for o in opts]
-                    or isinstance(ans, int) and not isinstance(ans, bool) and 0 <= ans < len(opts)):
-                raise ValueError(f"{where}: field 'answer' must be an option or its index (0 to {len(opts) - 1}), "
-                                 f"got {shown(ans)}")
+            if not (
+                isinstance(ans, str)
+                and ans in [str(o) for o in opts]
+                or isinstance(ans, int)
+                and not isinstance(ans, bool)
+                and 0 <= ans < len(opts)
+            ):
+                raise ValueError(
+                    f"{where}: field 'answer' must be an option or its index (0 to {len(opts) - 1}), got {shown(ans)}"
+                )
         elif fmt == "classification":
             _text(r, "text", where)
             if _label_kind(r["label"]) is None:
-                raise ValueError(f"{where}: field 'label' must be a non-empty string (or a number), "
-                                 f"got {shown(r['label'])}")
+                raise ValueError(
+                    f"{where}: field 'label' must be a non-empty string (or a number), got {shown(r['label'])}"
+                )
         else:  # text, prompt_response; a response may be a number (`4`), read as its text
             for f in need:
                 _text(r, f, where, numbers=f == "response")
@@ -203,12 +224,14 @@ class Formatter:
             prefix = self.tok.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=True)
             full = self.tok.apply_chat_template(msgs[: k + 1], tokenize=False)
             if not full.startswith(prefix):
-                raise ValueError("the chat template does not render conversations prefix-consistently; "
-                                 "use prompt_response rows instead")
+                raise ValueError(
+                    "the chat template does not render conversations prefix-consistently; "
+                    "use prompt_response rows instead"
+                )
             p_ids = self.tok(prefix, add_special_tokens=False)["input_ids"]
             f_ids = self.tok(full, add_special_tokens=False)["input_ids"]
-            new_prompt = p_ids[len(ids):]
-            new_resp = f_ids[len(p_ids):]
+            new_prompt = p_ids[len(ids) :]
+            new_resp = f_ids[len(p_ids) :]
             ids = ids + new_prompt + new_resp
             labels = labels + [-100] * len(new_prompt) + list(new_resp)
         return ids, labels
@@ -243,8 +266,11 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
                     if cfg.labels and resp not in cfg.labels:
                         raise ValueError(f"label {shown(r['label'])} is not in data.labels {cfg.labels}")
                 elif fmt == "choice":
-                    ans = r["answer"] if isinstance(r["answer"], int) else \
-                        [str(o) for o in r["options"]].index(r["answer"])
+                    ans = (
+                        r["answer"]
+                        if isinstance(r["answer"], int)
+                        else [str(o) for o in r["options"]].index(r["answer"])
+                    )
                     prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["options"][ans])
                 else:
                     prompt, resp = _prompt(r, cfg.template, "prompt"), str(r["response"])
@@ -268,7 +294,7 @@ def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
         stream += fm.tok(t, add_special_tokens=False)["input_ids"]
         if fm.eos_id is not None:
             stream.append(fm.eos_id)
-    blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
+    blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
     blocks = [b for b in blocks if len(b) >= 2]
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
@@ -281,21 +307,38 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
         if fmt == "classification":
             lab = str(r["label"])
             if lab not in label_opts:
-                raise ValueError(f"{where}: label {shown(r['label'])} is not in the label set {label_opts}; "
-                                 "set data.labels to list every label")
-            items.append({"prompt": _prompt(r, cfg.template, "text"), "options": label_opts,
-                          "answer": label_opts.index(lab), "targets": [lab]})
+                raise ValueError(
+                    f"{where}: label {shown(r['label'])} is not in the label set {label_opts}; "
+                    "set data.labels to list every label"
+                )
+            items.append(
+                {
+                    "prompt": _prompt(r, cfg.template, "text"),
+                    "options": label_opts,
+                    "answer": label_opts.index(lab),
+                    "targets": [lab],
+                }
+            )
         elif fmt == "choice":
             opts = [str(o) for o in r["options"]]
             ans = r["answer"] if isinstance(r["answer"], int) else opts.index(r["answer"])
             items.append({"prompt": _prompt(r, cfg.template, "prompt"), "options": opts, "answer": ans})
         elif fmt == "prompt_response":
             tgt = r["response"]
-            items.append({"prompt": _prompt(r, cfg.template, "prompt"),
-                          "targets": [str(t) for t in tgt] if isinstance(tgt, list) else [str(tgt)]})
+            items.append(
+                {
+                    "prompt": _prompt(r, cfg.template, "prompt"),
+                    "targets": [str(t) for t in tgt] if isinstance(tgt, list) else [str(tgt)],
+                }
+            )
         elif fmt == "preference":
-            items.append({"prompt": _prompt(r, cfg.template, "prompt"), "chosen": _pref_text(r["chosen"]),
-                          "rejected": _pref_text(r["rejected"])})
+            items.append(
+                {
+                    "prompt": _prompt(r, cfg.template, "prompt"),
+                    "chosen": _pref_text(r["chosen"]),
+                    "rejected": _pref_text(r["rejected"]),
+                }
+            )
         elif fmt == "edit":
             items.append(dict(r))
         elif fmt == "messages":

@@ -11,13 +11,15 @@ with delta_p_i the relative drop of topic i's score over the previous stage (dir
 perplexity is a drop), so topics that were forgotten get more data. The ratios used are logged and kept in
 `results.json` (`mix`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
 
 
-def adapted(ad: Any, index: int, ratios: list[float], tasks: list[dict],
-            matrix: list[list[Optional[float]]]) -> tuple[list[float], list[float]]:
+def adapted(
+    ad: Any, index: int, ratios: list[float], tasks: list[dict], matrix: list[list[Optional[float]]]
+) -> tuple[list[float], list[float]]:
     """(new ratios, delta_p per topic) from the results rows around the previous stage. `ad` is the stage's
     `RatioAdaptation` (None: unchanged); `tasks` and `matrix` are the results' task records and rows."""
     if ad is None or not matrix or index < 1:
@@ -39,9 +41,15 @@ def adapted(ad: Any, index: int, ratios: list[float], tasks: list[dict],
     return [r / total for r in new], deltas
 
 
-def compose(sources: list[list[dict]], weights: list[float], ad: Any, index: int,
-            previous: Optional[list[float]], tasks: list[dict],
-            matrix: list[list[Optional[float]]]) -> tuple[list[dict], dict]:
+def compose(
+    sources: list[list[dict]],
+    weights: list[float],
+    ad: Any,
+    index: int,
+    previous: Optional[list[float]],
+    tasks: list[dict],
+    matrix: list[list[Optional[float]]],
+) -> tuple[list[dict], dict]:
     """The stage's examples drawn from its sources, and the record of the mix (ratios, counts, delta_p).
     `previous` are the ratios the previous stage used (adaptation starts from them)."""
     total_w = sum(weights)

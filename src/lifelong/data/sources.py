@@ -1,5 +1,6 @@
 """Read a stage's rows from jsonl / json / csv / parquet / txt files, a saved HF dataset directory, a hub
 dataset, or inline rows. Every row keeps where it came from so errors name the file and line."""
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,10 @@ def not_utf8(path: Path) -> ValueError:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
-                return ValueError(f"{path}:{line_no}: not UTF-8 (byte 0x{line[e.start]:02x} at column "
-                                  f"{e.start + 1}); save the file as UTF-8")
+                return ValueError(
+                    f"{path}:{line_no}: not UTF-8 (byte 0x{line[e.start]:02x} at column "
+                    f"{e.start + 1}); save the file as UTF-8"
+                )
     return ValueError(f"{path}: not UTF-8; save the file as UTF-8")
 
 
@@ -46,8 +49,10 @@ def check_path(path: Path) -> None:
     """A data path that is neither a file nor a saved dataset folder gives one line saying so."""
     if path.is_dir():
         if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-            raise ValueError(f"{path}: is a folder, not a data file; name a file in it (e.g. {path}/train.jsonl), "
-                             "or a folder written by Dataset.save_to_disk")
+            raise ValueError(
+                f"{path}: is a folder, not a data file; name a file in it (e.g. {path}/train.jsonl), "
+                "or a folder written by Dataset.save_to_disk"
+            )
     elif not path.exists():
         raise ValueError(f"{path}: no such data file (paths are relative to the config file)")
 
@@ -79,8 +84,10 @@ def _iter_lines(path: Path, limit: int | None) -> Iterator[tuple[dict, str]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     at = f"at column {e.colno}" if e.lineno == 1 else "at the end of the line"
-                    raise ValueError(f"{path} line {line_no}: not valid JSON ({_json_msg(e)} {at}); "
-                                     "each line must be one JSON object") from None
+                    raise ValueError(
+                        f"{path} line {line_no}: not valid JSON ({_json_msg(e)} {at}); "
+                        "each line must be one JSON object"
+                    ) from None
                 if not isinstance(obj, dict):
                     raise ValueError(f"{path} line {line_no}: expected a JSON object, got {type(obj).__name__}")
                 yield obj, f"{path} line {line_no}"
@@ -204,7 +211,8 @@ def _item_lines(text: str) -> list[int]:
     """The line each item of a (valid) top-level JSON list starts on."""
     dec = json.JSONDecoder()
     i = _SPACE.match(text, 0).end() + 1  # type: ignore[union-attr]  # past "["
-    line, seen, out = 1, 0, []
+    line, seen = 1, 0
+    out: list[int] = []
     while True:
         i = _SPACE.match(text, i).end()  # type: ignore[union-attr]
         if text[i] == "]":
@@ -243,8 +251,11 @@ def load_rows(cfg: DataConfig) -> Rows:
     ValueError naming the file and, where there is one, the line."""
     limit = cfg.max_examples
     if cfg.rows is not None:
-        out = Rows([dict(r) for r in cfg.rows[:limit] if isinstance(r, dict)],
-                   [f"inline row {i}" for i in range(len(cfg.rows[:limit]))], "inline rows")
+        out = Rows(
+            [dict(r) for r in cfg.rows[:limit] if isinstance(r, dict)],
+            [f"inline row {i}" for i in range(len(cfg.rows[:limit]))],
+            "inline rows",
+        )
     elif cfg.hub is not None:
         import datasets
 
@@ -264,8 +275,10 @@ def load_rows(cfg: DataConfig) -> Rows:
         elif suffix == ".json":
             out = _json(path, limit)
         else:
-            raise ValueError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, "
-                             ".parquet, .txt or a saved dataset directory")
+            raise ValueError(
+                f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, "
+                ".parquet, .txt or a saved dataset directory"
+            )
         if not out.rows:
             raise _no_rows(path)
     for r in out.rows:

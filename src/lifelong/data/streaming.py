@@ -5,6 +5,7 @@ corpus larger than memory is never loaded, and a resume or a second run does not
 
 The trailing tokens that do not fill a last block are dropped (at most `block - 1` tokens).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,7 @@ class BlockDataset:
         if not -self.n <= i < self.n:
             raise IndexError(i)
         i %= self.n
-        ids = self.data[i * self.block:(i + 1) * self.block].tolist()  # type: ignore[index]
+        ids = self.data[i * self.block : (i + 1) * self.block].tolist()  # type: ignore[index]
         return {"input_ids": ids, "labels": list(ids)}
 
     def __iter__(self) -> Iterator[dict]:
@@ -65,8 +66,13 @@ class BlockDataset:
 
 def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
     """Pack a streamed source into the block cache (once per content) and open it lazily."""
-    key = cache.content_key("blocks-v1", source_fingerprint(cfg), cfg.model_dump(exclude={"path", "hub", "rows"}),
-                            cache.tokenizer_fingerprint(fm.tok), block)
+    key = cache.content_key(
+        "blocks-v1",
+        source_fingerprint(cfg),
+        cfg.model_dump(exclude={"path", "hub", "rows"}),
+        cache.tokenizer_fingerprint(fm.tok),
+        block,
+    )
     path = cache.cache_dir() / "blocks" / f"{key}.u32"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +84,10 @@ def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
                 for row, where in iter_rows(cfg):
                     text = row.get("text")
                     if text is None:
-                        raise ValueError(f"{where}: field 'text' is missing (streaming pretrain rows need text); "
-                                         "rename columns with data.columns")
+                        raise ValueError(
+                            f"{where}: field 'text' is missing (streaming pretrain rows need text); "
+                            "rename columns with data.columns"
+                        )
                     if not isinstance(text, str) or not text.strip():
                         raise ValueError(f"{where}: field 'text' must be a non-empty string, got {shown(text)}")
                     pending += fm.tok(text, add_special_tokens=False)["input_ids"]

@@ -6,10 +6,11 @@
     table = evaluate_edits(model, tok, result.requests, pre=pre_scores)
     result.undo(model)
 """
+
 from typing import Any
 
-from lifelong.editing.base import EditResult, Editor
 from lifelong.data.edit_requests import EditRequest, load_requests, parse_request
+from lifelong.editing.base import Editor, EditResult
 from lifelong.registry import Registry, import_siblings
 
 EDITORS: Registry[type[Editor]] = Registry("editing method")
@@ -27,5 +28,4 @@ def edit(model: Any, tok: Any, requests: list[EditRequest], method: str = "rome"
 
 import_siblings(__name__, __path__)
 
-__all__ = ["EDITORS", "EditRequest", "EditResult", "Editor", "build_editor", "edit", "load_requests",
-           "parse_request"]
+__all__ = ["EDITORS", "EditRequest", "EditResult", "Editor", "build_editor", "edit", "load_requests", "parse_request"]

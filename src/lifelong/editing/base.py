@@ -1,4 +1,5 @@
 """The editor interface and `EditResult`: what an edit changed, and how to take it back bit for bit."""
+
 from __future__ import annotations
 
 import time

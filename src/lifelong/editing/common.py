@@ -1,6 +1,7 @@
 """Shared machinery of the locate-then-edit methods (ROME, MEMIT, FT-L, GRACE, MEND): where a layer's MLP
 output projection is (from the per-architecture map), hooks that read or change a module at given token
 positions, random prefix contexts, keys averaged over prefixes, and the target-value optimization."""
+
 from __future__ import annotations
 
 import contextlib
@@ -151,8 +152,14 @@ def context_templates(model: Any, tok: Any, n: int, length: int, seed: int) -> l
         for k in range(n):
             start = encode_plain(tok, STARTS[k % len(STARTS)])
             ids = torch.tensor([start], device=device)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=5,
-                                 max_new_tokens=length, pad_token_id=pad_id(tok))
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_k=5,
+                max_new_tokens=length,
+                pad_token_id=pad_id(tok),
+            )
             text = tok.decode(gen[0], skip_special_tokens=True).replace("{", "").replace("}", "")
             out.append(" ".join(text.split()) + ". {}")
     return out
@@ -167,15 +174,16 @@ def edit_prompts(req: EditRequest, templates: list[str]) -> list[str]:
     return [t.replace("{}", req.prompt) for t in templates]
 
 
-def at_subject(model: Any, tok: Any, module: Any, items: list[tuple[str, str]], what: str = "input",
-               batch_size: int = 32) -> torch.Tensor:
+def at_subject(
+    model: Any, tok: Any, module: Any, items: list[tuple[str, str]], what: str = "input", batch_size: int = 32
+) -> torch.Tensor:
     """The module's input (key) or output at the subject's last token of each (template, subject)."""
     enc = [subject_position(tok, t, s) for t, s in items]
     out = []
     device = device_of(model)
     with torch.no_grad():
         for b in range(0, len(enc), batch_size):
-            chunk = enc[b:b + batch_size]
+            chunk = enc[b : b + batch_size]
             ids, mask = pad_batch([e[0] for e in chunk], pad_id(tok), device)
             with capture(module, what) as seen:
                 model(input_ids=ids, attention_mask=mask)
@@ -184,16 +192,18 @@ def at_subject(model: Any, tok: Any, module: Any, items: list[tuple[str, str]], 
     return torch.cat(out).float()
 
 
-def mean_at_subject(model: Any, tok: Any, module: Any, reqs: list[EditRequest], templates: list[str],
-                    what: str = "input") -> torch.Tensor:
+def mean_at_subject(
+    model: Any, tok: Any, module: Any, reqs: list[EditRequest], templates: list[str], what: str = "input"
+) -> torch.Tensor:
     """Per request, the mean over prefixes of `at_subject` (n_requests, dim)."""
     items = [(p, r.subject) for r in reqs for p in edit_prompts(r, templates)]
     return at_subject(model, tok, module, items, what).view(len(reqs), len(templates), -1).mean(1)
 
 
 # ---- the target value ------------------------------------------------------------------------------------
-def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, templates: list[str],
-                   p: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def optimize_delta(
+    model: Any, tok: Any, req: EditRequest, module: Any, templates: list[str], p: Any
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """ROME's value optimization (Meng et al. 2022, eq. 4): find delta added to `module`'s output at the
     subject's last token, in the edit prompt behind every prefix, that makes `target_new` likely, while
     the next-token distribution after "<subject> is a" keeps close (KL) to the unedited model's and delta
@@ -214,10 +224,10 @@ def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, template
         rows.append(len(seqs))
         pos.append(sp)
         seqs.append(ids)
-    ids, mask = pad_batch(seqs, pad_id(tok), device)
+    batch_ids, mask = pad_batch(seqs, pad_id(tok), device)
     n_rw = len(prompts)
     with torch.no_grad(), capture(module, "output") as seen:
-        logits0 = model(input_ids=ids, attention_mask=mask).logits
+        logits0 = model(input_ids=batch_ids, attention_mask=mask).logits
     h0 = seen[0][torch.tensor(rows[:n_rw]), torch.tensor(pos[:n_rw])].float()
     v0 = h0.mean(0)
     kl_rows = torch.tensor(rows[n_rw:])
@@ -229,14 +239,14 @@ def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, template
     nll = torch.tensor(0.0)
     steps = 0
     with frozen(model):
-        for steps in range(1, p.v_steps + 1):
+        for steps in range(1, p.v_steps + 1):  # noqa: B007 (the count is reported after the loop)
             with add_at(module, delta.to(seen[0].dtype), rows, pos):
-                logits = model(input_ids=ids, attention_mask=mask).logits
+                logits = model(input_ids=batch_ids, attention_mask=mask).logits
             logp = F.log_softmax(logits.float(), -1)
             per = []
             for k, (start, tgt) in enumerate(tgt_spans):
-                t = torch.tensor(tgt, device=device)
-                per.append(-logp[k, start:start + len(tgt)].gather(1, t[:, None]).mean())
+                tgt_t = torch.tensor(tgt, device=device)
+                per.append(-logp[k, start : start + len(tgt)].gather(1, tgt_t[:, None]).mean())
             nll = torch.stack(per).mean()
             loss = nll + p.weight_decay * delta.norm() / v0.norm() ** 2  # ROME's form
             if ref is not None and p.kl_factor > 0:
@@ -251,6 +261,8 @@ def optimize_delta(model: Any, tok: Any, req: EditRequest, module: Any, template
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     delta = delta.detach()
-    return delta, v0, {"nll": float(nll.detach()), "steps": steps, "delta_norm": float(delta.norm()),
-                       "v0_norm": float(v0.norm())}
-
+    return (
+        delta,
+        v0,
+        {"nll": float(nll.detach()), "steps": steps, "delta_norm": float(delta.norm()), "v0_norm": float(v0.norm())},
+    )

@@ -1,6 +1,7 @@
 """FT-L (the constrained fine-tuning baseline of Zhu et al. 2020 as used by ROME): fine-tune one layer's MLP
 output projection on the new targets, keeping every weight within an L-infinity ball of radius
 `norm_constraint` around its original value (clamped after each step)."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -10,10 +11,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lifelong.config import Strict
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import default_layer, device_of, frozen, mlp_out_name, n_layers, pad_batch, pad_id
 from lifelong.data.edit_requests import EditRequest, encode, target_ids
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.common import default_layer, device_of, frozen, mlp_out_name, n_layers, pad_batch, pad_id
 
 
 class FTParams(Strict):
@@ -46,6 +47,7 @@ def target_loss(model: Any, ids: Any, mask: Any, labels: Any) -> torch.Tensor:
 @EDITORS.register("ft")
 class FineTuneL(Editor):
     """FT-L: fine-tune one MLP output projection within an L-infinity ball (constrained fine-tuning)."""
+
     Params = FTParams
     batched = True
 
@@ -55,8 +57,9 @@ class FineTuneL(Editor):
         name = mlp_out_name(model, layer)
         w = dict(model.named_parameters())[name]
         w0 = w.detach().clone()
-        ids, mask, labels = target_batch(tok, [r.text for r in requests], [r.target_new for r in requests],
-                                         device_of(model))
+        ids, mask, labels = target_batch(
+            tok, [r.text for r in requests], [r.target_new for r in requests], device_of(model)
+        )
         losses = []
         with frozen(model):
             w.requires_grad_(True)
@@ -72,7 +75,8 @@ class FineTuneL(Editor):
         delta = (w.detach() - w0).clone()
         with torch.no_grad():
             w.copy_(w0)  # record() re-applies the change and keeps the exact original
-        result = EditResult("ft", list(requests), info={"layer": layer, "loss_first": losses[0],
-                                                        "loss_last": losses[-1]})
+        result = EditResult(
+            "ft", list(requests), info={"layer": layer, "loss_first": losses[0], "loss_last": losses[-1]}
+        )
         result.record(model, name, delta)
         return result

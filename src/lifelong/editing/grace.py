@@ -28,6 +28,7 @@ distance whose scale depends on the model and layer: tune it); the value acts on
 token, so later tokens of a multi-token target must follow through attention, which may fail (the final
 `nll` in `info` shows it); the codebook is not saved by `save_pretrained`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -37,10 +38,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lifelong.config import Strict
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import capture, device_of, frozen, mlp_out, n_layers, weight_2d
 from lifelong.data.edit_requests import EditRequest, encode, target_ids
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.common import capture, device_of, frozen, mlp_out, n_layers, weight_2d
 
 ATTR = "grace_adaptors"
 
@@ -87,7 +88,7 @@ class Codebook:
         vals = self.values
         if self.training is not None:
             j, v = self.training
-            vals = torch.cat([vals[:j], v[None], vals[j + 1:]])
+            vals = torch.cat([vals[:j], v[None], vals[j + 1 :]])
         flat = h.reshape(-1, h.shape[-1])
         new = torch.where(hit[:, None], vals[idx].to(h.dtype), flat).view_as(h)
         return (new,) + tuple(out[1:]) if isinstance(out, tuple) else new
@@ -108,8 +109,15 @@ class Codebook:
         del self.labels[j], self.ids[j]
 
 
-def place(keys: torch.Tensor, eps: torch.Tensor, labels: list[str], key: torch.Tensor, label: str,
-          eps_init: float, same_key: float) -> tuple[str, int, float]:
+def place(
+    keys: torch.Tensor,
+    eps: torch.Tensor,
+    labels: list[str],
+    key: torch.Tensor,
+    label: str,
+    eps_init: float,
+    same_key: float,
+) -> tuple[str, int, float]:
     """The paper's codebook rule for a new (key, label): ("add" | "expand" | "split" | "overwrite", index
     of the nearest entry or -1, distance to it)."""
     if not labels:
@@ -145,7 +153,7 @@ class Grace(Editor):
         tgt = target_ids(tok, req.text, req.target_new)
         ids = torch.tensor([prompt + tgt[:-1]], device=device_of(model))
         with torch.no_grad(), capture(module, "input") as seen:
-            model(input_ids=ids[:, :len(prompt)])
+            model(input_ids=ids[:, : len(prompt)])
         key = seen[0][0, -1].float()
         label = req.target_new.strip()
         action, j, d = place(book.keys, book.eps, book.labels, key, label, p.eps_init, p.same_key)
@@ -179,13 +187,24 @@ class Grace(Editor):
                 if not books:
                     model.__dict__.pop(ATTR, None)
 
-        return EditResult("grace", [req], restore=[restore],
-                          info={"layer": layer, "action": action, "distance": None if d == float("inf") else d,
-                                "entries": len(book.ids), "nll": nll, "steps": steps})
+        return EditResult(
+            "grace",
+            [req],
+            restore=[restore],
+            info={
+                "layer": layer,
+                "action": action,
+                "distance": None if d == float("inf") else d,
+                "entries": len(book.ids),
+                "nll": nll,
+                "steps": steps,
+            },
+        )
 
     @staticmethod
-    def train_value(model: Any, book: Codebook, j: int, ids: torch.Tensor, n_prompt: int, tgt: list[int],
-                    p: GraceParams) -> tuple[float, int]:
+    def train_value(
+        model: Any, book: Codebook, j: int, ids: torch.Tensor, n_prompt: int, tgt: list[int], p: GraceParams
+    ) -> tuple[float, int]:
         """Adam on entry j's value alone: NLL of the target tokens, teacher forced, through the lookup."""
         v = book.values[j].clone().requires_grad_(True)
         opt = torch.optim.Adam([v], lr=p.lr)
@@ -195,7 +214,7 @@ class Grace(Editor):
             with frozen(model):
                 for step in range(p.steps + 1):
                     book.training = (j, v)
-                    logits = model(input_ids=ids).logits[0, n_prompt - 1:n_prompt - 1 + len(tgt)]
+                    logits = model(input_ids=ids).logits[0, n_prompt - 1 : n_prompt - 1 + len(tgt)]
                     nll = F.cross_entropy(logits.float(), t)
                     if nll.item() < p.stop_loss or step == p.steps or not nll.requires_grad:
                         break

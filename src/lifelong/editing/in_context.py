@@ -23,6 +23,7 @@ retrieved (default k=1), with no demonstrations, so the model must follow the fa
 the prompt gets longer with k, a paraphrase is edited only if retrieval finds its fact, and a prompt about
 the subject in another relation can still be shown the fact (no retain demonstrations teach to ignore it).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -31,9 +32,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from lifelong.config import Strict
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
 from lifelong.data.edit_requests import EditRequest, continuation
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
 from lifelong.memory.embed import DEFAULT
 
 
@@ -58,8 +59,9 @@ class InContext(Editor):
     Params = InContextParams
     changes_weights = False
 
-    def __init__(self, params: Optional[BaseModel] = None,
-                 embedder: Optional[Callable[[list[str]], np.ndarray]] = None) -> None:
+    def __init__(
+        self, params: Optional[BaseModel] = None, embedder: Optional[Callable[[list[str]], np.ndarray]] = None
+    ) -> None:
         super().__init__(params)
         self._embedder = embedder
         self.ids: list[int] = []
@@ -87,7 +89,7 @@ class InContext(Editor):
             return []
         q = np.asarray(self.embedder([prompt]), dtype=np.float32)[0]
         sims = np.stack(self.vecs) @ q
-        order = np.argsort(-sims, kind="stable")[:p.k]
+        order = np.argsort(-sims, kind="stable")[: p.k]
         return [(float(sims[i]), self.texts[i]) for i in order if p.threshold is None or sims[i] >= p.threshold]
 
     def rewrite(self, prompt: str) -> str:
@@ -111,5 +113,10 @@ class InContext(Editor):
             self.texts = [self.texts[i] for i in keep]
             self.vecs = [self.vecs[i] for i in keep]
 
-        return EditResult("in_context", list(requests), restore=[restore], prompt_fn=self.rewrite,
-                          info={"facts": texts, "stored": len(self.texts)})
+        return EditResult(
+            "in_context",
+            list(requests),
+            restore=[restore],
+            prompt_fn=self.rewrite,
+            info={"facts": texts, "stored": len(self.texts)},
+        )

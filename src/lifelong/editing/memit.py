@@ -9,6 +9,7 @@ current h at L under the already-updated weights:
     R  = (z - h) / (layers left, this one included)
     dW = R K^T (lambda C + K K^T)^-1          (C = E[k k^T] over a corpus: the preserved memories)
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -16,11 +17,18 @@ from typing import Any, Optional
 import torch
 from pydantic import BaseModel, Field
 
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import (layer_module, mean_at_subject, mlp_out, mlp_out_name, n_layers,
-                                     optimize_delta, to_param_layout)
 from lifelong.data.edit_requests import EditRequest
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.common import (
+    layer_module,
+    mean_at_subject,
+    mlp_out,
+    mlp_out_name,
+    n_layers,
+    optimize_delta,
+    to_param_layout,
+)
 from lifelong.editing.rome import EditorCache, ValueParams
 
 
@@ -44,6 +52,7 @@ def default_layers(model: Any) -> list[int]:
 @EDITORS.register("memit")
 class Memit(Editor):
     """MEMIT: many edits in one update spread over a range of MLP layers (Meng et al. 2023)."""
+
     Params = MemitParams
     batched = True
 

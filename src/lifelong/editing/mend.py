@@ -13,6 +13,7 @@ c_loc * KL(pre || post) of unrelated prompts' next-token distributions (neighbou
 Editing: one forward and backward pass. The editor is stored as safetensors + json, keyed by a hash of the
 model's weights other than the edited ones (so it is still found after MEND's own edits).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,21 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 
 from lifelong.config import Strict
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import (device_of, frozen, mlp_out_name, module_of, n_layers, pad_batch, pad_id,
-                                     to_param_layout, weight_2d, weights_fingerprint)
 from lifelong.data.edit_requests import EditRequest, encode, load_requests, target_ids
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.common import (
+    device_of,
+    frozen,
+    mlp_out_name,
+    module_of,
+    n_layers,
+    pad_batch,
+    pad_id,
+    to_param_layout,
+    weight_2d,
+    weights_fingerprint,
+)
 
 
 class MendParams(Strict):
@@ -86,9 +97,10 @@ def u_delta(model: Any, tok: Any, requests: list[EditRequest], names: list[str])
     """Per edited weight: inputs u (tokens, in) and output gradients delta (tokens, out) of the edit loss
     (sum over requests of the mean target NLL), over all non-padding tokens."""
     ids, mask, labels = _batch(tok, [(r.text, r.target_new) for r in requests], device_of(model))
-    params, seen = dict(model.named_parameters()), {}
-    hooks = [module_of(model, n).register_forward_hook(
-        lambda m, a, o, n=n: seen.__setitem__(n, (a[0], o))) for n in names]
+    params, seen = dict(model.named_parameters()), {}  # type: tuple[dict, dict]
+    hooks = [
+        module_of(model, n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0], o))) for n in names
+    ]
     with frozen(model):
         for n in names:
             params[n].requires_grad_(True)
@@ -116,13 +128,15 @@ class MendNet(torch.nn.Module):
         self.scale = torch.nn.ParameterList([torch.ones(o + i) for o, i in self.shapes])
         self.offset = torch.nn.ParameterList([torch.zeros(o + i) for o, i in self.shapes])
         self.log_lr = torch.nn.Parameter(torch.full((len(shapes),), math.log(init_lr)))
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.zeros(len(shapes), max(o + i for o, i in self.shapes)))
         self.register_buffer("std", torch.ones_like(self.mean))
 
     def update(self, k: int, u: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """-lr_k * sum_t delta~_t u~_t^T, laid out (out, in)."""
         o, i = self.shapes[k]
-        mean, std = self.mean[k, :o + i], self.std[k, :o + i]
+        mean, std = self.mean[k, : o + i], self.std[k, : o + i]
         z = (torch.cat([u, delta], -1) - mean) / std
         h = z + self.scale[k] * self.nets[f"{o}x{i}"](z) + self.offset[k]
         h = h * std + mean
@@ -177,9 +191,11 @@ class MendEditor(Editor):
             else:
                 source = self.train_source if self.train_source is not None else p.train_requests
                 if source is None:
-                    raise ValueError(f"MEND has no trained editor for this model at {path}; train one by passing "
-                                     "train_requests (a jsonl of edit requests, or MendEditor(params, "
-                                     "train_requests=[...]) in Python), or point editor_path to a trained editor")
+                    raise ValueError(
+                        f"MEND has no trained editor for this model at {path}; train one by passing "
+                        "train_requests (a jsonl of edit requests, or MendEditor(params, "
+                        "train_requests=[...]) in Python), or point editor_path to a trained editor"
+                    )
                 self.train_editor(model, tok, source)
         return self.loaded[id(model)]
 
@@ -192,14 +208,14 @@ class MendEditor(Editor):
             raise ValueError("MEND needs at least one training edit request")
         names, device, path = self.names(model), device_of(model), self.path(model)
         weights = dict(model.named_parameters())
-        shapes = [tuple(weight_2d(module_of(model, n)).shape) for n in names]
+        shapes = [(int(w.shape[0]), int(w.shape[1])) for w in (weight_2d(module_of(model, n)) for n in names)]
         net = MendNet(shapes, p.rank, p.init_lr).to(device)
         cache = [u_delta(model, tok, [r], names) for r in requests]  # the base model is fixed: once each
         for k, n in enumerate(names):  # fixed normalisation statistics; std floored per half (u, delta)
             u, d = (torch.cat([c[n][j] for c in cache]) for j in (0, 1))
             sd = [x.std(0) if len(x) > 1 else torch.ones_like(x[0]) for x in (u, d)]
-            net.mean[k, :u.shape[1] + d.shape[1]] = torch.cat([u.mean(0), d.mean(0)])
-            net.std[k, :u.shape[1] + d.shape[1]] = torch.cat([x.clamp_min(1e-3 * float(x.mean()) + 1e-12) for x in sd])
+            net.mean[k, : u.shape[1] + d.shape[1]] = torch.cat([u.mean(0), d.mean(0)])
+            net.std[k, : u.shape[1] + d.shape[1]] = torch.cat([x.clamp_min(1e-3 * float(x.mean()) + 1e-12) for x in sd])
         rest = [q for name, q in net.named_parameters() if name != "log_lr"]
         opt = torch.optim.Adam([{"params": rest, "lr": p.lr}, {"params": [net.log_lr], "lr": p.lr_lr}])
         rng, base, log = random.Random(p.seed), {n: weights[n].detach() for n in names}, []
@@ -211,8 +227,10 @@ class MendEditor(Editor):
                 pairs = [(t, r.target_new) for t in [r.text] + r.paraphrases]
                 ids, mask, labels = _batch(tok, pairs + [(t, None) for t in loc], device)
                 n_e = len(pairs)
-                new = {n: (base[n] + to_param_layout(module_of(model, n), net.update(k, *cache[j][n])))
-                       .to(base[n].dtype) for k, n in enumerate(names)}
+                new = {
+                    n: (base[n] + to_param_layout(module_of(model, n), net.update(k, *cache[j][n]))).to(base[n].dtype)
+                    for k, n in enumerate(names)
+                }
                 logits = functional_call(model, new, (), {"input_ids": ids, "attention_mask": mask}).logits
                 loss_e = _nll(logits[:n_e], labels[:n_e]).mean()
                 loss_l = torch.zeros(())
@@ -227,13 +245,23 @@ class MendEditor(Editor):
                 log.append((loss_e.item(), loss_l.item()))
         self.trainings += 1
         tail = log[-50:]
-        meta = {"names": names, "shapes": shapes, "rank": p.rank, "fingerprint": _fingerprint(model, names),
-                "train_edits": len(requests), "steps": p.steps, "lr": net.log_lr.exp().tolist(),
-                **{k: sum(x[i] for x in tail) / len(tail) if tail else None
-                   for i, k in enumerate(("edit_loss", "loc_loss"))}}  # means over the last 50 steps
+        meta = {
+            "names": names,
+            "shapes": shapes,
+            "rank": p.rank,
+            "fingerprint": _fingerprint(model, names),
+            "train_edits": len(requests),
+            "steps": p.steps,
+            "lr": net.log_lr.exp().tolist(),
+            **{
+                k: sum(x[i] for x in tail) / len(tail) if tail else None
+                for i, k in enumerate(("edit_loss", "loc_loss"))
+            },
+        }  # means over the last 50 steps
         path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
-                  str(path / "editor.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path / "editor.safetensors")
+        )
         (path / "editor.json").write_text(json.dumps(meta, indent=1))
         self.loaded[id(model)] = (net, names, meta)
         return net
@@ -241,8 +269,11 @@ class MendEditor(Editor):
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         net, names, meta = self.editor_for(model, tok)
         ud = u_delta(model, tok, requests, names)
-        result = EditResult("mend", list(requests), info={"layers": names, "editor_lr": meta["lr"],
-                                                          "editor_same_model": meta.get("same_model", True)})
+        result = EditResult(
+            "mend",
+            list(requests),
+            info={"layers": names, "editor_lr": meta["lr"], "editor_same_model": meta.get("same_model", True)},
+        )
         with torch.no_grad():
             for k, n in enumerate(names):
                 result.record(model, n, to_param_layout(module_of(model, n), net.update(k, *ud[n])))

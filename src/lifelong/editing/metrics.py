@@ -11,6 +11,7 @@
   generations from the generation prompts.
 Scores are percentages, averaged over requests, with 95% bootstrap intervals over requests.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from lifelong.data.edit_requests import EditRequest, encode
 from lifelong.editing.common import device_of, pad_id
 from lifelong.eval.targets import Prompt, score_targets
-from lifelong.data.edit_requests import EditRequest, encode
-
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
     words = re.findall(r"\w+|[^\w\s]", text.lower())
     ent = []
     for n in ns:
-        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
         total = sum(grams.values())
         ent.append(-sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0)
     return float(np.sum(np.array(weights) * np.array(ent)) / np.sum(weights))
@@ -43,9 +43,14 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, prom
     out = []
     for p in prompts:
         ids = torch.tensor([encode(tok, prompt_fn(p) if prompt_fn else p)], device=device_of(model))
-        g = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                           max_new_tokens=max_new_tokens, pad_token_id=pad_id(tok))
-        out.append(tok.decode(g[0, ids.shape[1]:], skip_special_tokens=True))
+        g = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id(tok),
+        )
+        out.append(tok.decode(g[0, ids.shape[1] :], skip_special_tokens=True))
     return out
 
 
@@ -60,8 +65,14 @@ def predictions(model: Any, tok: Any, requests: list[EditRequest], prompt_fn: Pr
     return [[next(scores)["preds"] for _ in neighbour_pairs(r)] for r in requests]
 
 
-def request_metrics(model: Any, tok: Any, requests: list[EditRequest], pre: Optional[list] = None,
-                    prompt_fn: Prompt = None, fluency_tokens: int = 0) -> list[dict]:
+def request_metrics(
+    model: Any,
+    tok: Any,
+    requests: list[EditRequest],
+    pre: Optional[list] = None,
+    prompt_fn: Prompt = None,
+    fluency_tokens: int = 0,
+) -> list[dict]:
     """Per request: every metric variant in percent (None where the request lacks what it needs)."""
     out = []
     for k, r in enumerate(requests):
@@ -100,11 +111,12 @@ VARIANTS = ("cf_prob", "top1")
 
 
 def harmonic(vals: list[Optional[float]]) -> Optional[float]:
-    if any(v is None for v in vals):
+    known = [v for v in vals if v is not None]
+    if len(known) < len(vals):
         return None
-    if any(v <= 0 for v in vals):  # type: ignore[operator]
+    if any(v <= 0 for v in known):
         return 0.0
-    return len(vals) / sum(1 / v for v in vals)  # type: ignore[operator]
+    return len(known) / sum(1 / v for v in known)
 
 
 def summarize(per_request: list[dict], bootstrap: int = 1000, seed: int = 0) -> dict[str, dict]:
@@ -116,7 +128,7 @@ def summarize(per_request: list[dict], bootstrap: int = 1000, seed: int = 0) -> 
         vals = np.array([m[k] for m in per_request if m.get(k) is not None], dtype=float)
         if not len(vals):
             continue
-        entry = {"mean": float(vals.mean()), "n": int(len(vals))}
+        entry: dict[str, Any] = {"mean": float(vals.mean()), "n": int(len(vals))}
         if bootstrap and len(vals) > 1:
             means = vals[rng.integers(0, len(vals), (bootstrap, len(vals)))].mean(1)
             entry["ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]

@@ -7,6 +7,7 @@
   scored, and undone, so every edit is measured on its own.
 Groups have `group` requests (1 for single edits; a batch for MEMIT-style mass editing).
 """
+
 from __future__ import annotations
 
 import time
@@ -14,9 +15,9 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.metrics import predictions, request_metrics, summarize
 from lifelong.data.edit_requests import EditRequest
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.metrics import predictions, request_metrics, summarize
 
 
 def _prompt_fn(results: list[EditResult]) -> Any:
@@ -24,10 +25,19 @@ def _prompt_fn(results: list[EditResult]) -> Any:
     return live[-1] if live else None
 
 
-def run_protocol(model: Any, tok: Any, editor: Editor, requests: list[EditRequest],
-                 mode: Literal["sequential", "rollback"] = "sequential", group: int = 1,
-                 every: Optional[int] = None, fluency_tokens: int = 0, bootstrap: int = 1000, seed: int = 0,
-                 progress: Optional[Callable[[int, int], None]] = None) -> dict:
+def run_protocol(
+    model: Any,
+    tok: Any,
+    editor: Editor,
+    requests: list[EditRequest],
+    mode: Literal["sequential", "rollback"] = "sequential",
+    group: int = 1,
+    every: Optional[int] = None,
+    fluency_tokens: int = 0,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> dict:
     """Apply `requests` with `editor` under a protocol; returns per-request metrics, their summary, the
     retention curve (sequential), timings and the EditResults (to undo, newest first)."""
     pre = predictions(model, tok, requests)
@@ -43,8 +53,9 @@ def run_protocol(model: Any, tok: Any, editor: Editor, requests: list[EditReques
         seconds.append(time.perf_counter() - t0)
         done += len(g)
         if mode == "rollback":
-            scores = request_metrics(model, tok, [requests[i] for i in g], [pre[i] for i in g],
-                                     _prompt_fn([res]), fluency_tokens)
+            scores = request_metrics(
+                model, tok, [requests[i] for i in g], [pre[i] for i in g], _prompt_fn([res]), fluency_tokens
+            )
             for i, s in zip(g, scores):
                 per[i] = s
             res.undo(model)
@@ -58,7 +69,15 @@ def run_protocol(model: Any, tok: Any, editor: Editor, requests: list[EditReques
     if mode == "sequential":
         per = request_metrics(model, tok, requests, pre, _prompt_fn(results), fluency_tokens)
         retention.append({"edits": done, **{k: v["mean"] for k, v in summarize(per, 0).items()}})
-    return {"method": editor.name, "mode": mode, "group": group, "requests": len(requests),
-            "per_request": per, "summary": summarize(per, bootstrap, seed), "retention": retention,
-            "seconds_per_group": float(np.mean(seconds)) if seconds else 0.0,
-            "seconds_total": float(np.sum(seconds)), "results": results}
+    return {
+        "method": editor.name,
+        "mode": mode,
+        "group": group,
+        "requests": len(requests),
+        "per_request": per,
+        "summary": summarize(per, bootstrap, seed),
+        "retention": retention,
+        "seconds_per_group": float(np.mean(seconds)) if seconds else 0.0,
+        "seconds_total": float(np.sum(seconds)),
+        "results": results,
+    }

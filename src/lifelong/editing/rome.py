@@ -9,6 +9,7 @@ authors' implementation) so the edit prompt's own key k gets exactly its value p
 
     W' = W + delta (C^-1 k*)^T / (k^T C^-1 k*)
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -17,11 +18,19 @@ import torch
 from pydantic import BaseModel, Field
 
 from lifelong.config import Strict
-from lifelong.editing import EDITORS
-from lifelong.editing.base import EditResult, Editor
-from lifelong.editing.common import (context_templates, default_layer, mean_at_subject, mlp_out, mlp_out_name,
-                                     n_layers, optimize_delta, to_param_layout)
 from lifelong.data.edit_requests import EditRequest
+from lifelong.editing import EDITORS
+from lifelong.editing.base import Editor, EditResult
+from lifelong.editing.common import (
+    context_templates,
+    default_layer,
+    mean_at_subject,
+    mlp_out,
+    mlp_out_name,
+    n_layers,
+    optimize_delta,
+    to_param_layout,
+)
 from lifelong.editing.stats import StatsParams, second_moments
 
 
@@ -92,6 +101,7 @@ class EditorCache:
 @EDITORS.register("rome")
 class Rome(Editor):
     """ROME: a rank-one update of one MLP output projection per edit (Meng et al. 2022)."""
+
     Params = RomeParams
 
     def __init__(self, params: Optional[BaseModel] = None) -> None:

@@ -6,6 +6,7 @@ Computed once and cached on disk (`$LIFELONG_CACHE/edit_stats/`), keyed by the m
 up to the layer, so a fine-tuned model gets its own statistics), the layer, the corpus contents and the
 token budget. Several layers are collected in one pass; the forward pass stops after the deepest one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,17 +18,26 @@ from typing import Any, Iterator, Optional
 import torch
 from pydantic import Field
 
-from lifelong.config import Strict
-from lifelong.config import DataConfig
+from lifelong.config import DataConfig, Strict
 from lifelong.data.cache import cache_dir, content_key, tokenizer_fingerprint
-from lifelong.editing.common import (device_of, layers_path, mlp_out, mlp_out_name, n_layers, pad_batch, pad_id,
-                                     weights_fingerprint)
+from lifelong.editing.common import (
+    device_of,
+    layers_path,
+    mlp_out,
+    mlp_out_name,
+    n_layers,
+    pad_batch,
+    pad_id,
+    weights_fingerprint,
+)
 
 
 class StatsParams(Strict):
-    corpus: DataConfig = Field(default_factory=lambda: DataConfig(hub="Salesforce/wikitext",
-                                                                  subset="wikitext-103-raw-v1", split="train",
-                                                                  streaming=True))
+    corpus: DataConfig = Field(
+        default_factory=lambda: DataConfig(
+            hub="Salesforce/wikitext", subset="wikitext-103-raw-v1", split="train", streaming=True
+        )
+    )
     """Text the key statistics are collected over (rows with `text`): a file or a hub dataset. Default:
     Wikitext-103 from the hub, as in ROME and MEMIT (needs internet once; cached afterwards)."""
     tokens: int = Field(default=100_000, ge=100)
@@ -48,7 +58,7 @@ def model_fingerprint(model: Any, upto_layer: int) -> str:
     edited = mlp_out_name(model, upto_layer)
 
     def skip(name: str) -> bool:
-        return name == edited or (name.startswith(prefix) and int(name[len(prefix):].split(".")[0]) > upto_layer)
+        return name == edited or (name.startswith(prefix) and int(name[len(prefix) :].split(".")[0]) > upto_layer)
 
     return weights_fingerprint(model, skip)
 
@@ -64,9 +74,11 @@ def _texts(corpus: DataConfig) -> Iterator[str]:
     except ValueError:
         raise
     except Exception as e:  # network, missing dataset: say what to do instead
-        raise ValueError(f"cannot read the key-statistics corpus (hub dataset {corpus.hub!r}): "
-                         f"{type(e).__name__}: {str(e)[:200]}; offline, set `stats.corpus.path` to a local text "
-                         "file (.txt, or .jsonl with a `text` field)") from None
+        raise ValueError(
+            f"cannot read the key-statistics corpus (hub dataset {corpus.hub!r}): "
+            f"{type(e).__name__}: {str(e)[:200]}; offline, set `stats.corpus.path` to a local text "
+            "file (.txt, or .jsonl with a `text` field)"
+        ) from None
     for row, where in itertools.chain(first, rows):  # still one row at a time
         t = row.get("text")
         if t is None:
@@ -79,8 +91,9 @@ def _path(key: str) -> Path:
     return cache_dir() / "edit_stats" / f"{key}.safetensors"
 
 
-def second_moments(model: Any, tok: Any, layers: list[int], p: StatsParams,
-                   log: Optional[dict] = None) -> dict[int, torch.Tensor]:
+def second_moments(
+    model: Any, tok: Any, layers: list[int], p: StatsParams, log: Optional[dict] = None
+) -> dict[int, torch.Tensor]:
     """C for each layer (d_in x d_in, float32), from the cache or computed in one pass over the corpus.
     `log` (if given) receives `hits`, `computed` and `seconds`."""
     import time
@@ -90,8 +103,18 @@ def second_moments(model: Any, tok: Any, layers: list[int], p: StatsParams,
     t0 = time.perf_counter()
     layers = sorted({lay % n_layers(model) for lay in layers})
     corpus_key = content_key(p.corpus.model_dump(exclude={"weight"}), _corpus_mtime(p.corpus))
-    keys = {lay: content_key("edit-stats-v1", model_fingerprint(model, lay), tokenizer_fingerprint(tok), lay,
-                             corpus_key, p.tokens, p.seq_len) for lay in layers}
+    keys = {
+        lay: content_key(
+            "edit-stats-v1",
+            model_fingerprint(model, lay),
+            tokenizer_fingerprint(tok),
+            lay,
+            corpus_key,
+            p.tokens,
+            p.seq_len,
+        )
+        for lay in layers
+    }
     out: dict[int, torch.Tensor] = {}
     for lay, key in keys.items():
         try:
@@ -143,6 +166,7 @@ def _collect(model: Any, tok: Any, layers: list[int], p: StatsParams) -> dict[in
             sums[lay] = sums[lay] + s if lay in sums else s
             if lay == last:
                 raise _Stop
+
         return hook
 
     mask_now: list[torch.Tensor] = [torch.zeros(0)]
@@ -158,8 +182,7 @@ def _collect(model: Any, tok: Any, layers: list[int], p: StatsParams) -> dict[in
                     ids = list(tok(doc)["input_ids"])[: p.seq_len]
                     if len(ids) > 1:
                         batch.append(ids[: max(2, min(len(ids), p.tokens - count - sum(map(len, batch))))])
-                if batch and (len(batch) == p.batch_size or doc is None or
-                              count + sum(map(len, batch)) >= p.tokens):
+                if batch and (len(batch) == p.batch_size or doc is None or count + sum(map(len, batch)) >= p.tokens):
                     ids_t, mask = pad_batch(batch, pad_id(tok), device)
                     mask_now[0] = mask
                     try:

@@ -4,6 +4,7 @@
 multiple-choice question) are scored with the context run once: its key/value cache is computed for the
 context and re-used for all continuations, so a shared prompt is never recomputed.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -32,27 +33,27 @@ class HFLM:
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
         out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            seqs = [(requests[i][0] + requests[i][1])[-self.max_length:] for i in idx]
+            idx = order[b : b + self.batch_size]
+            seqs = [(requests[i][0] + requests[i][1])[-self.max_length :] for i in idx]
             width = max(len(s) for s in seqs)
             ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for r, s in enumerate(seqs):
-                ids[r, :len(s)] = torch.tensor(s)
-                mask[r, :len(s)] = 1
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             logp = F.log_softmax(logits.float(), dim=-1)
             for r, i in enumerate(idx):
                 n_cont, n = len(requests[i][1]), len(seqs[r])
-                cont = torch.tensor(seqs[r][n - n_cont:], device=self.device)
-                lp = logp[r, n - n_cont - 1:n - 1]  # position t predicts token t+1
+                cont = torch.tensor(seqs[r][n - n_cont :], device=self.device)
+                lp = logp[r, n - n_cont - 1 : n - 1]  # position t predicts token t+1
                 out[i] = (float(lp.gather(1, cont[:, None]).sum()), bool((lp.argmax(-1) == cont).all()))
         return out
 
     @torch.no_grad()
     def choice_loglikelihood(self, context: list[int], conts: list[list[int]]) -> list[float]:
         """Log-likelihood of several continuations of one context, with the context computed once."""
-        ctx = context[-(self.max_length - max(len(c) for c in conts)):]
+        ctx = context[-(self.max_length - max(len(c) for c in conts)) :]
         ids = torch.tensor([ctx], device=self.device)
         out = self.model(input_ids=ids, use_cache=True)
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's 1st token
@@ -64,18 +65,23 @@ class HFLM:
             cache.batch_repeat_interleave(k)
             rest = torch.full((k, width - 1), self.pad_id, dtype=torch.long)
             for r, c in enumerate(conts):
-                rest[r, :len(c) - 1] = torch.tensor(c[:-1]) if len(c) > 1 else rest[r, :0]
+                rest[r, : len(c) - 1] = torch.tensor(c[:-1]) if len(c) > 1 else rest[r, :0]
             mask = torch.ones((k, len(ctx) + width - 1), dtype=torch.long)
             for r, c in enumerate(conts):
-                mask[r, len(ctx) + len(c) - 1:] = 0
+                mask[r, len(ctx) + len(c) - 1 :] = 0
             pos = torch.arange(len(ctx), len(ctx) + width - 1)[None].expand(k, -1)
-            logits = self.model(input_ids=rest.to(self.device), attention_mask=mask.to(self.device),
-                                past_key_values=cache, position_ids=pos.to(self.device), use_cache=True).logits
+            logits = self.model(
+                input_ids=rest.to(self.device),
+                attention_mask=mask.to(self.device),
+                past_key_values=cache,
+                position_ids=pos.to(self.device),
+                use_cache=True,
+            ).logits
             logp = F.log_softmax(logits.float(), dim=-1)
             for r, c in enumerate(conts):
                 if len(c) > 1:
                     tgt = torch.tensor(c[1:], device=self.device)
-                    scores[r] += float(logp[r, :len(c) - 1].gather(1, tgt[:, None]).sum())
+                    scores[r] += float(logp[r, : len(c) - 1].gather(1, tgt[:, None]).sum())
         return scores
 
     # ---- perplexity -----------------------------------------------------------------------------
@@ -99,17 +105,22 @@ class HFLM:
         out: list[str] = [""] * len(contexts)
         order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
         for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            seqs = [contexts[i][-(self.max_length - max_new_tokens):] for i in idx]
+            idx = order[b : b + self.batch_size]
+            seqs = [contexts[i][-(self.max_length - max_new_tokens) :] for i in idx]
             width = max(len(s) for s in seqs)
             ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for r, s in enumerate(seqs):
-                ids[r, width - len(s):] = torch.tensor(s)
-                mask[r, width - len(s):] = 1
-            gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.pad_id, eos_token_id=self.tok.eos_token_id)
+                ids[r, width - len(s) :] = torch.tensor(s)
+                mask[r, width - len(s) :] = 1
+            gen = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.tok.eos_token_id,
+            )
             for r, i in enumerate(idx):
                 out[i] = self.tok.decode(gen[r, width:], skip_special_tokens=True)
         return out

@@ -11,6 +11,7 @@ Notation: T stages that own an eval task; `A[i, j]` = score of stage j's task af
 D is T-1 (GEM convention, default) or T. AA and AIA are in the task's own unit (for perplexity: mean
 perplexity, lower is better); BWT, FM, FWT are signed so that positive BWT/FWT is good and positive FM is bad.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
@@ -20,17 +21,25 @@ import numpy as np
 METRICS = ("AA", "AIA", "FM", "BWT", "FWT")
 
 
-def continual_metrics(A: np.ndarray, baseline: Optional[np.ndarray] = None,
-                      higher_is_better: Optional[Sequence[bool]] = None,
-                      bwt_denominator: str = "T-1") -> dict[str, Optional[float]]:
+def continual_metrics(
+    A: np.ndarray,
+    baseline: Optional[np.ndarray] = None,
+    higher_is_better: Optional[Sequence[bool]] = None,
+    bwt_denominator: str = "T-1",
+) -> dict[str, Optional[float]]:
     A = np.asarray(A, dtype=float)
     T = A.shape[0]
     if A.shape != (T, T):
         raise ValueError(f"the stage-task matrix must be square, got {A.shape}")
     s = np.ones(T) if higher_is_better is None else np.where(np.asarray(higher_is_better), 1.0, -1.0)
-    aa_k = [float(A[k, :k + 1].mean()) for k in range(T)]
-    out: dict[str, Optional[float]] = {"AA": aa_k[-1], "AIA": float(np.mean(aa_k)),
-                                       "FM": None, "BWT": None, "FWT": None}
+    aa_k = [float(A[k, : k + 1].mean()) for k in range(T)]
+    out: dict[str, Optional[float]] = {
+        "AA": aa_k[-1],
+        "AIA": float(np.mean(aa_k)),
+        "FM": None,
+        "BWT": None,
+        "FWT": None,
+    }
     if T >= 2:
         D = T - 1 if bwt_denominator == "T-1" else T
         last = A[T - 1, : T - 1]
@@ -44,9 +53,16 @@ def continual_metrics(A: np.ndarray, baseline: Optional[np.ndarray] = None,
     return out
 
 
-def bootstrap_cis(stats: Sequence[np.ndarray], aggregates: Sequence[Callable[[np.ndarray], np.ndarray]],
-                  rows_for_stage: Sequence[int], higher_is_better: Sequence[bool], bwt_denominator: str = "T-1",
-                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Optional[list[float]]]:
+def bootstrap_cis(
+    stats: Sequence[np.ndarray],
+    aggregates: Sequence[Callable[[np.ndarray], np.ndarray]],
+    rows_for_stage: Sequence[int],
+    higher_is_better: Sequence[bool],
+    bwt_denominator: str = "T-1",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Optional[list[float]]]:
     """Percentile bootstrap CIs of the metrics, resampling each task's eval examples (paired across rows).
 
     stats[j]: array (R, n_j, k) of per-example statistics of task j for every matrix row (row 0 = baseline,
@@ -72,5 +88,4 @@ def bootstrap_cis(stats: Sequence[np.ndarray], aggregates: Sequence[Callable[[np
             if v is not None:
                 draws[m].append(v)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {m: ([float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None)
-            for m, d in draws.items()}
+    return {m: ([float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None) for m, d in draws.items()}

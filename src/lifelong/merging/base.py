@@ -1,4 +1,5 @@
 """The merge-method interface: a pure function of the same-named tensor of every input model."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,10 @@ class NoParams(Strict):
 def zero_sum(weights: list[float]) -> Optional[str]:
     """The reason a division by sum(weights) is impossible, or None."""
     if math.isclose(sum(weights), 0.0, abs_tol=1e-12):
-        return (f"the weights {weights} sum to 0, so their normalised average divides by zero; give weights "
-                "with a non-zero sum")
+        return (
+            f"the weights {weights} sum to 0, so their normalised average divides by zero; give weights "
+            "with a non-zero sum"
+        )
     return None
 
 
@@ -42,8 +45,9 @@ class MergeMethod:
     def __init__(self, params: Optional[BaseModel] = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         """Merged tensor (float32 in, float32 out; the driver casts to the output dtype)."""
         raise NotImplementedError
 

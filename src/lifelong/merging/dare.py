@@ -3,6 +3,7 @@ Free Lunch", ICML): Drop And REscale. Each entry of every task vector tau_i is d
 and the survivors are rescaled by 1 / (1 - p), so E[tau~_i] = tau_i; the sparsified task vectors are then
 merged with `combine` (linear average of the models, task arithmetic, or TIES). Masks are drawn from a
 generator seeded by (seed, tensor name, model index): reproducible and independent of tensor order."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,9 @@ class Dare(MergeMethod):
     def check_weights(self, weights: list[float]) -> Optional[str]:
         return zero_sum(weights) if self.params.combine == "linear" else None  # type: ignore[attr-defined]
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         assert base is not None
         q: DareParams = self.params  # type: ignore[assignment]
         taus = []

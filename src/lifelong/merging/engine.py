@@ -7,6 +7,7 @@ about one tensor per input. Names and shapes are checked before anything is writ
 named. PEFT LoRA adapter directories are accepted as inputs: they are merged into their base first (that
 one model is materialized in memory, then streamed like the others).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -18,11 +19,11 @@ from typing import Any, Literal, Optional, Union
 import torch
 from pydantic import Field
 
-from lifelong.faults import fault_point
 from lifelong.config import Strict
+from lifelong.faults import fault_point
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import TensorContext
-from lifelong.merging.st_io import DTYPES, CODES, LazyModel, StreamingWriter, copy_model_files, finalize, parse_size
+from lifelong.merging.st_io import CODES, DTYPES, LazyModel, StreamingWriter, copy_model_files, finalize, parse_size
 
 
 class ModelEntry(Strict):
@@ -85,8 +86,10 @@ def check_compatible(ref: LazyModel, ref_label: str, others: list[tuple[str, Laz
         have = set(m.names())
         missing = [n for n in names if n not in have]
         if missing:
-            raise ValueError(f"{label}: tensor {missing[0]!r} of {ref_label} is missing "
-                             f"({len(missing)} missing in all); models must share an architecture")
+            raise ValueError(
+                f"{label}: tensor {missing[0]!r} of {ref_label} is missing "
+                f"({len(missing)} missing in all); models must share an architecture"
+            )
         extra = sorted(have - set(names))
         if extra:
             raise ValueError(f"{label}: tensor {extra[0]!r} is not in {ref_label} ({len(extra)} extra)")
@@ -100,18 +103,24 @@ def check_finite(name: str, merged: torch.Tensor, inputs: list[torch.Tensor]) ->
     setting), naming the tensor; the output folder is then never completed."""
     bad = ~torch.isfinite(merged)
     if bad.any() and all(bool(torch.isfinite(t).all()) for t in inputs):
-        raise ValueError(f"tensor {name!r}: the merge produced {int(bad.sum())} NaN or infinite values from finite "
-                         "inputs; check the method's parameters and weights (nothing was written)")
+        raise ValueError(
+            f"tensor {name!r}: the merge produced {int(bad.sum())} NaN or infinite values from finite "
+            "inputs; check the method's parameters and weights (nothing was written)"
+        )
 
 
-def global_thresholds(models: list[LazyModel], base: LazyModel, weights: list[float], fraction: float,
-                      names: list[str]) -> list[float]:
+def global_thresholds(
+    models: list[LazyModel], base: LazyModel, weights: list[float], fraction: float, names: list[str]
+) -> list[float]:
     """Per model, the magnitude above which `fraction` of all its weighted delta entries lie: exact k-th
     largest in three streaming passes (max; histogram; the entries in the threshold's bin)."""
     out = []
     floats = [n for n in names if DTYPES[base.meta(n)[0]].is_floating_point]
     for m, w in zip(models, weights):
-        deltas = lambda n: (w * (m.get(n).float() - base.get(n).float())).abs().flatten()  # noqa: E731
+
+        def deltas(n: str, m: LazyModel = m, w: float = w) -> torch.Tensor:
+            return (w * (m.get(n).float() - base.get(n).float())).abs().flatten()
+
         total = sum(int(torch.tensor(base.meta(n)[1]).prod()) if base.meta(n)[1] else 1 for n in floats)
         k = max(1, int(round(fraction * total)))
         hi = max(float(deltas(n).max()) for n in floats)
@@ -126,8 +135,12 @@ def global_thresholds(models: list[LazyModel], base: LazyModel, weights: list[fl
         b = int((above >= k).nonzero().max())
         lo_edge, hi_edge = b * hi / bins, (b + 1) * hi / bins
         n_higher = int(above[b + 1]) if b + 1 < bins else 0
-        inside = torch.cat([d[(d >= lo_edge) & ((d < hi_edge) if b + 1 < bins else (d <= hi_edge))]
-                            for d in (deltas(n) for n in floats)])
+        inside = torch.cat(
+            [
+                d[(d >= lo_edge) & ((d < hi_edge) if b + 1 < bins else (d <= hi_edge))]
+                for d in (deltas(n) for n in floats)
+            ]
+        )
         need = k - n_higher  # the threshold is the need-th largest value inside the bin
         out.append(float(inside.sort(descending=True).values[need - 1]) if len(inside) >= need > 0 else lo_edge)
     return out
@@ -141,11 +154,13 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
     if method_cls.uses_base and not cfg.base_model:
         raise ValueError(f"merge_method {cfg.merge_method} merges deltas against a base: set base_model")
     if method_cls.n_models and len(cfg.models) != method_cls.n_models:
-        raise ValueError(f"merge_method {cfg.merge_method} takes exactly {method_cls.n_models} models, "
-                         f"got {len(cfg.models)}")
+        raise ValueError(
+            f"merge_method {cfg.merge_method} takes exactly {method_cls.n_models} models, got {len(cfg.models)}"
+        )
     weights = [float(e.parameters.get("weight", 1.0)) for e in cfg.models]
-    for label, ws in [("models' weights", weights)] + [(f"override {o.pattern!r}: weights", o.weights)
-                                                       for o in cfg.overrides if o.weights]:
+    for label, ws in [("models' weights", weights)] + [
+        (f"override {o.pattern!r}: weights", o.weights) for o in cfg.overrides if o.weights
+    ]:
         if len(ws) != len(cfg.models):
             raise ValueError(f"{label}: {len(ws)} weights for {len(cfg.models)} models")
         why = method.check_weights(list(ws))
@@ -164,8 +179,7 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
         models = [LazyModel(p) for p in paths]
         base = LazyModel(cfg.base_model) if cfg.base_model else None
         ref, ref_label = (base, f"base {cfg.base_model}") if base else (models[0], f"model {cfg.models[0].model}")
-        check_compatible(ref, ref_label, [(f"model {e.model}", m) for e, m in zip(cfg.models, models)
-                                          if m is not ref])
+        check_compatible(ref, ref_label, [(f"model {e.model}", m) for e, m in zip(cfg.models, models) if m is not ref])
         names = ref.names()
         thresholds = None
         frac = method.global_fraction()
@@ -194,7 +208,7 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
                 w = rule.weights if rule is not None and rule.weights else weights
                 ctx = TensorContext(name=n, seed=cfg.seed, threshold=thresholds)
                 inputs = [m.get(n).float() for m in models] + ([base.get(n).float()] if base is not None else [])
-                merged = method.merge(inputs[:len(models)], list(w), inputs[-1] if base is not None else None, ctx)
+                merged = method.merge(inputs[: len(models)], list(w), inputs[-1] if base is not None else None, ctx)
                 check_finite(n, merged, inputs)
                 del inputs
             writer.write(n, merged.to(DTYPES[code]))
@@ -225,8 +239,10 @@ def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -
     except ValidationError as err:
         raise ConfigError("\n".join(format_validation_error(err, str(path), lines))) from None
     if cfg.merge_method not in MERGE_METHODS:
-        raise ConfigError(f"{path}:{lines.get(('merge_method',), '?')}: merge_method: "
-                          f"{MERGE_METHODS.unknown_message(cfg.merge_method)}")
+        raise ConfigError(
+            f"{path}:{lines.get(('merge_method',), '?')}: merge_method: "
+            f"{MERGE_METHODS.unknown_message(cfg.merge_method)}"
+        )
     try:
         method_cls = MERGE_METHODS.get(cfg.merge_method)
         method = method_cls(method_cls.Params(**cfg.parameters))
@@ -264,8 +280,13 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             d = work / ("soup-" + "-".join(map(str, key)))
-            sub = cfg.model_copy(update={"merge_method": "linear", "parameters": {}, "models": [
-                ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key]})
+            sub = cfg.model_copy(
+                update={
+                    "merge_method": "linear",
+                    "parameters": {},
+                    "models": [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key],
+                }
+            )
             merge_models(sub, d)
             tok_dir = cfg.base_model or cfg.models[0].model
             model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
@@ -280,13 +301,19 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
 
     try:
         kept, log = select_greedy(len(cfg.models), score)
-        final = cfg.model_copy(update={"merge_method": "linear", "parameters": {}, "models": [
-            ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept]})
+        final = cfg.model_copy(
+            update={
+                "merge_method": "linear",
+                "parameters": {},
+                "models": [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept],
+            }
+        )
         merge_models(final, out)
         import json
 
-        (out / "greedy_soup.json").write_text(json.dumps({"kept": [cfg.models[i].model for i in kept],
-                                                          "trials": log}, indent=1))
+        (out / "greedy_soup.json").write_text(
+            json.dumps({"kept": [cfg.models[i].model for i in kept], "trials": log}, indent=1)
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

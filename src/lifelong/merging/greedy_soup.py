@@ -6,6 +6,7 @@ next candidate is kept only if the uniform average of the soup plus it scores at
 without it on the held-out task (scored by lifelong's evaluator). The result is the uniform average of the
 kept models. Selection needs evaluation, so the driver runs it before streaming the final average.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -47,6 +48,7 @@ class GreedySoup(MergeMethod):
 
     Params = GreedySoupParams
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         return torch.stack(tensors).mean(0)

@@ -1,5 +1,6 @@
 """Linear merge: the weighted average of the models (a uniform model soup, Wortsman et al. 2022, when
 the weights are equal)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -25,9 +26,10 @@ class Linear(MergeMethod):
     def check_weights(self, weights: list[float]) -> Optional[str]:
         return zero_sum(weights) if self.params.normalize else None  # type: ignore[attr-defined]
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
-        out = sum(w * t for w, t in zip(weights, tensors))
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
+        out: torch.Tensor = sum(w * t for w, t in zip(weights, tensors))  # type: ignore[assignment]
         if self.params.normalize:  # type: ignore[attr-defined]
             out = out / sum(weights)
         return out  # type: ignore[return-value]

@@ -4,6 +4,7 @@ by mergekit and others). With v0, v1 the flattened tensors and Omega the angle b
     slerp(t) = sin((1 - t) Omega) / sin(Omega) * v0 + sin(t Omega) / sin(Omega) * v1
 
 and plain linear interpolation when the directions are (nearly) parallel."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float, eps: float = 1e-6) -> to
     a, b = v0.flatten().double(), v1.flatten().double()
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
-        return ((1 - t) * v0 + t * v1)
+        return (1 - t) * v0 + t * v1
     cos = torch.clamp((a / na) @ (b / nb), -1.0, 1.0)
     omega = float(torch.arccos(cos))
     if omega < eps or abs(math.sin(omega)) < eps:
@@ -45,7 +46,8 @@ class Slerp(MergeMethod):
     Params = SlerpParams
     n_models = 2
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         p: SlerpParams = self.params  # type: ignore[assignment]
         return slerp(tensors[0], tensors[1], p.t, p.eps)

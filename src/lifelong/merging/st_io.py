@@ -5,6 +5,7 @@ it writes each shard's header first and then appends tensors one by one: memory 
 a shard. File format per the safetensors specification: 8-byte little-endian header length, a JSON header
 (dtype, shape, data_offsets per tensor), padded with spaces to a multiple of 8, then the raw bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,18 @@ from typing import Any, Optional
 import torch
 from safetensors import safe_open
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool}
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 CODES = {v: k for k, v in DTYPES.items()}
 
 
@@ -35,8 +45,10 @@ class LazyModel:
             with safe_open(str(self.path / "model.safetensors"), framework="pt") as f:
                 self.where = {k: self.path / "model.safetensors" for k in f.keys()}
         else:
-            raise ValueError(f"{self.path}: no model.safetensors or model.safetensors.index.json "
-                             "(save with save_pretrained(safe_serialization=True))")
+            raise ValueError(
+                f"{self.path}: no model.safetensors or model.safetensors.index.json "
+                "(save with save_pretrained(safe_serialization=True))"
+            )
         self._open: dict[Path, Any] = {}
         self._meta: dict[str, tuple[str, list[int]]] = {}
 
@@ -89,8 +101,11 @@ class StreamingWriter:
             shards[-1].append(i)
             acc += n
         self.total = sum(sizes)
-        self.files = (["model.safetensors"] if len(shards) == 1 else
-                      [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
+        self.files = (
+            ["model.safetensors"]
+            if len(shards) == 1
+            else [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+        )
         self.shard_of = {plan[i][0]: k for k, idxs in enumerate(shards) for i in idxs}
         self.shards = shards
         self.sizes = sizes
@@ -124,8 +139,9 @@ class StreamingWriter:
     def write(self, name: str, tensor: torch.Tensor) -> None:
         exp_name, dtype, shape = self.plan[self.pos]
         if name != exp_name or list(tensor.shape) != shape or CODES[tensor.dtype] != dtype:
-            raise RuntimeError(f"writer expected {exp_name} {dtype} {shape}, got {name} {tensor.dtype} "
-                               f"{list(tensor.shape)}")
+            raise RuntimeError(
+                f"writer expected {exp_name} {dtype} {shape}, got {name} {tensor.dtype} {list(tensor.shape)}"
+            )
         k = self.shard_of[name]
         if k != self.current:
             self._open_shard(k)
@@ -136,16 +152,22 @@ class StreamingWriter:
         if self.fh is not None:
             self.fh.close()
         if len(self.files) > 1:
-            index = {"metadata": {"total_size": self.total},
-                     "weight_map": {n: self.files[self.shard_of[n]] for n, _, _ in self.plan}}
+            index = {
+                "metadata": {"total_size": self.total},
+                "weight_map": {n: self.files[self.shard_of[n]] for n, _, _ in self.plan},
+            }
             (self.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
 def copy_model_files(src: Path, dst: Path) -> None:
     """Config, generation config and tokenizer files of a model directory (no weights)."""
     for f in Path(src).iterdir():
-        if f.is_file() and not f.name.startswith(".") and f.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".gguf") \
-                and f.name != "model.safetensors.index.json":
+        if (
+            f.is_file()
+            and not f.name.startswith(".")
+            and f.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+            and f.name != "model.safetensors.index.json"
+        ):
             shutil.copy2(f, dst / f.name)
 
 

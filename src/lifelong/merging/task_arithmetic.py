@@ -1,5 +1,6 @@
 """Task arithmetic (Ilharco et al. 2023, "Editing Models with Task Arithmetic"): add the scaled sum of task
 vectors tau_i = theta_i - theta_base to the base: theta = theta_base + lambda * sum_i w_i tau_i."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -24,8 +25,9 @@ class TaskArithmetic(MergeMethod):
     Params = TaskArithmeticParams
     uses_base = True
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         assert base is not None
         tau = sum(w * (t - base) for w, t in zip(weights, tensors))
         return base + self.params.lambda_ * tau  # type: ignore[attr-defined]

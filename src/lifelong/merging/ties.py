@@ -8,6 +8,7 @@ For task vectors tau_i = theta_i - theta_base (scaled by their weights):
 3. Disjoint merge: average, per entry, only the values that agree with the elected sign (zeros excluded).
 theta = theta_base + lambda * tau_merged.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -71,8 +72,9 @@ class Ties(MergeMethod):
         p: TiesParams = self.params  # type: ignore[assignment]
         return p.density if p.trim == "global" else None
 
-    def merge(self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor],
-              ctx: TensorContext) -> torch.Tensor:
+    def merge(
+        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
         assert base is not None
         p: TiesParams = self.params  # type: ignore[assignment]
         taus = [w * (t - base) for w, t in zip(weights, tensors)]
@@ -87,7 +89,9 @@ class Ties(MergeMethod):
         flat = [t.reshape(-1) for t in taus]
         step = 1 << 22
         for a in range(0, flat_base.numel(), step):
-            chunk = [torch.where(f[a:a + step].abs() >= th, f[a:a + step], torch.zeros_like(f[a:a + step]))
-                     for f, th in zip(flat, ths)]
-            flat_out[a:a + step] = flat_base[a:a + step] + p.lambda_ * elect_and_merge(chunk, p.sign)
+            chunk = [
+                torch.where(f[a : a + step].abs() >= th, f[a : a + step], torch.zeros_like(f[a : a + step]))
+                for f, th in zip(flat, ths)
+            ]
+            flat_out[a : a + step] = flat_base[a : a + step] + p.lambda_ * elect_and_merge(chunk, p.sign)
         return out

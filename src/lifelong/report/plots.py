@@ -1,4 +1,5 @@
 """Figures of the run report, drawn with matplotlib (Agg) and returned as inline SVG text."""
+
 from __future__ import annotations
 
 import io
@@ -11,11 +12,12 @@ def _svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight",
-                metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    fig.savefig(
+        buf, format="svg", bbox_inches="tight", metadata={"Creator": None, "Date": None, "Format": None, "Type": None}
+    )
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog so it inlines in HTML
+    return text[text.index("<svg") :]  # drop the XML prolog so it inlines in HTML
 
 
 def _plt() -> Any:
@@ -45,16 +47,23 @@ def heatmap(rows: list[str], tasks: list[dict], matrix: list[list[Optional[float
     for i in range(M.shape[0]):
         for j in range(M.shape[1]):
             ax.text(j, i, "—" if np.isnan(M[i, j]) else f"{M[i, j]:.1f}", ha="center", va="center", fontsize=9)
-    ax.set_xticks(range(len(tasks)), [f"{t['name']}\n{t['metric']} {'↑' if t['higher_is_better'] else '↓'}"
-                                      for t in tasks], fontsize=8)
+    ax.set_xticks(
+        range(len(tasks)),
+        [f"{t['name']}\n{t['metric']} {'↑' if t['higher_is_better'] else '↓'}" for t in tasks],
+        fontsize=8,
+    )
     ax.set_yticks(range(len(rows)), ["baseline" if r == "baseline" else f"after {r}" for r in rows], fontsize=8)
     ax.axhline(0.5, color="black", lw=1.5)  # baseline row above the line
     ax.set_title("results matrix (green = better; percent scores on one 0-100 scale)", fontsize=9)
     return _svg(fig)
 
 
-def curves(rows: list[str], tasks: list[dict], matrix: list[list[Optional[float]]],
-           bands: dict[str, list[Optional[list[float]]]]) -> str:
+def curves(
+    rows: list[str],
+    tasks: list[dict],
+    matrix: list[list[Optional[float]]],
+    bands: dict[str, list[Optional[list[float]]]],
+) -> str:
     """Each task's score after every stage with its 95% CI band; perplexity tasks on their own axes."""
     plt = _plt()
     groups = [g for g in (True, False) if any(t["higher_is_better"] == g for t in tasks)]
@@ -65,7 +74,7 @@ def curves(rows: list[str], tasks: list[dict], matrix: list[list[Optional[float]
             if t["higher_is_better"] != g:
                 continue
             y = np.array([np.nan if r[j] is None else r[j] for r in matrix], dtype=float)
-            line, = ax.plot(x, y, marker="o", label=t["name"])
+            (line,) = ax.plot(x, y, marker="o", label=t["name"])
             b = bands.get(t["name"], [])
             lo = np.array([np.nan if c is None else c[0] for c in b], dtype=float)
             hi = np.array([np.nan if c is None else c[1] for c in b], dtype=float)
@@ -77,8 +86,9 @@ def curves(rows: list[str], tasks: list[dict], matrix: list[list[Optional[float]
         ax.set_ylabel("score (higher is better)" if g else "perplexity (lower is better)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("score of each task after every stage (band: 95% bootstrap CI; dotted: the task's own stage)",
-                 fontsize=9)
+    fig.suptitle(
+        "score of each task after every stage (band: 95% bootstrap CI; dotted: the task's own stage)", fontsize=9
+    )
     return _svg(fig)
 
 
@@ -93,7 +103,7 @@ def training(steps: list[dict], boundaries: list[tuple[int, str]]) -> str:
     a2.set_ylabel("learning rate")
     a2.set_xlabel("optimizer step (whole run)")
     for ax in (a1, a2):
-        for x, name in boundaries:
+        for x, _name in boundaries:
             ax.axvline(x, color="gray", ls="--", lw=0.8)
         ax.grid(alpha=0.3)
     for x, name in boundaries:
@@ -106,8 +116,13 @@ def tradeoff(points: list[dict]) -> str:
     Pareto front of runs no other run beats on both."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    front = [p for p in points if not any(q["fm"] <= p["fm"] and q["new"] >= p["new"] and
-                                          (q["fm"] < p["fm"] or q["new"] > p["new"]) for q in points)]
+    front = [
+        p
+        for p in points
+        if not any(
+            q["fm"] <= p["fm"] and q["new"] >= p["new"] and (q["fm"] < p["fm"] or q["new"] > p["new"]) for q in points
+        )
+    ]
     for p in points:
         on = p in front
         ax.scatter(p["fm"], p["new"], s=60 if on else 35, color="tab:red" if on else "tab:blue", zorder=3)

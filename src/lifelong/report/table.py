@@ -1,5 +1,6 @@
 """Terminal tables of a run: the results matrix (rows = after stage, columns = eval task), the metrics with
 95% CIs, the cost per stage, and progress of a run still going (from the event log)."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rich.console import Console
-from rich.table import Table
-
 from rich.markup import escape
+from rich.table import Table
 
 from lifelong.eval.metrics import METRICS
 

@@ -4,6 +4,7 @@ A kind gets the `Run` (model, tokenizer, strategy, accelerator, config) and the 
 `run.model`; the runner evaluates and checkpoints around it. New kinds (preference, edit, merge, memory)
 plug in by adding a file here, without touching the loop or the runner.
 """
+
 from lifelong.registry import Registry, import_siblings
 from lifelong.stages.base import StageKind, TrainableStage
 

@@ -4,6 +4,7 @@ A stage kind sees the run only through `StageEnv` (lifelong.train.context): the 
 logging, results records, kept weights, and its own `StageState`. The runner knows no kind by name: it
 creates one `State` per kind that declares one, restores it on resume, saves nothing itself, and lets
 every state adjust eval items (retrieval)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,15 +94,24 @@ class TrainableStage(StageKind):
         rows = load_rows(data)
         fmt = infer_format(rows, data.format)
         if fmt not in self.formats:
-            raise ValueError(f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
-                             f"{', '.join(self.formats)}; {rows.source} has format {fmt}")
+            raise ValueError(
+                f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
+                f"{', '.join(self.formats)}; {rows.source} has format {fmt}"
+            )
         check_rows(rows, fmt)
         from lifelong.data import cache
 
         fm = run.formatter
-        key = cache.content_key("examples-v1", rows.rows, fmt, data.model_dump(exclude={"path", "hub", "weight"}),
-                                cache.tokenizer_fingerprint(fm.tok), fm.chat, fm.system_prompt,
-                                run.cfg.stage_train(index).max_length)
+        key = cache.content_key(
+            "examples-v1",
+            rows.rows,
+            fmt,
+            data.model_dump(exclude={"path", "hub", "weight"}),
+            cache.tokenizer_fingerprint(fm.tok),
+            fm.chat,
+            fm.system_prompt,
+            run.cfg.stage_train(index).max_length,
+        )
         examples = cache.load("tokens", key)
         if examples is None:
             examples = to_examples(rows, fmt, data, fm, run.cfg.stage_train(index).max_length)
@@ -117,8 +127,15 @@ class TrainableStage(StageKind):
 
             stage = run.cfg.stages[index]
             tasks, matrix = run.results_matrix
-            prepared, mix = compose(prepared["sources"], prepared["weights"], stage.adapt_ratios, index,
-                                    run.mix_ratios.get(index - 1), tasks, matrix)
+            prepared, mix = compose(
+                prepared["sources"],
+                prepared["weights"],
+                stage.adapt_ratios,
+                index,
+                run.mix_ratios.get(index - 1),
+                tasks,
+                matrix,
+            )
             run.mix_ratios[index] = mix["ratios"]
             run.log(type="mix", stage=index, **mix)
             if run.results_extra is not None:

@@ -2,14 +2,15 @@
 (ROME, MEMIT, FT-L, MEND). The stage's own eval task defaults to the edits' efficacy (top-1), so the
 results matrix shows whether a later fine-tuning stage erases the edits and whether the edits hurt the
 earlier tasks; the full edit metrics of the stage (every variant) go to results.json under `edits`."""
+
 from __future__ import annotations
 
 import time
 from typing import Any, Optional
 
 from lifelong.stages import STAGE_KINDS
-from lifelong.train.context import StageEnv
 from lifelong.stages.base import StageKind
+from lifelong.train.context import StageEnv
 
 
 @STAGE_KINDS.register("edit")
@@ -28,9 +29,14 @@ class Edit(StageKind):
         if e.method not in EDITORS:
             return msgs + [at(loc + ("method",), EDITORS.unknown_message(e.method))]
         if not EDITORS.get(e.method).changes_weights:
-            return msgs + [at(loc + ("method",), f"{e.method!r} keeps its edits outside the weights, which stage "
-                                                 "checkpoints do not carry; in a stream use a weight editor (rome, "
-                                                 "memit, ft, mend) or a `memory` stage for retrieval")]
+            return msgs + [
+                at(
+                    loc + ("method",),
+                    f"{e.method!r} keeps its edits outside the weights, which stage "
+                    "checkpoints do not carry; in a stream use a weight editor (rome, "
+                    "memit, ft, mend) or a `memory` stage for retrieval",
+                )
+            ]
         return msgs + at.params(EDITORS.get(e.method).Params, e.params, loc + ("params",))[1]
 
     def default_eval(self, stage: Any) -> Optional[Any]:
@@ -61,15 +67,31 @@ class Edit(StageKind):
         group = stage.edit.group or (len(prepared) if editor.batched else 1)
         was_training = run.model.training
         run.model.eval()
-        out = run_protocol(run.model, run.tokenizer, editor, prepared, "sequential", group, bootstrap=0,
-                           seed=run.cfg.seed)
+        out = run_protocol(
+            run.model, run.tokenizer, editor, prepared, "sequential", group, bootstrap=0, seed=run.cfg.seed
+        )
         run.model.train(was_training)
         changed = sum(r.changed_parameters() for r in out["results"])
         if run.results_extra is not None:
             run.results_extra.setdefault("edits", {})[stage.name] = {
-                "method": stage.edit.method, "requests": len(prepared), "group": group,
-                "summary": {k: v["mean"] for k, v in out["summary"].items()}}
-        run.log(type="edit", stage=index, method=stage.edit.method, requests=len(prepared),
-                summary={k: v["mean"] for k, v in out["summary"].items()}, seconds=out["seconds_total"])
-        return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
-                "edits": len(prepared), "changed_weights": changed}
+                "method": stage.edit.method,
+                "requests": len(prepared),
+                "group": group,
+                "summary": {k: v["mean"] for k, v in out["summary"].items()},
+            }
+        run.log(
+            type="edit",
+            stage=index,
+            method=stage.edit.method,
+            requests=len(prepared),
+            summary={k: v["mean"] for k, v in out["summary"].items()},
+            seconds=out["seconds_total"],
+        )
+        return {
+            "wall_s": time.perf_counter() - t0,
+            "steps": 0,
+            "tokens": 0,
+            "trainable_params": 0,
+            "edits": len(prepared),
+            "changed_weights": changed,
+        }

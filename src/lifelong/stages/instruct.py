@@ -1,4 +1,5 @@
 """Instruction-tuning stage: supervised fine-tuning with the loss on response tokens only."""
+
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import TrainableStage
 

@@ -1,7 +1,9 @@
 """Memory stage: add documents or facts to the external memory (no weight changes). Rows have `text`, an
 optional `key` (a row with a key already in memory supersedes it from this stage on) and an optional
 `delete: true` (removes the key). Tool rows (`name`, `signature`, `doc`) become documents
-`Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs. Eval tasks with `retrieve: {k}` then see the memory as of each stage."""
+`Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs. Eval
+tasks with `retrieve: {k}` then see the memory as of each stage."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +16,10 @@ from typing import Any, Optional
 from lifelong.data import load_rows
 from lifelong.data.formats import shown
 from lifelong.faults import fault_point
-from lifelong.stages import STAGE_KINDS
-from lifelong.train.context import StageEnv
 from lifelong.fileio import atomic_write_text
+from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageKind, StageState
+from lifelong.train.context import StageEnv
 
 
 class MemoryState(StageState):
@@ -71,8 +73,9 @@ class MemoryState(StageState):
         store = MemoryStore.load(folder)
         if store is not None:
             self.store = store
-            self.applied = json.loads((folder / "applied.json").read_text()) \
-                if (folder / "applied.json").exists() else []
+            self.applied = (
+                json.loads((folder / "applied.json").read_text()) if (folder / "applied.json").exists() else []
+            )
 
     def eval_items(self, task: Any, row: int, items: list[dict]) -> list[dict]:
         """Retrieval-augmented tasks: each prompt gets the top-k passages of the memory as of the row's
@@ -98,8 +101,10 @@ class Memory(StageKind):
         rows = load_rows(run.cfg.stages[index].data)  # type: ignore[arg-type]
         cols = set(rows.columns or ())
         if rows.columns is not None and "text" not in cols and "delete" not in cols and not {"name", "doc"} <= cols:
-            raise ValueError(f"{rows.source} line 1: no column 'text' in the header ({', '.join(rows.columns)}); "
-                             "memory rows: text, key, delete (or tools: name, signature, doc)")
+            raise ValueError(
+                f"{rows.source} line 1: no column 'text' in the header ({', '.join(rows.columns)}); "
+                "memory rows: text, key, delete (or tools: name, signature, doc)"
+            )
         for r, where in zip(rows.rows, rows.where):
             check_row(r, where)
         return rows.rows
@@ -119,8 +124,14 @@ class Memory(StageKind):
         state.applied.append(index)
         state.save()
         run.log(type="memory", stage=index, **counts, total=len(mem.docs))
-        return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
-                "memory_documents": sum(1 for d in mem.docs if d["removed"] is None), **counts}
+        return {
+            "wall_s": time.perf_counter() - t0,
+            "steps": 0,
+            "tokens": 0,
+            "trainable_params": 0,
+            "memory_documents": sum(1 for d in mem.docs if d["removed"] is None),
+            **counts,
+        }
 
 
 def _flag(v: Any, where: str) -> bool:

@@ -1,6 +1,7 @@
 """Merge stage: merge the end-of-stage weights of earlier stages (e.g. two branches tuned from the same
 base with `start_from: base`) with a registered merge method, and continue the stream from the result, so
 the merged model is scored in the same results matrix as everything else."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,8 +9,8 @@ import time
 from typing import Any, Optional
 
 from lifelong.stages import STAGE_KINDS
-from lifelong.train.context import StageEnv
 from lifelong.stages.base import StageKind
+from lifelong.train.context import StageEnv
 
 
 @STAGE_KINDS.register("merge")
@@ -42,7 +43,7 @@ class Merge(StageKind):
     def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from safetensors.torch import load_model
 
-        from lifelong.merging.engine import MergeConfig, merge_models
+        from lifelong.merging.engine import MergeConfig, ModelEntry, merge_models
 
         stage = run.cfg.stages[index]
         m = stage.merge
@@ -52,13 +53,25 @@ class Merge(StageKind):
         out = run.run_dir / "keep" / f"{stage.name}-merged"
         if run.accelerator.is_main_process:
             shutil.rmtree(out, ignore_errors=True)
-            cfg = MergeConfig(merge_method=m.method, base_model=str(run.kept_path(m.base).parent),
-                              models=[{"model": str(run.kept_path(n).parent), "parameters": {"weight": w}}
-                                      for n, w in zip(m.models, weights)],
-                              parameters=m.parameters, seed=run.cfg.seed, max_shard_size="100000GB")
+            cfg = MergeConfig(
+                merge_method=m.method,
+                base_model=str(run.kept_path(m.base).parent),
+                models=[
+                    ModelEntry(model=str(run.kept_path(n).parent), parameters={"weight": w})
+                    for n, w in zip(m.models, weights)
+                ],
+                parameters=m.parameters,
+                seed=run.cfg.seed,
+                max_shard_size="100000GB",
+            )
             merge_models(cfg, out)
         run.accelerator.wait_for_everyone()
         load_model(run.model, str(out / "model.safetensors"), strict=False)
         run.log(type="merge", stage=index, method=m.method, models=m.models)
-        return {"wall_s": time.perf_counter() - t0, "steps": 0, "tokens": 0, "trainable_params": 0,
-                "merged_models": len(m.models)}
+        return {
+            "wall_s": time.perf_counter() - t0,
+            "steps": 0,
+            "tokens": 0,
+            "trainable_params": 0,
+            "merged_models": len(m.models),
+        }

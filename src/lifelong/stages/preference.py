@@ -1,5 +1,6 @@
 """Preference stage: DPO (or IPO / cDPO) on prompt, chosen, rejected pairs, against the model as the stage
 starts (see `lifelong.train.dpo`). Strategies (replay, EWC, LwF, ...) apply as in any trainable stage."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -7,8 +8,8 @@ from typing import Any, Optional
 from lifelong.data import check_rows, infer_format, load_rows
 from lifelong.data.formats import to_preference_examples
 from lifelong.stages import STAGE_KINDS
-from lifelong.train.context import StageEnv
 from lifelong.stages.base import TrainableStage
+from lifelong.train.context import StageEnv
 
 
 @STAGE_KINDS.register("preference")
@@ -21,8 +22,10 @@ class Preference(TrainableStage):
         rows = load_rows(data)
         fmt = infer_format(rows, data.format)
         if fmt != "preference":
-            raise ValueError(f"stages.{index} ({run.cfg.stages[index].name}): a preference stage needs prompt, "
-                             f"chosen, rejected rows; {rows.source} has format {fmt}")
+            raise ValueError(
+                f"stages.{index} ({run.cfg.stages[index].name}): a preference stage needs prompt, "
+                f"chosen, rejected rows; {rows.source} has format {fmt}"
+            )
         check_rows(rows, fmt)
         return to_preference_examples(rows, data, run.formatter, run.cfg.stage_train(index).max_length)
 
@@ -35,8 +38,11 @@ class Preference(TrainableStage):
         examples = list(prepared) + self._replayed(run, index, len(prepared))
         obj = DPOObjective(pcfg, pad)
         obj.prepare(run.model, examples, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
-        before = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()} \
-            if (pcfg.average or pcfg.average_sweep) else None
+        before = (
+            {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()}
+            if (pcfg.average or pcfg.average_sweep)
+            else None
+        )
         if run.results_extra is not None:  # the alignment tax is measured across preference stages
             marked = run.results_extra.setdefault("preference_stages", [])
             if index not in marked:
@@ -50,8 +56,12 @@ class Preference(TrainableStage):
         """Preference replay: pairs of earlier preference stages, f / (1 - f) of the new pairs, drawn with the
         run's seed (reference log-probs are recomputed against this stage's start)."""
         f = run.cfg.stages[index].preference.replay_fraction
-        pool = [e for j in range(index) if run.cfg.stages[j].kind == "preference"
-                for e in (run.prepared[j] if isinstance(run.prepared[j], list) else [])]
+        pool = [
+            e
+            for j in range(index)
+            if run.cfg.stages[j].kind == "preference"
+            for e in (run.prepared[j] if isinstance(run.prepared[j], list) else [])
+        ]
         if not f or not pool:
             return []
         import numpy as np

@@ -1,4 +1,5 @@
 """Continual pre-training stage: language modelling on raw text, packed into fixed-length blocks."""
+
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import TrainableStage
 

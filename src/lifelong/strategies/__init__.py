@@ -3,6 +3,7 @@
 The loop owns backward, optimizer and scheduler steps; a strategy only answers hooks with explicit
 context and return values (see `base.Strategy`). `Compose` runs several in order.
 """
+
 from typing import Any
 
 from lifelong.registry import Registry, import_siblings
@@ -28,8 +29,7 @@ def check_config(cfg: Any, at: Any) -> list[str]:
 
 def build_strategy(specs: list, seed: int = 0) -> Strategy:
     """Instantiate strategies from config specs (`name` plus typed params); several are composed."""
-    built = [STRATEGIES.get(s.name)(STRATEGIES.get(s.name).Params(**(s.model_extra or {})), seed=seed)
-             for s in specs]
+    built = [STRATEGIES.get(s.name)(STRATEGIES.get(s.name).Params(**(s.model_extra or {})), seed=seed) for s in specs]
     return built[0] if len(built) == 1 else Compose(built)
 
 

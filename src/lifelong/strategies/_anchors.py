@@ -1,4 +1,5 @@
 """Shared helpers of weight-space regularizers: snapshots of trainable parameters and their state."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ gradient g conflicts with it (g . g_ref < 0), g is projected (A-GEM eq. 11):
 so the loss on the memory does not increase to first order. The projection runs after the DDP all-reduce on
 every process with the same memory batch, so all processes apply the same update.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -80,8 +81,12 @@ class AGEM(Strategy):
         return {"memory_examples": len(self.memory.buffer), "projected_steps": self.projections}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict(), "rng": self.rng.bit_generator.state,
-                "projections": self.projections, "steps": self.steps}
+        return {
+            "memory": self.memory.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "projections": self.projections,
+            "steps": self.steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

@@ -6,6 +6,7 @@ the stage's global micro-batches, e.g. replay mixing) and `penalty` (added to th
 model used to score a task. On resume inside a stage, `before_stage` is not called again: everything it
 computed must be in `state_dict()`.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

@@ -7,6 +7,7 @@ The EMA is updated in `before_step` from the weights before the step (one step o
 update of that step is skipped (gradients zeroed), so the policy is exactly the EMA afterwards; optimizer
 moments are kept.
 """
+
 from __future__ import annotations
 
 from typing import Any

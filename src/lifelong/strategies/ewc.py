@@ -11,6 +11,7 @@ Online EWC keeps one running Fisher F* <- gamma * F* + F_k and one anchor theta*
 memory stays at two copies of the trainable parameters whatever the number of stages. As for `l2`, the
 penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `before_step`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -127,9 +128,13 @@ class EWC(Strategy):
             out = []
             for t in self.terms:
                 names = [n for n in named if n in t["fisher"]]
-                out.append(([named[n] for n in names],
-                             [t["fisher"][n].to(named[n].device, named[n].dtype) for n in names],
-                             [t["anchor"][n].to(named[n].device) for n in names]))
+                out.append(
+                    (
+                        [named[n] for n in names],
+                        [t["fisher"][n].to(named[n].device, named[n].dtype) for n in names],
+                        [t["anchor"][n].to(named[n].device) for n in names],
+                    )
+                )
             self._cache, self._cache_key = out, key
         return self._cache
 

@@ -10,6 +10,7 @@ pseudo-examples replace a share `fraction` of every batch (a running budget, as 
 used for generation copies, so the ability to generate old stages is itself kept. Malformed samples
 (no separator, empty parts, no end of sequence) are dropped and counted.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ class GenReplayParams(Strict):
 
 def _find(seq: list[int], sub: list[int]) -> int:
     for i in range(len(seq) - len(sub) + 1):
-        if seq[i:i + len(sub)] == sub:
+        if seq[i : i + len(sub)] == sub:
             return i
     return -1
 
@@ -70,7 +71,7 @@ class GenerativeReplay(Strategy):
         sep = tok(SEP_TEXT, add_special_tokens=False)["input_ids"]
         g = self._prefix(tok, stage)
         ids = g + ex["input_ids"][:n_prompt] + sep + ex["input_ids"][n_prompt:]
-        return {"input_ids": ids, "labels": [-100] * len(g) + ids[len(g):]}
+        return {"input_ids": ids, "labels": [-100] * len(g) + ids[len(g) :]}
 
     @torch.no_grad()
     def sample(self, ctx: StageContext, stage: int, n: int) -> list[dict]:
@@ -86,17 +87,23 @@ class GenerativeReplay(Strategy):
         for start in range(0, n, 32):
             k = min(32, n - start)
             ids = torch.tensor([g] * k, device=device)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                 top_k=p.top_k, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos,
-                                 eos_token_id=eos)
-            for row in gen[:, len(g):].tolist():
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_k=p.top_k,
+                temperature=p.temperature,
+                max_new_tokens=p.max_new_tokens,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos,
+                eos_token_id=eos,
+            )
+            for row in gen[:, len(g) :].tolist():
                 if eos not in row:
                     self.dropped += 1
                     continue
                 row = row[: row.index(eos) + 1]
                 cut = _find(row, sep)
-                prompt, resp = (row[:cut], row[cut + len(sep):]) if cut >= 0 else ([], [])
+                prompt, resp = (row[:cut], row[cut + len(sep) :]) if cut >= 0 else ([], [])
                 if not prompt or len(resp) < 2:
                     self.dropped += 1
                     continue
@@ -125,20 +132,35 @@ class GenerativeReplay(Strategy):
             self.lm_credit += p.lm_fraction * b
             m = min(math.floor(self.lm_credit + 1e-9), b)
             self.lm_credit -= m
-            copies = [self._gen_copy(ctx.tokenizer, batch[int(i)], batch[int(i)]["stage"])
-                      for i in self.rng.choice(b, size=m, replace=False)] if m else []
+            copies = (
+                [
+                    self._gen_copy(ctx.tokenizer, batch[int(i)], batch[int(i)]["stage"])
+                    for i in self.rng.choice(b, size=m, replace=False)
+                ]
+                if m
+                else []
+            )
             yield [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in batch] + copies
 
     def cost(self) -> dict[str, Any]:
         return {"pseudo_examples": len(self.pseudo), "pseudo_dropped": self.dropped, "stored_examples": 0}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pseudo": self.pseudo, "dropped": self.dropped, "credit": self.credit,
-                "lm_credit": self.lm_credit, "rng": self.rng.bit_generator.state}
+        return {
+            "pseudo": self.pseudo,
+            "dropped": self.dropped,
+            "credit": self.credit,
+            "lm_credit": self.lm_credit,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
         self.pseudo = [dict(e) for e in state["pseudo"]]
-        self.dropped, self.credit, self.lm_credit = int(state["dropped"]), float(state["credit"]), float(state["lm_credit"])
+        self.dropped, self.credit, self.lm_credit = (
+            int(state["dropped"]),
+            float(state["credit"]),
+            float(state["lm_credit"]),
+        )
         self.rng.bit_generator.state = state["rng"]

@@ -7,6 +7,7 @@ weight * (theta - theta*), is added to the parameters' gradients in `before_step
 and the DDP all-reduce, before clipping), which is exactly the gradient of loss + penalty without building
 an autograd graph over every parameter.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -14,6 +14,7 @@ Evaluation picks one adapter per eval task:
   task's prompts. Prompt perplexity is not used because adapters are trained with the loss on responses
   only, so they do not model their prompts. Routing is per eval task (its inputs are one distribution).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,14 @@ def lora_config(p: Any, model: Any) -> Any:
 
     from lifelong.models.arch import resolve_targets
 
-    return LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                      target_modules=resolve_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=p.r,
+        lora_alpha=p.alpha,
+        lora_dropout=p.dropout,
+        target_modules=resolve_targets(model, p.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def add_adapter(model: Any, name: str, p: Any) -> Any:
@@ -110,6 +117,8 @@ def mean_prompt_state(model: Any, tokenizer: Any, sequences: list[list[int]], ma
             if h.numel():
                 total = h.sum(0) if total is None else total + h.sum(0)
                 count += h.shape[0]
+    if total is None:
+        raise ValueError("no token selected by the masks: the prototype is undefined (empty sequences?)")
     return (total / max(count, 1)).float().cpu()
 
 
@@ -144,8 +153,12 @@ class LoRA(Strategy):
             q.requires_grad_(False)
         if self.params.router == "prototype":  # type: ignore[attr-defined]
             ex = ctx.examples[: self.params.prototype_examples]  # type: ignore[attr-defined]
-            self.prototypes[name] = mean_prompt_state(ctx.model, ctx.tokenizer, [e["input_ids"] for e in ex],
-                                                      [[lab == -100 for lab in e["labels"]] for e in ex])
+            self.prototypes[name] = mean_prompt_state(
+                ctx.model,
+                ctx.tokenizer,
+                [e["input_ids"] for e in ex],
+                [[lab == -100 for lab in e["labels"]] for e in ex],
+            )
         acc = ctx.accelerator
         if acc is None or acc.is_main_process:
             export_adapter(ctx.model, name, ctx.run_dir)
@@ -157,8 +170,10 @@ class LoRA(Strategy):
         if not self.prototypes:
             return None
         items = (ctx.task_items or [])[:32]
-        seqs = [ctx.formatter.prompt_ids(it["prompt"]) if "prompt" in it
-                else ctx.tokenizer(it.get("text", ""))["input_ids"] for it in items]
+        seqs = [
+            ctx.formatter.prompt_ids(it["prompt"]) if "prompt" in it else ctx.tokenizer(it.get("text", ""))["input_ids"]
+            for it in items
+        ]
         seqs = [s for s in seqs if s]
         if not seqs:
             return None

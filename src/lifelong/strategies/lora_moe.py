@@ -14,6 +14,7 @@ experts at every stage and freezes the earlier ones; the router grows and stays 
 to send the new stage's tokens to its experts. B starts at zero, so adding experts leaves the model's
 function unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
@@ -32,9 +33,9 @@ class MoELoRALinear(torch.nn.Module):
     def __init__(self, base: torch.nn.Module, r: int, alpha: float) -> None:
         super().__init__()
         self.base = base
-        w = base.weight
+        w: torch.Tensor = base.weight  # type: ignore[assignment]
         transposed = type(base).__name__ == "Conv1D"  # GPT-2 stores (in, out)
-        self.d_in, self.d_out = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+        self.d_in, self.d_out = (int(w.shape[0]), int(w.shape[1])) if transposed else (int(w.shape[1]), int(w.shape[0]))
         self.r, self.scale = r, alpha / r
         self.A = torch.nn.ParameterList()
         self.B = torch.nn.ParameterList()
@@ -42,10 +43,10 @@ class MoELoRALinear(torch.nn.Module):
         self.last_importance: Optional[torch.Tensor] = None
 
     def add_experts(self, n: int, generator: torch.Generator) -> None:
-        w = self.base.weight
+        w: torch.Tensor = self.base.weight  # type: ignore[assignment]
         for _ in range(n):
             a = torch.empty(self.r, self.d_in, dtype=w.dtype)
-            torch.nn.init.kaiming_uniform_(a, a=5 ** 0.5, generator=generator)
+            torch.nn.init.kaiming_uniform_(a, a=5**0.5, generator=generator)
             self.A.append(torch.nn.Parameter(a.to(w.device)))
             self.B.append(torch.nn.Parameter(torch.zeros(self.d_out, self.r, device=w.device, dtype=w.dtype)))
         new_rows = torch.randn(n, self.d_in, generator=generator, dtype=w.dtype).to(w.device) * 0.01
@@ -103,8 +104,11 @@ class LoRAMoE(Strategy):
         for q in model.parameters():
             q.requires_grad_(False)
         suffixes = arch_of(model)["mlp"] if p.target_modules == "mlp" else list(p.target_modules)
-        targets = [(n, m) for n, m in model.named_modules()
-                   if any(n == s or n.endswith("." + s) for s in suffixes) and hasattr(m, "weight")]
+        targets = [
+            (n, m)
+            for n, m in model.named_modules()
+            if any(n == s or n.endswith("." + s) for s in suffixes) and hasattr(m, "weight")
+        ]
         if not targets:
             raise ValueError(f"lora_moe: no module matches {suffixes}; set target_modules")
         for name, mod in targets:
@@ -122,8 +126,11 @@ class LoRAMoE(Strategy):
         model = ctx.model
         layers = self._install(model)
         have = len(layers[0].A) // p.n_experts
-        want = self.groups if ctx.resuming else (max(self.groups, ctx.stage_index + 1) if p.experts == "per_stage"
-                                                 else max(self.groups, 1))
+        want = (
+            self.groups
+            if ctx.resuming
+            else (max(self.groups, ctx.stage_index + 1) if p.experts == "per_stage" else max(self.groups, 1))
+        )
         for g in range(have, want):
             self._add_group(layers, g)
         self.groups = want
@@ -147,8 +154,11 @@ class LoRAMoE(Strategy):
         return p.balance * torch.stack(terms).mean() if terms else None
 
     def importance_cv(self, model: Any) -> float:
-        vals = [float(m.last_importance.std() / m.last_importance.mean()) for m in moe_layers(model)
-                if m.last_importance is not None]
+        vals = [
+            float(m.last_importance.std() / m.last_importance.mean())
+            for m in moe_layers(model)
+            if m.last_importance is not None
+        ]
         return sum(vals) / max(len(vals), 1)
 
     def state_dict(self) -> dict[str, Any]:

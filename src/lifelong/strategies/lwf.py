@@ -9,6 +9,7 @@ averaged over the distilled token positions (the response tokens by default), as
 distillation with temperature T. One teacher copy is held, only during a stage; when the student is a
 PEFT model, the teacher is the same module with its adapters disabled (no copy at all).
 """
+
 from __future__ import annotations
 
 import copy

@@ -11,6 +11,7 @@ with theta_0 the weights before the first stage. `weight` = 1 reproduces sequent
 weights shrink every update toward the base, trading plasticity for stability. Task vectors are kept on
 CPU (one per stage, so later merge methods such as TIES can use them; `keep: sum` keeps only their sum).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -1,4 +1,5 @@
 """Naive sequential fine-tuning: train on each stage as it comes (the forgetting baseline)."""
+
 from __future__ import annotations
 
 from lifelong.strategies import STRATEGIES

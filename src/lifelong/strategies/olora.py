@@ -11,6 +11,7 @@ kept small with an L2 term:
 stage identity is needed. Defaults from the paper: r 8, alpha 32, lambda1 0.5, on the attention q and v
 projections (`attention` in the per-architecture module map).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Union
@@ -21,7 +22,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
-from lifelong.strategies.lora import add_adapter, adapter_params, export_adapter, is_peft, train_only
+from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, train_only
 
 
 class OLoRAParams(Strict):
@@ -88,12 +89,18 @@ class OLoRA(Strategy):
 
     def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
         p: OLoRAParams = self.params  # type: ignore[assignment]
-        terms = []
+        terms: list[torch.Tensor] = []
         ov = self.overlap(ctx.model) if p.lambda1 else None
         if ov is not None:
             terms.append(p.lambda1 * ov)
         if p.lambda2 and self.adapters:
-            terms.append(p.lambda2 * sum((q ** 2).sum() for q in adapter_params(ctx.model, self.adapters[-1]).values()))
+            terms.append(
+                p.lambda2
+                * sum(
+                    (q**2).sum()
+                    for q in adapter_params(ctx.model, self.adapters[-1]).values()  # type: ignore[arg-type]
+                )
+            )
         return sum(terms[1:], terms[0]) if terms else None
 
     def after_stage(self, ctx: StageContext) -> None:

@@ -8,6 +8,7 @@ task's own prompt sequence never changes after its stage. Evaluation of stage j'
 identity needed). New prompts start from embeddings of random vocabulary tokens (Lester et al.). The paper's
 residual MLP re-parameterisation is not used.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
@@ -48,9 +49,15 @@ class SoftPromptModel(torch.nn.Module):
         used = list(self.prompts)[: self.active] if self.active is not None else list(self.prompts)
         return torch.cat(used[::-1], 0) if used else None  # newest first
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                labels: Optional[torch.Tensor] = None, past_key_values: Any = None,
-                position_ids: Optional[torch.Tensor] = None, **kw: Any) -> Any:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        past_key_values: Any = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kw: Any,
+    ) -> Any:
         pre = self.prefix()
         n = 0 if pre is None else pre.shape[0]
         b = input_ids.shape[0]
@@ -60,25 +67,41 @@ class SoftPromptModel(torch.nn.Module):
         if position_ids is not None and n:
             position_ids = position_ids + n
         if cached or n == 0:
-            return self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                             past_key_values=past_key_values, position_ids=position_ids, **kw)
+            return self.base(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=labels,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kw,
+            )
         emb = self.base.get_input_embeddings()(input_ids)
-        emb = torch.cat([pre.to(emb.dtype)[None].expand(b, -1, -1), emb], 1)
+        emb = torch.cat([pre.to(emb.dtype)[None].expand(b, -1, -1), emb], 1)  # type: ignore[union-attr]
         if labels is not None:
             labels = torch.cat([labels.new_full((b, n), -100), labels], 1)
-        out = self.base(inputs_embeds=emb, attention_mask=attention_mask, labels=labels,
-                        past_key_values=past_key_values, position_ids=position_ids, **kw)
+        out = self.base(
+            inputs_embeds=emb,
+            attention_mask=attention_mask,
+            labels=labels,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+            **kw,
+        )
         out.logits = out.logits[:, n:]
         return out
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw: Any) -> torch.Tensor:
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw: Any
+    ) -> torch.Tensor:
         pre = self.prefix()
         if pre is None:
             return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
         b, n = input_ids.shape[0], pre.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        emb = torch.cat([pre[None].expand(b, -1, -1).to(self.base.dtype), self.base.get_input_embeddings()(input_ids)], 1)
+        emb = torch.cat(
+            [pre[None].expand(b, -1, -1).to(self.base.dtype), self.base.get_input_embeddings()(input_ids)], 1
+        )
         mask = torch.cat([mask.new_ones(b, n), mask], 1)
         new = self.base.generate(inputs_embeds=emb, attention_mask=mask, **kw)
         return torch.cat([input_ids, new.to(input_ids.device)], 1)  # like generate(input_ids=...)

@@ -7,6 +7,7 @@ stage. During a stage, replayed examples make up `fraction` of the examples seen
 by a running budget carried across micro-batches, never by rounding per batch, so 1% replay at batch 32
 replays one example about every third batch instead of none.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,10 @@ class Replay(Strategy):
     def after_stage(self, ctx: StageContext) -> None:
         p: ReplayParams = self.params  # type: ignore[assignment]
         # a generator: a streamed corpus is offered to the reservoir block by block, never held whole
-        new = ({"input_ids": list(e["input_ids"]), "labels": list(e["labels"]), "stage": ctx.stage_index}
-               for e in ctx.examples)
+        new = (
+            {"input_ids": list(e["input_ids"]), "labels": list(e["labels"]), "stage": ctx.stage_index}
+            for e in ctx.examples
+        )
         if not p.per_stage_quota:
             self.seen = self._reservoir(self.buffer, p.buffer_size, self.seen, new)
             return
@@ -122,9 +125,16 @@ class Replay(Strategy):
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer, "seen": self.seen, "seen_per_stage": {str(k): v for k, v in
-                self.seen_per_stage.items()}, "credit": self.credit, "replayed": self.replayed,
-                "total": self.total, "rng": self.rng.bit_generator.state, "cursor": self.cursor}
+        return {
+            "buffer": self.buffer,
+            "seen": self.seen,
+            "seen_per_stage": {str(k): v for k, v in self.seen_per_stage.items()},
+            "credit": self.credit,
+            "replayed": self.replayed,
+            "total": self.total,
+            "rng": self.rng.bit_generator.state,
+            "cursor": self.cursor,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

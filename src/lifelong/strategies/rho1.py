@@ -6,6 +6,7 @@ micro-batch (tokens the model has not learned yet but that are learnable), the o
 reference is a model directory (`reference`), or the model as it was at the start of the run (`initial`).
 Costs two extra forward passes per micro-batch (current model without gradient, reference).
 """
+
 from __future__ import annotations
 
 import copy

@@ -8,6 +8,7 @@ stage trains on the rewrites. A rewrite that fails the configured check keeps th
 (`contains`: the normalised original answer must appear in the normalised rewrite, the paper's answer
 check generalised; `none`: always use the rewrite).
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterator, Literal
@@ -19,8 +20,10 @@ from lifelong.eval.scorers.exact_match import normalize
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 
-TEMPLATE = ("{prompt}\n\nReference answer: {response}\n\n"
-            "Answer the request above in your own words, keeping the reference answer's content.")
+TEMPLATE = (
+    "{prompt}\n\nReference answer: {response}\n\n"
+    "Answer the request above in your own words, keeping the reference answer's content."
+)
 
 
 class SDFTParams(Strict):
@@ -67,8 +70,12 @@ class SDFT(Strategy):
         was = ctx.model.training
         ctx.model.eval()
         lm = HFLM(ctx.model, fm, batch_size=p.batch_size)
-        contexts = [fm.prompt_ids(p.template.format(prompt=ctx.examples[i]["prompt_text"],
-                                                    response=ctx.examples[i]["response_text"])) for i in todo]
+        contexts = [
+            fm.prompt_ids(
+                p.template.format(prompt=ctx.examples[i]["prompt_text"], response=ctx.examples[i]["response_text"])
+            )
+            for i in todo
+        ]
         outs = lm.generate(contexts, max_new_tokens=p.max_new_tokens)
         ctx.model.train(was)
         for i, text in zip(todo, outs):
@@ -77,8 +84,11 @@ class SDFT(Strategy):
             if passes(p.check, e["response_text"], text):
                 prompt = fm.prompt_ids(e["prompt_text"])
                 resp = fm.response_ids(text)
-                self.rewrites[i] = {"input_ids": prompt + resp, "labels": [-100] * len(prompt) + resp,
-                                    "response_text": text}
+                self.rewrites[i] = {
+                    "input_ids": prompt + resp,
+                    "labels": [-100] * len(prompt) + resp,
+                    "response_text": text,
+                }
                 self.kept += 1
             else:
                 self.rejected += 1
@@ -97,8 +107,11 @@ class SDFT(Strategy):
         return {"sdft_rewrites_kept": self.kept, "sdft_rewrites_rejected": self.rejected}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rewrites": [r if r is not None else {} for r in self.rewrites], "kept": self.kept,
-                "rejected": self.rejected}
+        return {
+            "rewrites": [r if r is not None else {} for r in self.rewrites],
+            "kept": self.kept,
+            "rejected": self.rejected,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rewrites = [dict(r) if r else None for r in state.get("rewrites", [])]

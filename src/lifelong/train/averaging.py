@@ -2,6 +2,7 @@
 interpolate between the weights before and after an alignment stage, theta = (1 - a) theta_0 + a theta_1,
 with one ratio or a ratio per block of layers (heterogeneous model averaging: the paper finds different
 layers trade reward and tax differently). Layers come from the per-architecture module map."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,10 @@ def layer_ratio(name: str, ratios: list[float], n_layers: int) -> float:
 
 
 @torch.no_grad()
-def average_into(model: Any, before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], ratios: list[float]) -> None:
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 1)
+def average_into(
+    model: Any, before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], ratios: list[float]
+) -> None:
+    n_layers = int(getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 1) or 1)
     for name, p in model.named_parameters():
         if name in before:
             a = layer_ratio(name, ratios, n_layers)

@@ -6,6 +6,7 @@ any moment leaves either the old file or the new one. A checkpoint is a director
 Contents: `model.safetensors` (weights), `optimizer.pt` and `rng.pt` (read back with
 `weights_only=True`), `strategy.json` + `strategy.safetensors`, `meta.json` (stage, step, data position).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from lifelong.faults import fault_point
 from lifelong.fileio import TEMPORARY, _json_default, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
-__all__ = ["TEMPORARY", "atomic_write_json", "atomic_write_text", "latest_checkpoint", "load_checkpoint",
-           "remove_stale_temporaries", "save_checkpoint"]
+__all__ = [
+    "TEMPORARY",
+    "atomic_write_json",
+    "atomic_write_text",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+]
 
 
 def save_tree(state: Any, folder: Path, name: str) -> None:
@@ -81,8 +89,15 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save_checkpoint(run_dir: Path, tag: str, model: Any, strategy: Any, meta: dict,
-                    optimizer: Optional[Any] = None, scheduler: Optional[Any] = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    tag: str,
+    model: Any,
+    strategy: Any,
+    meta: dict,
+    optimizer: Optional[Any] = None,
+    scheduler: Optional[Any] = None,
+) -> Path:
     """Write checkpoint `tag` atomically, point `ckpt/latest` at it, remove older ones."""
     root = Path(run_dir) / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
@@ -92,9 +107,13 @@ def save_checkpoint(run_dir: Path, tag: str, model: Any, strategy: Any, meta: di
     save_model(model, str(tmp / "model.safetensors"))
     fault_point("checkpoint-write")  # some files written, the rest and the rename not yet
     if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None},
-                   tmp / "optimizer.pt")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            },
+            tmp / "optimizer.pt",
+        )
     torch.save(rng_state(), tmp / "rng.pt")
     save_tree(strategy.state_dict(), tmp, "strategy")
     (tmp / "meta.json").write_text(json.dumps(meta, default=_json_default))
@@ -121,8 +140,9 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     return path if (path / "meta.json").exists() else None
 
 
-def load_checkpoint(path: Path, model: Any, strategy: Any,
-                    rebuild: Optional[Callable[[Any, dict], Any]] = None) -> tuple[Any, dict]:
+def load_checkpoint(
+    path: Path, model: Any, strategy: Any, rebuild: Optional[Callable[[Any, dict], Any]] = None
+) -> tuple[Any, dict]:
     """Restore strategy state, the model's structure (`rebuild(model, meta)`, e.g. adapters a strategy
     added), weights and RNG. Returns the model and the meta plus `optimizer.pt` contents if present."""
     strategy.load_state_dict(load_tree(path, "strategy"))
@@ -131,8 +151,9 @@ def load_checkpoint(path: Path, model: Any, strategy: Any,
         model = rebuild(model, meta)
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     if unexpected or [m for m in missing if m not in _tied_names(model)]:
-        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     opt = path / "optimizer.pt"
     if opt.exists():

@@ -4,6 +4,7 @@ Nothing below the runner imports the runner: the loop and the stage kinds see a 
 `StageEnv` (structural protocols the runner satisfies, so a type checker holds them to the listed
 attributes), and strategy hooks through a `StageContext` value built for each call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -11,6 +11,7 @@ stored in the run directory, so a resumed stage uses the same reference.
 Logged per step: implicit rewards beta r_w and beta r_l, their margin, accuracy (beta r_w > beta r_l) and the
 mean chosen log-ratio (an estimate of the policy's KL from the reference on the chosen responses).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,13 +38,21 @@ def pair_batch(examples: list[dict], pad_id: int, device: Any) -> dict[str, torc
     """[chosen..., rejected...] right-padded into one batch."""
     from lifelong.data.collate import collate
 
-    seqs = [{"input_ids": e["chosen_ids"], "labels": e["chosen_labels"]} for e in examples] + \
-           [{"input_ids": e["rejected_ids"], "labels": e["rejected_labels"]} for e in examples]
+    seqs = [{"input_ids": e["chosen_ids"], "labels": e["chosen_labels"]} for e in examples] + [
+        {"input_ids": e["rejected_ids"], "labels": e["rejected_labels"]} for e in examples
+    ]
     return collate(seqs, pad_id, device)
 
 
-def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, cfg: PreferenceConfig,
-             nc: Optional[torch.Tensor] = None, nr: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+def dpo_loss(
+    pc: torch.Tensor,
+    pr: torch.Tensor,
+    rc: torch.Tensor,
+    rr: torch.Tensor,
+    cfg: PreferenceConfig,
+    nc: Optional[torch.Tensor] = None,
+    nr: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, dict]:
     """Per-pair losses (mean returned) and metrics from policy (pc, pr) and reference (rc, rr) log-probs."""
     chosen_lr, rejected_lr = pc - rc, pr - rr
     if cfg.loss == "ipo":
@@ -54,9 +63,13 @@ def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
         eps = cfg.label_smoothing
         losses = -(1 - eps) * F.logsigmoid(cfg.beta * h) - eps * F.logsigmoid(-cfg.beta * h)
     rw, rl = cfg.beta * chosen_lr.detach(), cfg.beta * rejected_lr.detach()
-    logs = {"reward_chosen": float(rw.mean()), "reward_rejected": float(rl.mean()),
-            "reward_margin": float((rw - rl).mean()), "reward_accuracy": float((rw > rl).float().mean()),
-            "kl_chosen": float(chosen_lr.detach().mean())}
+    logs = {
+        "reward_chosen": float(rw.mean()),
+        "reward_rejected": float(rl.mean()),
+        "reward_margin": float((rw - rl).mean()),
+        "reward_accuracy": float((rw > rl).float().mean()),
+        "kl_chosen": float(chosen_lr.detach().mean()),
+    }
     return losses.mean(), logs
 
 
@@ -80,10 +93,11 @@ class DPOObjective:
         model.eval()
         device = next(model.parameters()).device
         for a in range(0, len(examples), batch_size):
-            part = examples[a:a + batch_size]
+            part = examples[a : a + batch_size]
             b = pair_batch(part, self.pad_id, device)
-            logps, _ = sequence_logps(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                                      b["labels"])
+            logps, _ = sequence_logps(
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]
+            )
             for k, e in enumerate(part):
                 e["ref_chosen"], e["ref_rejected"] = float(logps[k]), float(logps[len(part) + k])
         model.train(was)

@@ -6,6 +6,7 @@ mixing), and each process then takes its slice. So the data position is just the
 exact, and replay is consistent across processes. The loop owns backward, clipping, optimizer and
 scheduler steps; strategies only add penalties and act at the hooks.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,19 +27,23 @@ from lifelong.train.schedules import lr_multiplier
 __all__ = ["collate", "micro_batches", "stage_steps", "train_stage"]
 
 
-def micro_batches(n: int, size: int, seed: int, stage: int, start: int = 0,
-                  order: Optional[list[int]] = None) -> Iterator[list[int]]:
+def micro_batches(
+    n: int, size: int, seed: int, stage: int, start: int = 0, order: Optional[list[int]] = None
+) -> Iterator[list[int]]:
     """Endless global micro-batches of example indices; a fresh permutation each epoch, or the fixed
     `order` (a curriculum) every epoch."""
     pos = start * size
     perm_epoch, perm = -1, np.arange(0)
     while True:
-        idx = []
+        idx: list[int] = []
         while len(idx) < size:
             epoch, off = divmod(pos, n)
             if epoch != perm_epoch:
-                perm = np.asarray(order) if order is not None else \
-                    np.random.default_rng([seed, stage, epoch]).permutation(n)
+                perm = (
+                    np.asarray(order)
+                    if order is not None
+                    else np.random.default_rng([seed, stage, epoch]).permutation(n)
+                )
                 perm_epoch = epoch
             idx.append(int(perm[off]))
             pos += 1
@@ -57,14 +62,23 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional[dict] = None,
-                objective: Any = None) -> dict:
+def train_stage(
+    run: RunView, index: int, examples: list[dict], resume: Optional[dict] = None, objective: Any = None
+) -> dict:
     """Train stage `index` on its examples; return its cost figures."""
     tc = run.cfg.stage_train(index)
     acc = run.accelerator
-    ctx = StageContext(stage_index=index, stage_name=run.cfg.stages[index].name, model=run.model,
-                       tokenizer=run.tokenizer, examples=examples, accelerator=acc, device=acc.device,
-                       run_dir=run.run_dir, formatter=run.formatter)
+    ctx = StageContext(
+        stage_index=index,
+        stage_name=run.cfg.stages[index].name,
+        model=run.model,
+        tokenizer=run.tokenizer,
+        examples=examples,
+        accelerator=acc,
+        device=acc.device,
+        run_dir=run.run_dir,
+        formatter=run.formatter,
+    )
     model = run.model = ctx.model = run.strategy.wrap_model(ctx).to(acc.device)  # adapters etc.
     world, rank = acc.num_processes, acc.process_index
     micro = tc.batch_size * world
@@ -83,13 +97,19 @@ def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional
     if tc.optimizer_state == "keep" and run.optimizer_state is not None and resume is None:
         try:  # carry AdamW moments over the boundary; the learning rate comes from the new schedule
             kept = run.optimizer_state
-            opt.load_state_dict({"state": kept["state"], "param_groups": [
-                {**opt.param_groups[0], "params": kept["param_groups"][0]["params"]}]})
+            opt.load_state_dict(
+                {
+                    "state": kept["state"],
+                    "param_groups": [{**opt.param_groups[0], "params": kept["param_groups"][0]["params"]}],
+                }
+            )
             for g in opt.param_groups:
                 g["lr"] = tc.lr * lr_multiplier(tc, steps, index)(0)
         except (ValueError, KeyError, IndexError) as e:
-            raise ValueError(f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
-                             f"as the previous stage ({e}); use reset") from None
+            raise ValueError(
+                f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
+                f"as the previous stage ({e}); use reset"
+            ) from None
     ctx.num_steps = steps
     start = 0
     if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
@@ -108,23 +128,39 @@ def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional
     if data is not None and data.order == "curriculum":
         from lifelong.data.curriculum import curriculum_order
 
-        order, info = curriculum_order(data, examples, model=run.model, pad_id=pad_id, device=acc.device,
-                                       data_key=run.cache_keys.get(index), reference_ident=[
-                                           run.cfg.model.model_dump(mode="json"),
-                                           [s.model_dump(mode="json") for s in run.cfg.stages[:index]],
-                                           [s.model_dump(mode="json") for s in run.cfg.strategy],
-                                           run.cfg.train.model_dump(mode="json"), run.cfg.seed])
+        order, info = curriculum_order(
+            data,
+            examples,
+            model=run.model,
+            pad_id=pad_id,
+            device=acc.device,
+            data_key=run.cache_keys.get(index),
+            reference_ident=[
+                run.cfg.model.model_dump(mode="json"),
+                [s.model_dump(mode="json") for s in run.cfg.stages[:index]],
+                [s.model_dump(mode="json") for s in run.cfg.strategy],
+                run.cfg.train.model_dump(mode="json"),
+                run.cfg.seed,
+            ],
+        )
         run.log(type="curriculum", stage=index, **info)
     index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum, order)
     stream = run.strategy.batches(ctx, ([examples[i] for i in idx] for idx in index_stream))
     tokens, t0 = 0, time.perf_counter()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
-                        TimeRemainingColumn(), disable=not acc.is_main_process or run.quiet,
-                        console=run.console, transient=False)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        disable=not acc.is_main_process or run.quiet,
+        console=run.console,
+        transient=False,
+    )
     with progress:
-        bar = progress.add_task(f"stage {index} {ctx.stage_name}", total=steps, completed=start,
-                                loss=float("nan"), tps=0.0)
+        bar = progress.add_task(
+            f"stage {index} {ctx.stage_name}", total=steps, completed=start, loss=float("nan"), tps=0.0
+        )
         for step in range(start, steps):
             ctx.step = step
             loss_sum, step_tokens = 0.0, 0
@@ -143,7 +179,9 @@ def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional
                     else:
                         out = wrapped(**batch)
                         loss = raw = out.loss
-                    if world > 1 and objective is None:  # token-weighted like one process: DDP's gradient mean then equals the
+                    if (
+                        world > 1 and objective is None
+                    ):  # token-weighted like one process: DDP's gradient mean then equals the
                         n_local = (batch["labels"][:, 1:] != -100).sum()  # mean over all processes' tokens
                         n_all = acc.reduce(n_local.detach().clone(), "sum")
                         loss = loss * n_local * world / n_all.clamp(min=1)
@@ -162,17 +200,33 @@ def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional
             tokens += step_tokens * world
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             progress.update(bar, advance=1, loss=loss_sum, tps=tps)
-            run.log(type="step", stage=index, step=step, loss=loss_sum, lr=lr, tokens=step_tokens * world,
-                    tokens_per_s=tps, **extra)
+            run.log(
+                type="step",
+                stage=index,
+                step=step,
+                loss=loss_sum,
+                lr=lr,
+                tokens=step_tokens * world,
+                tokens_per_s=tps,
+                **extra,
+            )
             if run.cfg.trackers:
-                acc.log({"train/loss": loss_sum, "train/lr": lr, "train/tokens_per_s": tps},
-                        step=run.step_offsets[index] + step + 1)
+                acc.log(
+                    {"train/loss": loss_sum, "train/lr": lr, "train/tokens_per_s": tps},
+                    step=run.step_offsets[index] + step + 1,
+                )
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    save_checkpoint(run.run_dir, f"stage{index}-step{step + 1}", acc.unwrap_model(wrapped),
-                                    run.strategy, {"stage": index, "step": step + 1, "done": False},
-                                    opt, sched)
+                    save_checkpoint(
+                        run.run_dir,
+                        f"stage{index}-step{step + 1}",
+                        acc.unwrap_model(wrapped),
+                        run.strategy,
+                        {"stage": index, "step": step + 1, "done": False},
+                        opt,
+                        sched,
+                    )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()
     model = acc.unwrap_model(wrapped)
@@ -182,6 +236,11 @@ def train_stage(run: RunView, index: int, examples: list[dict], resume: Optional
     model.eval()
     run.strategy.after_stage(ctx)
     acc.free_memory()
-    return {"wall_s": time.perf_counter() - t0, "steps": steps - start, "tokens": tokens,
-            "trainable_params": sum(p.numel() for p in params),
-            "peak_memory_mb": peak_memory_mb(acc.device), **run.strategy.cost()}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "steps": steps - start,
+        "tokens": tokens,
+        "trainable_params": sum(p.numel() for p in params),
+        "peak_memory_mb": peak_memory_mb(acc.device),
+        **run.strategy.cost(),
+    }

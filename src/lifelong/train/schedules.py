@@ -10,6 +10,7 @@ Large Language Models"): in the first stage, linear warmup, then a cosine cooldo
 from eta_max to the constant eta_const = constant_lr_ratio * eta_max; every later stage runs at eta_const and
 never re-warms; a stage with `anneal: true` decays from eta_const to eta_min over its last `decay_fraction`.
 """
+
 from __future__ import annotations
 
 import math

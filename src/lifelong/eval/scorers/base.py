@@ -1,4 +1,5 @@
 """The scorer interface."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar

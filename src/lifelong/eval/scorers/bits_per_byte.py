@@ -1,6 +1,7 @@
 """Bits per byte of held-out text: total NLL (in bits) / total UTF-8 bytes. Unlike perplexity it does not
 depend on the tokenizer, so models with different vocabularies compare (Gao et al. 2020, The Pile). Lower is
 better; the direction is recorded with the score."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ class BitsPerByte(Scorer):
         nll = lm.nll(texts)
         # bytes of the text actually scored: lm.nll truncates to max_length tokens
         out = []
-        for (value, n_tok), t in zip(nll, texts):
+        for (value, _n_tok), t in zip(nll, texts):
             ids = lm.tok(t)["input_ids"]
             scored = lm.tok.decode(ids[: lm.max_length], skip_special_tokens=True) if len(ids) > lm.max_length else t
             out.append([value, max(len(scored.encode("utf-8")), 1)])

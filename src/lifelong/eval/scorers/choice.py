@@ -1,5 +1,6 @@
 """Multiple choice by log-likelihood: the option with the highest (optionally length-normalised)
 log-likelihood given the prompt is the prediction; accuracy in percent."""
+
 from __future__ import annotations
 
 from typing import Any, Literal

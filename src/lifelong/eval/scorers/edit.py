@@ -8,6 +8,7 @@ forcing of the new target; locality: of the neighbour's own answer — the matri
 row, so this is accuracy of the known answer, not agreement with pre-edit predictions). The column is
 named `<metric>[<variant>]`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -38,8 +39,8 @@ class EditScorer(Scorer):
         self.metric = f"{p.metric}[{p.variant}]"  # type: ignore[misc]
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        from lifelong.eval.targets import score_targets
         from lifelong.data.edit_requests import parse_request
+        from lifelong.eval.targets import score_targets
 
         p: EditScorerParams = self.params  # type: ignore[assignment]
         out = np.full((len(items), 1), np.nan)
@@ -63,10 +64,11 @@ class EditScorer(Scorer):
             if p.variant == "top1":
                 out[n, 0] = np.mean([s["acc"] for s in new])
             else:
-                old = score_targets(lm.model, lm.tok, [(q, r.target_true) for q in prompts])
+                old = score_targets(lm.model, lm.tok, [(q, str(r.target_true)) for q in prompts])
                 out[n, 0] = np.mean([a["logp"] > b["logp"] for a, b in zip(new, old)])
         missing = np.isnan(out[:, 0])
         if missing.all():
-            raise ValueError(f"no request has what {self.metric} needs (paraphrases, neighbourhood prompts or "
-                             "target_true)")
+            raise ValueError(
+                f"no request has what {self.metric} needs (paraphrases, neighbourhood prompts or target_true)"
+            )
         return out[~missing]

@@ -1,5 +1,6 @@
 """Exact match of the greedy generation against the target(s), after normalisation (lower case, no
 punctuation, no articles, single spaces: the SQuAD normalisation); accuracy in percent."""
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,10 @@ class ExactMatch(Scorer):
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
         p: ExactMatchParams = self.params  # type: ignore[assignment]
-        ctxs = [lm.fm.messages_prompt_ids(it["messages"]) if "messages" in it else lm.fm.prompt_ids(it["prompt"])
-                for it in items]
+        ctxs = [
+            lm.fm.messages_prompt_ids(it["messages"]) if "messages" in it else lm.fm.prompt_ids(it["prompt"])
+            for it in items
+        ]
         gens = lm.generate(ctxs, max_new_tokens=p.max_new_tokens)
         out = np.zeros((len(items), 1))
         for n, (g, it) in enumerate(zip(gens, items)):

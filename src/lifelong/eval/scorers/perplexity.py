@@ -1,5 +1,6 @@
 """Perplexity of held-out text: exp(total NLL / total tokens) over the task's documents. Lower is better;
 the direction is recorded with the score, never negated."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """Preference accuracy on held-out pairs: the share of pairs where the model gives the chosen response a
 higher log-likelihood than the rejected one, given the prompt (the implicit-reward accuracy of DPO against a
 reference cancels to this when the reference is shared; here it is the policy's own ranking). Percent."""
+
 from __future__ import annotations
 
 from typing import Any

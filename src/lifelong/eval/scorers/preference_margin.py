@@ -1,5 +1,6 @@
 """Preference margin on held-out pairs: the mean of log p(chosen | prompt) - log p(rejected | prompt) (the
 policy's implicit reward margin up to beta and the reference's own margin). Higher is better; in nats."""
+
 from __future__ import annotations
 
 from typing import Any
