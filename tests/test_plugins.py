@@ -21,8 +21,10 @@ import pytest
 import yaml
 
 from lifelong.cli import main as cli
+from lifelong.configio import ConfigError
 from lifelong.registry import ENTRY_POINT_GROUPS, DuplicateNameError, Registry
 from lifelong.testing import tiny_run_config
+from lifelong.validation import validate_raw
 
 
 def _registries() -> dict[str, Registry]:
@@ -113,13 +115,22 @@ from typing import Any, Optional
 
 import torch
 
+from pydantic import Field
+
+from lifelong.config import Strict
 from lifelong.stages import StageKind
 
 
+class HalveParams(Strict):
+    factor: float = Field(default=0.5, gt=0, le=1)
+    """What the final norm's weights are multiplied by."""
+
+
 class ToyHalve(StageKind):
-    """Toy plugin: halves the final norm's weights; trains nothing."""
+    """Toy plugin: scales the final norm's weights by `params.factor`; trains nothing."""
 
     trainable = False
+    Params = HalveParams
 
     def prepare(self, env: Any, index: int) -> Any:
         return None
@@ -127,7 +138,7 @@ class ToyHalve(StageKind):
     def apply(self, env: Any, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         w = dict(env.model.named_parameters())["model.norm.weight"]
         with torch.no_grad():
-            w.mul_(0.5)
+            w.mul_(self.params(env.cfg.stages[index]).factor)
         return {"toy_halved": int(w.numel())}
 '''
 
@@ -338,7 +349,10 @@ def test_stage_kind_plugin(how: str, plugins: Plugins, tmp_path: Path, capsys: p
     assert "capabilities: trainable=False" in _listed("stages", name, capsys)
     raw = _tiny(tmp_path, f"stage-{how}")
     task = raw["stages"][0]["eval"]
-    raw["stages"] = [{"name": "halve", "kind": name, "eval": task}]  # no data: the kind does not train
+    raw["stages"] = [{"name": "halve", "kind": name, "eval": task, "params": {"factor": 2.0}}]
+    with pytest.raises(ConfigError, match=r"stages\.0\.params\.factor: Input should be less than or equal to 1"):
+        validate_raw(raw)  # the kind's own parameters are typed and bounded
+    raw["stages"][0]["params"] = {"factor": 0.5}  # no data: the kind does not train
     assert "valid (1 stages" in _validate(raw, tmp_path / "run.yaml", capsys)
 
     run_dir = _run(raw, tmp_path / "run.yaml", capsys)

@@ -351,6 +351,8 @@ class StageConfig(Strict):
     """Adapt the `mix` weights from the eval changes of the previous stage (Llama-3-SynE form)."""
     eval: Optional[EvalTaskConfig] = None
     """The stage's own held-out eval task, scored after every stage."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Parameters of the stage kind, typed per kind (`lifelong ls stages`); for kinds added as plugins."""
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
     """Overrides of the run-level `train` settings for this stage."""
 

@@ -10,11 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
+from pydantic import BaseModel
+
+from lifelong.config import Strict
 from lifelong.data import check_rows, infer_format, load_rows, to_examples
 from lifelong.train.context import StageEnv
 
 if TYPE_CHECKING:
     from lifelong.config import RunConfig
+
+
+class NoParams(Strict):
+    """A kind without parameters."""
 
 
 class StageState:
@@ -44,6 +51,8 @@ class StageKind:
     trainable: ClassVar[bool] = True
     formats: ClassVar[tuple[str, ...]] = ()
     """Row formats this kind accepts."""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    """The kind's parameters (`stages[i].params` in a config), validated before anything loads."""
     State: ClassVar[Optional[type[StageState]]] = None
     """Run-wide state of this kind (None: none); reached in `apply` as `env.stage_state(kind name)`."""
 
@@ -52,9 +61,14 @@ class StageKind:
         """Located messages for what is wrong with stage `index` of `cfg` for this kind, before anything
         loads (`at`: a `lifelong.configio.Locator`). Kinds with their own section check it here."""
         s = cfg.stages[index]
+        msgs = at.params(cls.Params, s.params, ("stages", index, "params"))[1]
         if cls.trainable and s.data is None and not s.mix:
-            return [at(("stages", index, "data"), f"stage kind {s.kind!r} trains, so it needs `data`")]
-        return []
+            msgs.append(at(("stages", index, "data"), f"stage kind {s.kind!r} trains, so it needs `data`"))
+        return msgs
+
+    def params(self, stage: Any) -> Any:
+        """The stage's `params` as this kind's typed `Params`."""
+        return self.Params(**stage.params)
 
     def default_eval(self, stage: Any) -> Optional[Any]:
         """The eval task of a stage that sets no `eval` (an `EvalTaskConfig`), or None: most kinds have none."""
