@@ -9,7 +9,7 @@ import platform
 import random
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -108,12 +108,18 @@ def versions() -> dict[str, str]:
 
 class Run:
     def __init__(
-        self, cfg: RunConfig, resume: bool = False, quiet: bool = False, console: Optional[Console] = None
+        self,
+        cfg: RunConfig,
+        resume: bool = False,
+        quiet: bool = False,
+        console: Optional[Console] = None,
+        callbacks: Optional[list[Callable[[dict], None]]] = None,
     ) -> None:
         from accelerate import Accelerator
 
         self.cfg = cfg
         self.quiet = quiet
+        self.callbacks = list(callbacks or [])  # called with every logged event (lifelong.api.run's on_event)
         self.console = console or Console()
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.resume = resume
@@ -222,6 +228,8 @@ class Run:
         event = {"time": time.time(), **event}
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
+        for callback in self.callbacks:
+            callback(event)
 
     # ---- what stage kinds see (lifelong.train.context.StageEnv) --------------------------------------
     def stage_state(self, kind: str) -> Any:
