@@ -90,17 +90,18 @@ def train_only(model: Any, names: list[str], trainable: str) -> None:
         q.requires_grad_("lora_" in n and f".{trainable}." in n)
 
 
-def export_adapter(model: Any, name: str, run_dir: Optional[Path]) -> None:
+def export_adapter(model: Any, name: str, run_dir: Optional[Path], folder: Optional[str] = None) -> None:
+    """Save adapter `name` in PEFT's format to `<run_dir>/adapters/<folder>/` (`folder` defaults to `name`)."""
     if run_dir is None:
         return
-    out = Path(run_dir) / "adapters"
-    tmp = out / f".tmp-{name}-{os.getpid()}"
+    out, dest = Path(run_dir) / "adapters", folder or name
+    tmp = out / f".tmp-{dest}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), selected_adapters=[name])
     src = tmp / name if (tmp / name).is_dir() else tmp
-    if (out / name).exists():
-        shutil.rmtree(out / name)
-    os.replace(src, out / name)
+    if (out / dest).exists():
+        shutil.rmtree(out / dest)
+    os.replace(src, out / dest)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
