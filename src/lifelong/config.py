@@ -254,6 +254,14 @@ class TrainConfig(Strict):
     """Trade compute for memory by recomputing activations in backward."""
     checkpoint_every: int = Field(default=0, ge=0, le=10**9)
     """Also checkpoint every N optimizer steps inside a stage (0: only at stage ends)."""
+    eval_every: int = Field(default=0, ge=0, le=10**9)
+    """Also score `eval_tasks` inside a trainable stage: at its start, every K optimizer steps and at its
+    end, recorded as `eval_step` events (continual evaluation; the results matrix stays the stage-end
+    evaluation). 0: off."""
+    eval_tasks: Optional[list[Annotated[str, Field(min_length=1)]]] = Field(
+        default=None, min_length=1, max_length=10_000
+    )
+    """Names of the eval tasks scored inside stages by `eval_every` (default: every task of the suite)."""
 
 
 def _optional_model(model: type[BaseModel], name: str) -> type[BaseModel]:
