@@ -5,6 +5,7 @@ checked by the packages that own the registries (`lifelong.validation` runs ever
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from pathlib import Path
@@ -150,6 +151,30 @@ def check_stream(cfg: RunConfig, at: Locator) -> list[str]:
                     "must be unique (set `name:`)",
                 )
             )
+    return msgs
+
+
+def check_eval_tasks(cfg: RunConfig, at: Locator, defaults: list[str]) -> list[str]:
+    """`train.eval_tasks` (run level and per stage) names only eval tasks of the suite: the stages' `eval`,
+    the probes, and `defaults` (tasks that stage kinds give stages without `eval`, e.g. an edit stage's own
+    edits; known where the kinds are registered)."""
+    known = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
+    known += [t.name or f"probe{i}" for i, t in enumerate(cfg.eval.probes)] + defaults
+    where: list[tuple[tuple, Optional[list[str]]]] = [(("train", "eval_tasks"), cfg.train.eval_tasks)]
+    where += [(("stages", i, "train", "eval_tasks"), s.train.eval_tasks) for i, s in enumerate(cfg.stages)]
+    msgs: list[str] = []
+    for loc, names in where:
+        for k, name in enumerate(names or []):
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                msgs.append(
+                    at(
+                        loc + (k,),
+                        f"unknown eval task {name!r}; {hint}eval_tasks lists names of the suite's tasks "
+                        f"({', '.join(known) or 'none'})",
+                    )
+                )
     return msgs
 
 

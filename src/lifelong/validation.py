@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from lifelong.config import RunConfig
-from lifelong.configio import ConfigError, Locator, parse, read_run_config
+from lifelong.configio import ConfigError, Locator, check_eval_tasks, parse, read_run_config
 
 __all__ = ["ConfigError", "load_config", "validate_raw"]
 
@@ -33,13 +33,17 @@ def validate_raw(
     cfg, msgs = parse(raw, at, base_dir)
     msgs += strategies.check_config(cfg, at) + scorers.check_config(cfg, at)
     evaluated = bool(cfg.eval.probes)
+    defaults: list[str] = []  # eval tasks that kinds give stages without `eval`
     for i, s in enumerate(cfg.stages):
         if s.kind not in STAGE_KINDS:
             msgs.append(at(("stages", i, "kind"), STAGE_KINDS.unknown_message(s.kind)))
             continue
         kind = STAGE_KINDS.get(s.kind)
         msgs += kind.check(cfg, i, at)
-        evaluated = evaluated or s.eval is not None or kind().default_eval(s) is not None
+        default = kind().default_eval(s) if s.eval is None else None
+        defaults += [default.name or s.name] if default is not None else []
+        evaluated = evaluated or s.eval is not None or default is not None
+    msgs += check_eval_tasks(cfg, at, defaults)
     if not evaluated and not msgs:
         msgs.append(
             at(
