@@ -30,6 +30,17 @@ def _fmt(v: Optional[float]) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+def group_title(group: str, g: dict) -> str:
+    """A metrics group as people read it: its tasks, the unit of its metrics and the score's direction."""
+    unit = g.get("unit")  # runs from before units were recorded have none
+    if unit and unit != g.get("score_unit", unit):
+        unit = f"{unit}, the log of {g['score_unit']}"
+    where = f" in {unit}" if unit else ""
+    hib = g.get("higher_is_better")
+    way = "" if hib is None else f", {'higher' if hib else 'lower'} score is better"
+    return f"{group}{where}{way}: {', '.join(g['tasks'])}"
+
+
 def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
     console = console or Console()
     rp = Path(run_dir) / "results.json"
@@ -48,7 +59,7 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
     for group, g in res.get("metrics", {}).items():
         if not (isinstance(g, dict) and "metrics" in g):
             continue
-        mt = Table(title=escape(f"metrics ({group}: {', '.join(g['tasks'])})"))
+        mt = Table(title=escape(f"metrics: {group_title(group, g)}"))
         for m in ("metric", "value", "95% CI"):
             mt.add_column(m, justify="right" if m != "metric" else "left")
         for m in METRICS:
