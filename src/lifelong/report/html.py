@@ -14,7 +14,7 @@ import numpy as np
 from lifelong.eval.metrics import METRICS
 from lifelong.fileio import atomic_write_text
 from lifelong.report import plots
-from lifelong.report.table import read_events
+from lifelong.report.table import group_title, read_events
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -81,7 +81,9 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     run = load_run(run_dir)
     res = run["results"]
     steps, bounds = training_series(run["events"])
-    groups = [(g, v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v]
+    groups = [  # titled with their tasks, the unit of their metrics and the direction of the score
+        (group_title(g, v), v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v
+    ]
     costs = [{"stage": k, **v} for k, v in res.get("costs", {}).items()]
     cost_keys = sorted(
         {k for c in costs for k in c if k != "stage"},
