@@ -161,7 +161,8 @@ def check_eval_tasks(cfg: RunConfig, at: Locator, defaults: list[str]) -> list[s
     known = [t.name or s.name for s in cfg.stages for t in [s.eval] if t]
     known += [t.name or f"probe{i}" for i, t in enumerate(cfg.eval.probes)] + defaults
     where: list[tuple[tuple, Optional[list[str]]]] = [(("train", "eval_tasks"), cfg.train.eval_tasks)]
-    where += [(("stages", i, "train", "eval_tasks"), s.train.eval_tasks) for i, s in enumerate(cfg.stages)]
+    for i, s in enumerate(cfg.stages):
+        where.append((("stages", i, "train", "eval_tasks"), s.train.eval_tasks))  # type: ignore[attr-defined]
     msgs: list[str] = []
     for loc, names in where:
         for k, name in enumerate(names or []):

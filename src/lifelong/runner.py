@@ -36,6 +36,7 @@ from lifelong.train.checkpoint import (
     save_checkpoint,
 )
 from lifelong.train.context import StageContext
+from lifelong.train.inner_eval import TrainingState, recorded_points
 
 PRODUCTS = ("results.json", "per_example.json", "ckpt", "keep")
 """What a run directory holds once a run has made progress (besides the folders of stage kinds' states,
@@ -153,6 +154,7 @@ class Run:
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
         self.tasks: list[EvalTask] = build_suite(cfg, self.kinds)
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
+        self.inner_points: Optional[set[tuple[int, int]]] = None  # (stage, step) scored inside stages
         self.results: Optional[Results] = None
         self.states: dict[str, StageState] = {}  # run-wide state of the stage kinds that keep one
         for s, kind in zip(cfg.stages, self.kinds):
@@ -274,15 +276,15 @@ class Run:
         self.log(type="start_from", source=name)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def task_stats(self, task: EvalTask, row: int, stage_name: str) -> np.ndarray:
-        """Per-example statistics of one eval task for the current model as of matrix row `row`: the
-        strategy picks the model, retrieval adds passages, processes score shards gathered in rank order."""
+    def task_stats(self, task: EvalTask, row: int, stage_name: str, model: Any = None) -> np.ndarray:
+        """Per-example statistics of one eval task for the current model (or `model`) as of matrix row `row`:
+        the strategy picks the model, retrieval adds passages, processes score shards gathered in rank order."""
         acc = self.accelerator
         world, rank = acc.num_processes, acc.process_index
         ctx = StageContext(
             stage_index=row - 1,
             stage_name=stage_name,
-            model=self.model,
+            model=self.model if model is None else model,
             tokenizer=self.tokenizer,
             accelerator=acc,
             device=acc.device,
@@ -315,6 +317,33 @@ class Run:
     def score_suite(self, row: int) -> dict[str, float]:
         """Scores of the current model on every eval task as of matrix row `row`, outside the matrix (sweeps)."""
         return {t.name: float(t.scorer.aggregate(self.task_stats(t, row, "sweep"))) for t in self.tasks}
+
+    def evaluate_during(self, index: int, step: int, model: Any) -> float:
+        """`train.eval_every`: score `eval_tasks` on the model being trained after `step` steps of stage
+        `index`, by the matrix's own path (`task_stats`, as of the stage's row), as an `eval_step` event and
+        tracker scalars `eval_step/<task>` at the global step; the training state is put back. A point a
+        resumed run already recorded is not scored again."""
+        t0 = time.perf_counter()
+        if self.inner_points is None:
+            self.inner_points = recorded_points(self.run_dir) if self.resume else set()
+        if (index, step) in self.inner_points:
+            return 0.0
+        names = self.cfg.stage_train(index).eval_tasks
+        state = TrainingState(model)
+        try:
+            scores = {
+                t.name: float(t.scorer.aggregate(self.task_stats(t, index + 1, self.cfg.stages[index].name, model)))
+                for t in self.tasks
+                if names is None or t.name in names
+            }
+        finally:
+            state.restore()
+        at = self.step_offsets[index] + step
+        self.log(type="eval_step", stage=index, step=step, global_step=at, scores=scores)
+        if self.cfg.trackers:
+            self.accelerator.log({f"eval_step/{k}": v for k, v in scores.items()}, step=at)
+        self.inner_points.add((index, step))
+        return time.perf_counter() - t0
 
     def evaluate(self, results: Results, row: int) -> None:
         acc = self.accelerator

@@ -68,6 +68,11 @@ class RunView(Protocol):
     def log(self, **event: Any) -> None:
         """Append an event to the run's `events.jsonl`."""
 
+    def evaluate_during(self, index: int, step: int, model: Any) -> float:
+        """Score `train.eval_tasks` on `model` (the strategy-wrapped model being trained) after `step` optimizer
+        steps of stage `index`, record an `eval_step` event, and leave the model's training state as it was
+        (`train.eval_every`; every process calls it at the same steps). Returns the seconds it took."""
+
 
 class StageEnv(RunView, Protocol):
     """What a stage kind may use of a run, besides the loop's view."""

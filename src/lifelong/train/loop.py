@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lifelong.data.collate import collate
 from lifelong.train.checkpoint import save_checkpoint
 from lifelong.train.context import RunView, StageContext
+from lifelong.train.inner_eval import eval_due
 from lifelong.train.schedules import lr_multiplier
 
 __all__ = ["collate", "micro_batches", "stage_steps", "train_stage"]
@@ -144,6 +145,8 @@ def train_stage(
             ],
         )
         run.log(type="curriculum", stage=index, **info)
+    if eval_due(start, steps, tc.eval_every):  # continual evaluation starts at the boundary
+        run.evaluate_during(index, start, acc.unwrap_model(wrapped))
     index_stream = micro_batches(len(examples), micro, run.cfg.seed, index, start * tc.grad_accum, order)
     stream = run.strategy.batches(ctx, ([examples[i] for i in idx] for idx in index_stream))
     tokens, t0 = 0, time.perf_counter()
@@ -215,6 +218,8 @@ def train_stage(
                     {"train/loss": loss_sum, "train/lr": lr, "train/tokens_per_s": tps},
                     step=run.step_offsets[index] + step + 1,
                 )
+            if eval_due(step + 1, steps, tc.eval_every):  # before the checkpoint: a resume has this point
+                t0 += run.evaluate_during(index, step + 1, acc.unwrap_model(wrapped))  # not timed as training
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
