@@ -59,7 +59,8 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
     for group, g in res.get("metrics", {}).items():
         if not (isinstance(g, dict) and "metrics" in g):
             continue
-        mt = Table(title=escape(f"metrics: {group_title(group, g)}"))
+        console.print(f"[bold]metrics: {escape(group_title(group, g))}[/]")  # a line, not a title wrapped narrow
+        mt = Table()
         for m in ("metric", "value", "95% CI"):
             mt.add_column(m, justify="right" if m != "metric" else "left")
         for m in METRICS:
