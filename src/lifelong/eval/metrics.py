@@ -8,8 +8,10 @@ Notation: T stages that own an eval task; `A[i, j]` = score of stage j's task af
 - BWT  = 1/D sum_{j<T-1} s_j (A[T-1, j] - A[j, j])            backward transfer (GEM, Lopez-Paz 2017)
 - FM   = 1/D sum_{j<T-1} max_{l<T-1} s_j (A[l, j] - A[T-1, j])  forgetting (Chaudhry et al. 2018)
 - FWT  = 1/(T-1) sum_{j>=1} s_j (A[j-1, j] - b[j])              forward transfer against the baseline row
-D is T-1 (GEM convention, default) or T. AA and AIA are in the task's own unit (for perplexity: mean
-perplexity, lower is better); BWT, FM, FWT are signed so that positive BWT/FWT is good and positive FM is bad.
+D is T-1 (GEM convention, default) or T. BWT, FM, FWT are signed so that positive BWT/FWT is good and
+positive FM is bad. These functions take `A` in whatever unit they are given; `Results.compute_metrics` gives
+each cell through its scorer's `metrics_aggregate`, so perplexity tasks enter as mean NLL in nats per token
+(ln perplexity): a perplexity going 3 -> 3000 is a forgetting of ln(1000) = 6.9 nats/token, not of 2,997.
 """
 
 from __future__ import annotations

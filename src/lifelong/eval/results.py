@@ -22,7 +22,12 @@ class Results:
     def __init__(self, name: str, rows: list[str], tasks: list[dict], bwt_denominator: str = "T-1") -> None:
         self.name = name
         self.rows = rows  # "baseline", then stage names
-        self.tasks = tasks  # {name, metric, higher_is_better, stage, scorer, n}
+        self.tasks = tasks  # {name, metric, higher_is_better, stage, scorer, n, unit, metrics_unit}
+        for t in tasks:  # units come from the scorer (records of older runs lack them)
+            if t.get("scorer") in SCORERS:
+                cls = SCORERS.get(t["scorer"])
+                t.setdefault("unit", cls.unit)
+                t.setdefault("metrics_unit", cls.metrics_unit or cls.unit)
         self.matrix: list[list[Optional[float]]] = [[None] * len(tasks) for _ in rows]
         self.stats: dict[str, dict[str, list]] = {t["name"]: {} for t in tasks}
         self.costs: dict[str, dict] = {}
@@ -41,7 +46,10 @@ class Results:
 
     # ---- metrics --------------------------------------------------------------------------------
     def compute_metrics(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-        """Metrics over the stage-owned tasks, one group per direction (scores vs perplexity)."""
+        """Metrics over the stage-owned tasks, one group per unit (percent scores; perplexity; bits per byte;
+        ...), each with its unit and direction. Cells enter the metrics through the scorer's
+        `metrics_aggregate` (perplexity: mean NLL in nats/token), the point estimates and every bootstrap
+        resample alike, so the CIs are on the scale of the estimates."""
         den = self.extra["bwt_denominator"]
         out: dict[str, Any] = {}
         done = [r for r in range(len(self.rows)) if self.has_row(r)]
@@ -59,14 +67,22 @@ class Results:
             if not cols:
                 continue
             rows = [self.tasks[j]["stage"] + 1 for j in cols]
-            M = np.array(self.matrix, dtype=float)
-            A = M[np.ix_(rows, cols)]
-            base = M[0, cols]
-            point = continual_metrics(A, base, [hib] * len(cols), den)
+            scorers = [SCORERS.get(self.tasks[j]["scorer"]) for j in cols]
+            aggs = [cls.metrics_aggregate for cls in scorers]
             stats = [np.array([self.stats[self.tasks[j]["name"]][r] for r in self.rows]) for j in cols]
-            aggs = [SCORERS.get(self.tasks[j]["scorer"]).aggregate for j in cols]
+            M = np.array([[float(agg(s[r])) for r in range(len(self.rows))] for agg, s in zip(aggs, stats)]).T
+            A = M[np.ix_(rows, range(len(cols)))]
+            point = continual_metrics(A, M[0], [hib] * len(cols), den)
             ci = bootstrap_cis(stats, aggs, rows, [hib] * len(cols), den, n_boot=n_boot, seed=seed)
-            out[group] = {"tasks": [self.tasks[j]["name"] for j in cols], "metrics": point, "ci95": ci}
+            units = sorted({cls.metrics_unit or cls.unit for cls in scorers})
+            out[group] = {
+                "tasks": [self.tasks[j]["name"] for j in cols],
+                "unit": units[0] if len(units) == 1 else " | ".join(units),
+                "score_unit": scorers[0].unit,
+                "higher_is_better": hib,
+                "metrics": point,
+                "ci95": ci,
+            }
         pref = self.extra.get("preference_stages", [])
         if pref:  # the alignment tax: change of the non-preference columns across each preference stage
             tax = {}
@@ -99,7 +115,8 @@ class Results:
         out["convention"] = (
             f"A[i,j] = score of stage j's task after stage i; baseline row = before the first "
             f"stage; BWT and FM divide by {den}; FWT is against the baseline row; "
-            "CIs: 95% percentile bootstrap over eval examples"
+            "CIs: 95% percentile bootstrap over eval examples; each group's metrics are in its `unit` "
+            "(perplexity tasks: mean NLL in nats/token, the log of the perplexity the matrix shows)"
         )
         self.metrics = out
         return out

@@ -16,6 +16,7 @@ from lifelong.eval.scorers.base import Scorer
 @SCORERS.register("bits_per_byte")
 class BitsPerByte(Scorer):
     metric = "bits_per_byte"
+    unit = "bits/byte"  # a log-scale score already: the metrics use it as it is
     higher_is_better = False
     formats = ("text",)
 

@@ -15,6 +15,7 @@ from lifelong.eval.scorers.preference_accuracy import pair_margins
 @SCORERS.register("preference_margin")
 class PreferenceMargin(Scorer):
     metric = "preference_margin"
+    unit = "nats"
     formats = ("preference",)
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
