@@ -8,7 +8,8 @@ parameters (strategies, scorers) are typed per method: each method class carries
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Optional, get_args
+import re
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -254,6 +255,10 @@ class TrainConfig(Strict):
     """Trade compute for memory by recomputing activations in backward."""
     checkpoint_every: int = Field(default=0, ge=0, le=10**9)
     """Also checkpoint every N optimizer steps inside a stage (0: only at stage ends)."""
+    keep_checkpoints: int = Field(default=1, ge=1, le=10**6)
+    """How many of the newest checkpoints (step and stage-end) stay in `ckpt/`; older ones are deleted once a
+    newer one is complete. Stage models that exports, `start_from` or merges need are written to `models/` and
+    `keep/` before the next checkpoint, so they never depend on this."""
     eval_every: int = Field(default=0, ge=0, le=10**9)
     """Also score `eval_tasks` inside a trainable stage: at its start, every K optimizer steps and at its
     end, recorded as `eval_step` events (continual evaluation; the results matrix stays the stage-end
@@ -378,6 +383,34 @@ class EvalConfig(Strict):
     """Cap on examples of every eval task."""
 
 
+class ExportConfig(Strict):
+    stages: Union[Literal["last", "all", "none"], list[Annotated[str, Field(min_length=1)]]] = "last"
+    """Stages whose model is written to `runs/<name>/models/<stage>/` as the stage ends: `last`, `all`,
+    `none`, or a list of stage names."""
+    format: Literal["hf", "peft"] = "hf"
+    """`hf`: a Hugging Face model directory (config, generation config, safetensors shards, tokenizer with its
+    chat template; adapters merged in). `peft`: the stage's PEFT adapter (adapter strategies only), loadable
+    with `PeftModel.from_pretrained(base, dir)`."""
+    merged: bool = False
+    """With `format: peft`: also write the full merged weights as a Hugging Face directory in `merged/`."""
+    max_shard_size: str = "5GB"
+    """Largest safetensors shard of an `hf` export (`save_pretrained`'s `max_shard_size`): a whole number
+    with KB, MB, GB, KiB, MiB or GiB, e.g. `2GB`."""
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, v: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]{0,6}[KMG]i?B", v):
+            raise ValueError(f"{v!r} is not a size; give a whole number with KB, MB, GB, KiB, MiB or GiB, e.g. 2GB")
+        return v
+
+    @model_validator(mode="after")
+    def _merged_needs_peft(self) -> "ExportConfig":
+        if self.merged and self.format != "peft":
+            raise ValueError("merged: true goes with format: peft (an hf export is full merged weights already)")
+        return self
+
+
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     """Run name; the run directory is `output_dir/name`."""
@@ -403,6 +436,8 @@ class RunConfig(Strict):
     """Experiment trackers fed through accelerate (losses, learning rate, eval scores); none by default.
     TensorBoard and MLflow write under the run directory (MLflow: a local file store unless
     MLFLOW_TRACKING_URI is set)."""
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    """Stage models written out as usable models (docs/export.md); default: the last stage, as `hf`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -421,6 +456,17 @@ class RunConfig(Strict):
             )
             keep += [r for r in refs if r not in keep]
         return keep
+
+    def export_stages(self) -> list[int]:
+        """Indices of the stages whose model is exported as the stage ends (`export.stages`)."""
+        sel = self.export.stages
+        if sel == "none":
+            return []
+        if sel == "last":
+            return [len(self.stages) - 1]
+        if sel == "all":
+            return list(range(len(self.stages)))
+        return [i for i, s in enumerate(self.stages) if s.name in sel]
 
     def stage_train(self, i: int) -> TrainConfig:
         """The run-level train settings with stage `i`'s overrides applied."""

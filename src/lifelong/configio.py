@@ -141,6 +141,18 @@ def check_stream(cfg: RunConfig, at: Locator) -> list[str]:
                 msgs.append(at(("stages", i, "merge", "weights"), "one weight per model"))
         if names.index(s.name) != i:
             msgs.append(at(("stages", i, "name"), f"duplicate stage name {s.name!r}"))
+    if isinstance(cfg.export.stages, list):
+        for k, name in enumerate(cfg.export.stages):
+            if name not in names:
+                near = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                msgs.append(
+                    at(
+                        ("export", "stages", k),
+                        f"unknown stage {name!r}; {hint}export.stages is `last`, `all`, `none` or a list of "
+                        f"stage names ({', '.join(names)})",
+                    )
+                )
     for loc, col in col_locs:
         first = next(loc0 for loc0, c in col_locs if c == col)
         if first != loc:
