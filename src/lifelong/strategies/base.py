@@ -38,6 +38,13 @@ class Strategy:
     would see shards)."""
     stores_examples: ClassVar[bool] = False
     """Keeps training examples of earlier stages (privacy / storage relevant)."""
+    exports_hf: ClassVar[bool] = True
+    """Its stage models are plain transformers models (adapters merged in): `export.format: hf` works."""
+    exports_peft: ClassVar[bool] = False
+    """Its stage models are PEFT adapters on the unchanged base (`export.format: peft`); `export_adapters`
+    names them."""
+    export_note: ClassVar[str] = ""
+    """Why an export format it lacks cannot hold its models (said when a config asks for one)."""
 
     def __init__(self, params: Optional[BaseModel] = None, seed: int = 0) -> None:
         self.params = params if params is not None else self.Params()
@@ -71,6 +78,17 @@ class Strategy:
         """Extra cost figures for the run's cost table (e.g. stored examples)."""
         return {}
 
+    def export_adapters(self, ctx: StageContext) -> list[str]:
+        """The PEFT adapters that make up the model of stage `ctx.stage_index` (exported as one adapter,
+        several concatenated); empty: the model as it is."""
+        return []
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        """State-dict names of the tensors this strategy adds and trains when it never changes the starting
+        weights (adapters, soft prompts). Checkpoints then hold only these, plus a digest of the rest, which
+        is the starting model reloaded from the config. None: any weight may change (full checkpoints)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -86,6 +104,9 @@ class Compose(Strategy):
         self.parts = parts
         self.needs_task_identity = any(p.needs_task_identity for p in parts)  # type: ignore[misc]
         self.supports_distributed = all(p.supports_distributed for p in parts)  # type: ignore[misc]
+        self.exports_hf = all(p.exports_hf for p in parts)  # type: ignore[misc]
+        self.exports_peft = self.exports_hf and any(p.exports_peft for p in parts)  # type: ignore[misc]
+        self.export_note = next((p.export_note for p in parts if p.export_note), "")  # type: ignore[misc]
 
     def wrap_model(self, ctx: StageContext) -> Any:
         model = ctx.model
@@ -127,6 +148,13 @@ class Compose(Strategy):
         for p in self.parts:
             out.update(p.cost())
         return out
+
+    def export_adapters(self, ctx: StageContext) -> list[str]:
+        return [a for p in self.parts for a in p.export_adapters(ctx)]
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        sets = [t for t in (p.trained_tensors(model) for p in self.parts) if t is not None]
+        return set().union(*sets) if sets else None
 
     def state_dict(self) -> dict[str, Any]:
         return {str(i): p.state_dict() for i, p in enumerate(self.parts)}

@@ -78,6 +78,11 @@ def add_adapter(model: Any, name: str, p: Any) -> Any:
     return model
 
 
+def lora_tensors(model: Any) -> set[str]:
+    """State-dict names of every LoRA adapter tensor (what adapter strategies train; the base stays as loaded)."""
+    return {n for n in model.state_dict() if "lora_" in n}
+
+
 def adapter_params(model: Any, name: str) -> dict[str, torch.nn.Parameter]:
     return {n: q for n, q in model.named_parameters() if f".{name}." in n and "lora_" in n}
 
@@ -129,6 +134,7 @@ class LoRA(Strategy):
 
     Params = LoRAParams
     needs_task_identity = True  # with router: task; the prototype router infers it
+    exports_peft = True  # a stage's model: the base plus that stage's adapter
 
     def __init__(self, params: LoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -197,6 +203,13 @@ class LoRA(Strategy):
             if "lora_" in n:
                 q.requires_grad_(False)
         return model
+
+    def export_adapters(self, ctx: StageContext) -> list[str]:
+        name = f"stage{ctx.stage_index}"
+        return [name] if name in self.adapters else []  # a stage that trained no adapter: the base
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        return lora_tensors(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"adapters": list(self.adapters), "prototypes": dict(self.prototypes)}

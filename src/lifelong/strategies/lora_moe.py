@@ -89,6 +89,8 @@ class LoRAMoE(Strategy):
     """LoRAMoE: LoRA experts with a learned router in the feed-forward layers, plus a balance term."""
 
     Params = LoRAMoEParams
+    exports_hf = False
+    export_note = "gated LoRA experts depend on the input through the router, so they cannot be merged into the weights"
 
     def __init__(self, params: LoRAMoEParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -160,6 +162,15 @@ class LoRAMoE(Strategy):
             if m.last_importance is not None
         ]
         return sum(vals) / max(len(vals), 1)
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        return {
+            f"{name}.{p}"
+            for name, m in model.named_modules()
+            if isinstance(m, MoELoRALinear)
+            for p, _ in m.named_parameters()
+            if not p.startswith("base.")
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"groups": self.groups}

@@ -22,7 +22,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
-from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, train_only
+from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, lora_tensors, train_only
 
 
 class OLoRAParams(Strict):
@@ -54,6 +54,7 @@ class OLoRA(Strategy):
     """O-LoRA: a new LoRA per stage, orthogonal to the frozen earlier ones, all active at inference."""
 
     Params = OLoRAParams
+    exports_peft = True  # a stage's model: the base plus every adapter so far (exported concatenated)
 
     def __init__(self, params: OLoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -120,6 +121,12 @@ class OLoRA(Strategy):
             if "lora_" in n:
                 q.requires_grad_(False)
         return model
+
+    def export_adapters(self, ctx: StageContext) -> list[str]:
+        return [a for a in self.adapters if int(a.removeprefix("stage")) <= ctx.stage_index]
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        return lora_tensors(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"adapters": list(self.adapters)}

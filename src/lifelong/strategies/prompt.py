@@ -119,6 +119,8 @@ class Prompt(Strategy):
     """Progressive soft prompts: a new prompt per stage, earlier prompts and the base frozen."""
 
     Params = PromptParams
+    exports_hf = False
+    export_note = "soft prompts are prepended embeddings, which no Hugging Face or PEFT model directory holds"
 
     def __init__(self, params: PromptParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -158,6 +160,9 @@ class Prompt(Strategy):
             else:
                 model.active = None
         return model
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        return {n for n in model.state_dict() if n.startswith("prompts.")}
 
     def state_dict(self) -> dict[str, Any]:
         return {"stages": self.stages}
