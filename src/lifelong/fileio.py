@@ -76,6 +76,14 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (a file: its size; nothing there: 0)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
 

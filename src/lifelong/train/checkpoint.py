@@ -2,13 +2,22 @@
 
 Everything in a run directory is written under a temporary name and renamed into place, so a kill -9 at
 any moment leaves either the old file or the new one. A checkpoint is a directory written as
-`ckpt/.tmp-*` and renamed; `ckpt/latest` names the newest complete one.
+`ckpt/.tmp-*` and renamed; `ckpt/latest` names the newest complete one, and the newest `keep` complete
+ones stay (`train.keep_checkpoints`).
 Contents: `model.safetensors` (weights), `optimizer.pt` and `rng.pt` (read back with
 `weights_only=True`), `strategy.json` + `strategy.safetensors`, `meta.json` (stage, step, data position).
+
+Adapter-only checkpoints: when the strategy names the tensors it trains (`Strategy.trained_tensors`:
+adapters, soft prompts) and every other tensor still equals the run's starting model (same digest as
+`ckpt/base.json`, recorded when the run starts), `model.safetensors` holds only the trained tensors and
+`meta.json` the digest of the rest; loading takes the rest from the starting model (reloaded from the
+config) and checks the digest. Otherwise (an edit or merge changed the base) the checkpoint is full.
+`ckpt/written.json` adds up the bytes of checkpoints written per stage (the costs table's disk figures).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -17,20 +26,38 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from lifelong.faults import fault_point
-from lifelong.fileio import TEMPORARY, _json_default, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from lifelong.fileio import (
+    TEMPORARY,
+    _json_default,
+    atomic_write_json,
+    atomic_write_text,
+    folder_bytes,
+    remove_stale_temporaries,
+)
 
 __all__ = [
     "TEMPORARY",
     "atomic_write_json",
     "atomic_write_text",
+    "checkpoints",
+    "folder_bytes",
     "latest_checkpoint",
     "load_checkpoint",
+    "record_base",
     "remove_stale_temporaries",
     "save_checkpoint",
+    "state_digest",
+    "written_bytes",
 ]
+
+BASE_RECORD = "base.json"
+"""`ckpt/base.json`: the digest of the run's starting model (adapter-only checkpoints leave it out)."""
+LEDGER = "written.json"
+"""`ckpt/written.json`: bytes of checkpoints written so far, per stage index."""
 
 
 def save_tree(state: Any, folder: Path, name: str) -> None:
@@ -89,6 +116,75 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def state_digest(model: Any, exclude: frozenset[str] | set[str] = frozenset()) -> str:
+    """sha256 of a model's tensors in state-dict order, names aside (a wrapped model's base tensors digest
+    like the unwrapped model's), each shared tensor once; tensors named in `exclude` are left out."""
+    h = hashlib.sha256()
+    seen: set[int] = set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name in exclude or id(t) in seen:
+            continue
+        seen.add(id(t))
+        x = t.detach().cpu().contiguous()
+        h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+        h.update(x.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def record_base(run_dir: Path, model: Any) -> None:
+    """Write `ckpt/base.json` (the starting model's digest) once, so checkpoints may leave the base out."""
+    path = Path(run_dir) / "ckpt" / BASE_RECORD
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"digest": state_digest(model)})
+
+
+def written_bytes(run_dir: Path) -> dict[int, int]:
+    """Bytes of checkpoints written per stage index so far, including ones deleted since."""
+    try:
+        return {int(k): int(v) for k, v in json.loads((Path(run_dir) / "ckpt" / LEDGER).read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def _order(meta: dict) -> tuple[int, int, int]:
+    """Checkpoints in the order they were written: by stage, its step checkpoints, then its end."""
+    return (int(meta.get("stage", -1)), 1 if meta.get("done") else 0, int(meta.get("step") or 0))
+
+
+def checkpoints(run_dir: Path) -> list[tuple[Path, dict]]:
+    """The complete checkpoints of a run with their meta, oldest first."""
+    root = Path(run_dir) / "ckpt"
+    found = [
+        (d, meta)
+        for d in (sorted(root.iterdir()) if root.is_dir() else [])
+        if d.is_dir() and not d.name.startswith(".") and (meta := _read_json(d / "meta.json")) is not None
+    ]
+    return sorted(found, key=lambda c: _order(c[1]))
+
+
+def _save_weights(root: Path, folder: Path, model: Any, strategy: Any, meta: dict) -> None:
+    """`model.safetensors`: only the trained tensors when the rest is still the starting model, else all."""
+    trained = strategy.trained_tensors(model) if hasattr(strategy, "trained_tensors") else None
+    base = _read_json(root / BASE_RECORD)
+    if trained is not None and base is not None:
+        digest = state_digest(model, trained)
+        if digest == base.get("digest"):
+            tensors = {n: t.detach().contiguous().cpu() for n, t in model.state_dict().items() if n in trained}
+            save_file(tensors, str(folder / "model.safetensors"))
+            meta["weights"] = {"frozen": "start", "digest": digest}
+            return
+    save_model(model, str(folder / "model.safetensors"))
+
+
 def save_checkpoint(
     run_dir: Path,
     tag: str,
@@ -97,14 +193,16 @@ def save_checkpoint(
     meta: dict,
     optimizer: Optional[Any] = None,
     scheduler: Optional[Any] = None,
+    keep: int = 1,
 ) -> Path:
-    """Write checkpoint `tag` atomically, point `ckpt/latest` at it, remove older ones."""
+    """Write checkpoint `tag` atomically, point `ckpt/latest` at it, keep the newest `keep` complete ones."""
     root = Path(run_dir) / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{tag}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
+    meta = dict(meta)
+    _save_weights(root, tmp, model, strategy, meta)
     fault_point("checkpoint-write")  # some files written, the rest and the rename not yet
     if optimizer is not None:
         torch.save(
@@ -117,14 +215,20 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / "rng.pt")
     save_tree(strategy.state_dict(), tmp, "strategy")
     (tmp / "meta.json").write_text(json.dumps(meta, default=_json_default))
+    size = folder_bytes(tmp)
     final = root / tag
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     fault_point("checkpoint-renamed")  # complete, but `latest` still names the previous one
     atomic_write_text(root / "latest", tag)
-    for old in root.iterdir():  # keep only the newest complete checkpoint
-        if old.name not in (tag, "latest") and not old.name.startswith("."):
+    ledger = written_bytes(run_dir)
+    stage = int(meta.get("stage", -1))
+    ledger[stage] = ledger.get(stage, 0) + size
+    atomic_write_json(root / LEDGER, {str(k): v for k, v in sorted(ledger.items())})
+    kept = {d.name for d, _ in checkpoints(run_dir)[-max(keep, 1) :]} | {tag}
+    for old in root.iterdir():  # older checkpoints beyond `keep`, remnants of deleted ones, stale temporaries
+        if old.is_dir() and not old.name.startswith(".") and old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
         elif old.name.startswith(".tmp-") and old != tmp:
             shutil.rmtree(old, ignore_errors=True)
@@ -150,7 +254,16 @@ def load_checkpoint(
     if rebuild is not None:
         model = rebuild(model, meta)
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    if unexpected or [m for m in missing if m not in _tied_names(model)]:
+    weights = meta.get("weights") or {}
+    if weights.get("frozen") == "start":  # adapter-only: the rest is the starting model, as it was then
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            held = set(f.keys())
+        if unexpected or state_digest(model, held) != weights["digest"]:
+            raise ValueError(
+                f"{path}: the starting model (model: in the run's config) is not the one this run started "
+                "from, and this checkpoint holds only the adapter; restore that model to resume"
+            )
+    elif unexpected or [m for m in missing if m not in _tied_names(model)]:
         raise ValueError(
             f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )

@@ -231,6 +231,7 @@ def train_stage(
                         {"stage": index, "step": step + 1, "done": False},
                         opt,
                         sched,
+                        keep=tc.keep_checkpoints,
                     )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()
