@@ -1,7 +1,7 @@
 """`report.html`: one self-contained page per run (styles and SVG figures inline, no network needed), rendered
-from a Jinja2 template: the results matrix heatmap, per-task curves with CI bands, the metrics with CIs and
-their convention, training loss and learning rate with stage boundaries, the cost table, the resolved config
-and the environment."""
+from a Jinja2 template: the results matrix heatmap, per-task curves with CI bands, scores inside stages (the
+stability gap), the metrics with CIs and their convention, training loss and learning rate with stage
+boundaries, the cost table, the resolved config and the environment."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from lifelong.eval.metrics import METRICS
 from lifelong.fileio import atomic_write_text
 from lifelong.report import plots
 from lifelong.report.table import group_title, read_events
+from lifelong.report.within_stage import boundaries, gap_rows, inner_points
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -81,6 +82,7 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     run = load_run(run_dir)
     res = run["results"]
     steps, bounds = training_series(run["events"])
+    inner = inner_points(run["events"])  # train.eval_every: scores inside stages
     groups = [  # titled with their tasks, the unit of their metrics and the direction of the score
         (group_title(g, v), v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v
     ]
@@ -101,6 +103,8 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
             heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
             curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
             training=plots.training(steps, bounds) if steps else None,
+            within=plots.within_stage(inner, res["tasks"], boundaries(inner, run["events"])) if inner else None,
+            gaps=gap_rows(inner, res["tasks"], res["rows"][1:]),
             config=run["config"],
             versions=res.get("versions", {}),
             probes=res.get("metrics", {}).get("probes"),

@@ -111,6 +111,36 @@ def training(steps: list[dict], boundaries: list[tuple[int, str]]) -> str:
     return _svg(fig)
 
 
+def within_stage(points: list[dict], tasks: list[dict], boundaries: list[tuple[int, str]]) -> str:
+    """Each task's in-stage score (`eval_step` points) against the global optimizer step, stage boundaries
+    marked: an old task's dip right after a boundary is the stability gap. Perplexity-like tasks on their own
+    axes (log scale when they span more than a factor of 10). Task j's line has the SVG id `within-<j>`."""
+    plt = _plt()
+    groups = [g for g in (True, False) if any(t["higher_is_better"] == g for t in tasks)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 3.6), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        for j, t in enumerate(tasks):
+            if t["higher_is_better"] != g:
+                continue
+            xy = [(p["global_step"], p["scores"][t["name"]]) for p in points if p["scores"].get(t["name"]) is not None]
+            if xy:
+                ax.plot(*zip(*xy), marker=".", ms=4, lw=1, label=t["name"], gid=f"within-{j}")
+        values = [v for p in points for t in tasks if t["higher_is_better"] == g for v in [p["scores"].get(t["name"])]]
+        values = [v for v in values if v is not None]
+        if not g and values and min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")
+        for x, name in boundaries:
+            ax.axvline(x, color="gray", ls="--", lw=0.8)
+            ax.text(x, 1, f" {name}", fontsize=7, va="top", transform=ax.get_xaxis_transform())
+        ax.set_xlabel("optimizer step (whole run)")
+        units = " / ".join(dict.fromkeys(t["metric"] for t in tasks if t["higher_is_better"] == g))
+        ax.set_ylabel(f"{units} ({'higher' if g else 'lower'} is better)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("scores inside stages (train.eval_every; dashed: stage starts)", fontsize=9)
+    return _svg(fig)
+
+
 def tradeoff(points: list[dict]) -> str:
     """Stability-plasticity scatter: forgetting (x, lower is better) vs score on new stages (y), with the
     Pareto front of runs no other run beats on both."""
