@@ -69,12 +69,82 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
         console.print(mt)
     if res.get("metrics", {}).get("convention"):
         console.print(res["metrics"]["convention"], style="dim", markup=False)
+    print_costs(res.get("costs", {}), console)
     events = read_events(Path(run_dir))
     if events and events[-1].get("type") != "end":
         steps = [e for e in events if e.get("type") == "step"]
         last = steps[-1] if steps else None
         where = f"stage {last['stage']} step {last['step'] + 1}, loss {last['loss']:.4f}" if last else "starting"
         console.print(f"[yellow]run in progress or interrupted: {where}[/]")
+
+
+COST_FIRST = (
+    "wall_s",
+    "steps",
+    "tokens",
+    "trainable_params",
+    "peak_memory_mb",
+    "disk_mb",
+    "checkpoint_mb",
+    "export_mb",
+)
+"""Cost columns in this order (strategies' own figures follow, by name)."""
+
+
+def print_costs(costs: dict[str, dict], console: Optional[Console] = None) -> None:
+    """The cost of every stage: time, steps, tokens, trainable parameters, memory, disk (checkpoints and
+    exports written for it, in MiB) and the strategy's own figures."""
+    if not costs:
+        return
+    console = console or Console()
+    keys = sorted(
+        {k for c in costs.values() for k, v in c.items() if isinstance(v, (int, float))},
+        key=lambda k: (COST_FIRST.index(k) if k in COST_FIRST else len(COST_FIRST), k),
+    )
+    t = Table(title="cost per stage (disk in MiB)")
+    t.add_column("stage")
+    for k in keys:
+        t.add_column(escape(k), justify="right")
+    for stage, c in costs.items():
+        t.add_row(escape(stage), *[_num(c.get(k)) for k in keys])
+    console.print(t)
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"
+
+
+def print_stage_models(models: list[dict], console: Optional[Console] = None, title: str = "stage models") -> None:
+    """Stage models that exist in a run directory (rows of `lifelong.stage_models.list_stage_models`, as
+    dicts): stage, where, what, parent, size and short content hash."""
+    console = console or Console()
+    if not models:
+        console.print(f"{title}: none kept (export.stages, train.keep_checkpoints)", style="dim", markup=False)
+        return
+    t = Table(title=title)
+    for col in ("stage", "where", "what", "parent", "size MiB", "content hash"):
+        t.add_column(col, justify="right" if col == "size MiB" else "left")
+    for m in models:
+        h = m.get("content_hash")
+        t.add_row(
+            *[escape(str(m[k])) for k in ("stage", "where", "what", "parent")],
+            f"{m['bytes'] / 2**20:,.2f}",
+            h[:12] if h else "—",
+        )
+    console.print(t)
+
+
+def print_runs(runs: list[dict], console: Optional[Console] = None) -> None:
+    """One line per run directory: name, stages done / total, strategy, the stage models that exist."""
+    console = console or Console()
+    t = Table(title="runs")
+    for col in ("run", "stages done", "strategy", "stage models"):
+        t.add_column(col)
+    for r in runs:
+        t.add_row(escape(r["name"]), r["progress"], escape(r["strategy"]), escape(r["models"]))
+    console.print(t)
 
 
 def print_comparison(run_dirs: list[Path], console: Optional[Console] = None) -> None:
