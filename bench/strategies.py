@@ -32,6 +32,7 @@ RECIPES: dict[str, tuple[dict, float]] = {
     "merge_after_stage": ({"weight": 0.5}, 2e-3),
     "sdft": ({"max_new_tokens": 8}, 2e-3),
     "lora": ({"r": 16, "alpha": 32}, 1e-2),
+    "seq_lora": ({"r": 16, "alpha": 32}, 3e-3),  # at 1e-2 the one rank-16 adapter learns no stage here
     "olora": ({"r": 8, "alpha": 32, "target_modules": "all-linear"}, 1e-2),
 }
 
