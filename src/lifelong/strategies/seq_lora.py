@@ -14,14 +14,14 @@ identity is needed at inference. After each stage the adapter as it is then is e
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
-from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, train_only
+from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, lora_tensors, train_only
 
 ADAPTER = "seq"
 """The PEFT name of the single adapter."""
@@ -46,6 +46,7 @@ class SeqLoRA(Strategy):
     Params = SeqLoRAParams
     needs_task_identity = False
     supports_distributed = True  # hooks act only on local parameters; DDP averages the adapter's gradients
+    exports_peft = True  # a stage's model: the base plus the one adapter as it was at the end of that stage
 
     def __init__(self, params: SeqLoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -82,6 +83,12 @@ class SeqLoRA(Strategy):
             if "lora_" in n:
                 q.requires_grad_(False)
         return model
+
+    def export_adapters(self, ctx: StageContext) -> list[str]:
+        return [ADAPTER] if self.created else []  # before the first trainable stage: the base
+
+    def trained_tensors(self, model: Any) -> Optional[set[str]]:
+        return lora_tensors(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"created": self.created, "trained": list(self.trained)}
