@@ -339,11 +339,12 @@ class Run:
         finally:
             state.restore()
         at = self.step_offsets[index] + step
-        self.log(type="eval_step", stage=index, step=step, global_step=at, scores=scores)
+        wall = time.perf_counter() - t0
+        self.log(type="eval_step", stage=index, step=step, global_step=at, scores=scores, wall_s=wall)
         if self.cfg.trackers:
             self.accelerator.log({f"eval_step/{k}": v for k, v in scores.items()}, step=at)
         self.inner_points.add((index, step))
-        return time.perf_counter() - t0
+        return wall
 
     def evaluate(self, results: Results, row: int) -> None:
         acc = self.accelerator
