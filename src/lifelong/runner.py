@@ -23,17 +23,21 @@ from lifelong.eval.lm import HFLM
 from lifelong.eval.results import Results
 from lifelong.eval.tasks import EvalTask, build_suite
 from lifelong.faults import fault_point
-from lifelong.fileio import ensure_writable_dir
+from lifelong.fileio import ensure_writable_dir, folder_bytes
 from lifelong.models import load_model_and_tokenizer
+from lifelong.models.export import export_stage_model, stage_parent
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageState
 from lifelong.strategies import build_strategy
 from lifelong.train.checkpoint import (
     atomic_write_text,
+    base_unchanged,
     latest_checkpoint,
     load_checkpoint,
+    record_base,
     remove_stale_temporaries,
     save_checkpoint,
+    written_bytes,
 )
 from lifelong.train.context import StageContext
 from lifelong.train.inner_eval import TrainingState, recorded_points
@@ -275,6 +279,58 @@ class Run:
         load_model(self.model, str(path), strict=False)
         self.log(type="start_from", source=name)
 
+    # ---- stage models out (docs/export.md) --------------------------------------------------------
+    def export_stage(self, i: int) -> None:
+        """Write stage `i`'s model to `models/<stage>/` when `export.stages` chooses it and it is not there
+        yet (a resume redoes an export a kill cut short), then put the stage's disk figures in its costs."""
+        acc, name = self.accelerator, self.cfg.stages[i].name
+        out = self.run_dir / "models" / name
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if i in self.cfg.export_stages() and not (out / "lineage.json").exists():
+                self._write_export(i, out)
+            cost = self.results.costs.get(name) if self.results is not None else None
+            if cost is not None and self.results is not None:
+                ck, ex = written_bytes(self.run_dir).get(i, 0), folder_bytes(out)
+                kept = folder_bytes(self.kept_path(name).parent)
+                mb = 2**20
+                cost.update(checkpoint_mb=ck / mb, export_mb=ex / mb, disk_mb=(ck + ex + kept) / mb)
+                self.results.save(self.run_dir)
+        acc.wait_for_everyone()
+
+    def _write_export(self, i: int, out: Path) -> None:
+        cfg, strategy, name = self.cfg, self.strategy, self.cfg.stages[i].name
+        if not strategy.exports_hf:  # the default export; one the config asks for is refused at validation
+            self.log(type="export_skipped", stage=i, reason=strategy.export_note)
+            return
+        ctx = StageContext(stage_index=i, stage_name=name, model=self.model, tokenizer=self.tokenizer)
+        adapters, fmt = strategy.export_adapters(ctx), cfg.export.format
+        if fmt == "peft" and not base_unchanged(self.run_dir, self.model, strategy):
+            why = (
+                "the base weights changed during the run (an edit or merge stage), so an adapter alone is not the model"
+            )
+            self.log(type="export_format", stage=i, format="hf", reason=why)
+            if not self.quiet:
+                self.console.print(f"[yellow]export of {name}: written as hf, not peft: {why}[/]")
+            fmt = "hf"
+        parent = self.run_dir / "models" / stage_parent(cfg, i) / "lineage.json"
+        parent_hash = json.loads(parent.read_text()).get("content_hash") if parent.exists() else None
+        tasks, matrix = self.results_matrix
+        rows = self.results.rows if self.results is not None else []
+        lineage = export_stage_model(
+            out,
+            self.model,
+            self.tokenizer,
+            cfg,
+            i,
+            adapters,
+            {"rows": rows, "tasks": tasks, "matrix": matrix},
+            fmt,
+            cfg.export.merged and fmt == "peft",
+            parent_hash,
+        )
+        self.log(type="export", stage=i, name=name, path=str(out), format=fmt, content_hash=lineage["content_hash"])
+
     # ---- evaluation -----------------------------------------------------------------------------
     def task_stats(self, task: EvalTask, row: int, stage_name: str, model: Any = None) -> np.ndarray:
         """Per-example statistics of one eval task for the current model (or `model`) as of matrix row `row`:
@@ -387,6 +443,9 @@ class Run:
         results.extra["strategy"] = [s.name for s in cfg.strategy]
         results.extra["processes"] = acc.num_processes
         start, mid = 0, None
+        if acc.is_main_process and latest_checkpoint(self.run_dir) is None:
+            if self.strategy.trained_tensors(self.model) is not None:  # adapter-only checkpoints leave it out
+                record_base(self.run_dir, self.model)
         if self.resume:
             if (self.run_dir / "results.json").exists():
                 results = Results.load(self.run_dir)
@@ -438,6 +497,8 @@ class Run:
             self.evaluate(results, 0)
         if start > 0 and mid is None and not results.has_row(start):
             self.evaluate(results, start)
+        if start > 0 and mid is None:
+            self.export_stage(start - 1)  # a kill after the stage-end checkpoint may have cut its export
         for i in range(start, len(cfg.stages)):
             self.log(type="stage_start", stage=i, name=cfg.stages[i].name)
             src = cfg.stages[i].start_from
@@ -454,6 +515,7 @@ class Run:
                     self.strategy,
                     {"stage": i, "step": None, "done": True, "cost": cost},
                     _StateHolder(self.optimizer_state) if self.optimizer_state else None,
+                    keep=cfg.stage_train(i).keep_checkpoints,
                 )
             acc.wait_for_everyone()
             fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet
@@ -463,6 +525,7 @@ class Run:
             self.log(type="stage_end", stage=i, cost=cost)
             self.evaluate(results, i + 1)
             fault_point("stage-evaluated")  # row saved; the next stage not started
+            self.export_stage(i)
         if acc.is_main_process:
             results.compute_metrics(cfg.eval.bootstrap, cfg.seed)
             results.save(self.run_dir)

@@ -43,6 +43,7 @@ __all__ = [
     "TEMPORARY",
     "atomic_write_json",
     "atomic_write_text",
+    "base_unchanged",
     "checkpoints",
     "folder_bytes",
     "latest_checkpoint",
@@ -137,6 +138,14 @@ def record_base(run_dir: Path, model: Any) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"digest": state_digest(model)})
+
+
+def base_unchanged(run_dir: Path, model: Any, strategy: Any) -> bool:
+    """Whether every tensor the strategy does not train still equals the run's starting model (so an adapter
+    alone, on that base, is the model). False when the strategy trains the model's own weights."""
+    trained = strategy.trained_tensors(model)
+    base = _read_json(Path(run_dir) / "ckpt" / BASE_RECORD)
+    return trained is not None and base is not None and state_digest(model, trained) == base.get("digest")
 
 
 def written_bytes(run_dir: Path) -> dict[int, int]:
