@@ -79,13 +79,13 @@ def test_classification_labels_become_options_and_template(fm):
     assert fm.tok.decode([t for t in ex[1]["labels"] if t != -100], skip_special_tokens=True) == " neg"
 
 
-def test_packing_separates_documents_with_eos(fm):
+def test_packing_starts_documents_with_bos_and_ends_them_with_eos(fm):
     cfg = DataConfig(rows=[{"text": "abc"}, {"text": "defgh"}])
     ex = to_examples(load_rows(cfg), "text", cfg, fm, 4)
-    eos = fm.tok.eos_token_id
+    eos, bos = fm.tok.eos_token_id, fm.tok.bos_token_id
     flat = [t for e in ex for t in e["input_ids"]]
-    assert len(ex[0]["input_ids"]) == 4 and flat.count(eos) == 2
-    assert fm.tok.decode(flat[:4]) == "abc" + fm.tok.eos_token
+    assert len(ex[0]["input_ids"]) == 4 and flat.count(eos) == 2 and flat.count(bos) == 2
+    assert fm.tok.decode(flat) == f"{fm.tok.bos_token}abc{fm.tok.eos_token}{fm.tok.bos_token}defgh{fm.tok.eos_token}"
     assert all(e["labels"] == e["input_ids"] for e in ex)
 
 

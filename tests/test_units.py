@@ -91,3 +91,36 @@ def test_units_are_named_in_results_json_the_table_and_the_report(tmp_path):
     assert f"{math.log(3000) - math.log(3):.2f}" in text  # FM 6.91 printed
     html = build_report(tmp_path).read_text()
     assert "perplexity in nats/token, the log of perplexity, lower score is better: a, b" in html
+
+
+def test_pretrain_stream_metrics_are_the_logs_of_the_matrix(tmp_path):
+    """A tiny two-domain pre-training stream: the FWT/FM the run reports are differences of ln perplexity
+    from its own matrix. `pytest tests/test_units.py -s -k stream` prints the before/after figure."""
+    from lifelong.eval.metrics import continual_metrics
+    from lifelong.runner import Run
+    from lifelong.testing import tiny_domains
+    from lifelong.validation import validate_raw
+
+    d = tiny_domains(n_docs=200)
+    raw = {
+        "name": "units",
+        "output_dir": str(tmp_path / "runs"),
+        "torch_threads": 1,
+        "model": {"tiny": "llama"},
+        "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 40, "max_length": 64},
+        "eval": {"bootstrap": 100, "batch_size": 32},
+        "stages": [
+            {"name": n, "kind": "pretrain", "data": {"rows": d[n]["train"]}, "eval": {"rows": d[n]["eval"]}}
+            for n in ("alpha", "omega")
+        ],
+    }
+    res = Run(validate_raw(raw), quiet=True).execute()
+    M = np.array(res.matrix)  # rows: baseline, after alpha, after omega; perplexity
+    g = res.metrics["perplexity"]
+    assert g["metrics"]["FWT"] == pytest.approx(-(math.log(M[1, 1]) - math.log(M[0, 1])), rel=1e-6)
+    assert g["metrics"]["FM"] == pytest.approx(math.log(M[2, 0]) - math.log(M[1, 0]), rel=1e-6)
+    before = continual_metrics(M[1:], M[0], [False, False])  # what was reported before: raw perplexity
+    print(f"\nmatrix (perplexity): {M.round(2).tolist()}")
+    for k in ("FWT", "FM", "BWT", "AA"):
+        lo, hi = g["ci95"][k]
+        print(f"{k}: raw perplexity {before[k]:,.2f} -> {g['metrics'][k]:.3f} nats/token [{lo:.3f}, {hi:.3f}]")

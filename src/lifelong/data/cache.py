@@ -9,6 +9,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+TOKENS_VERSION = "2"
+"""Version of tokenized output (examples and packed blocks), part of their cache keys: bump it whenever
+tokenization or packing changes, so caches written by older code are never reused. 2: every packed
+document follows the document start (BOS, else EOS; `data.formats.document_start`)."""
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LIFELONG_CACHE", "~/.cache/lifelong")).expanduser()

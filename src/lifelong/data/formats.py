@@ -1,8 +1,9 @@
 """Row formats and their tokenization.
 
 Training examples are dicts `{"input_ids": [...], "labels": [...]}` with labels -100 where no loss is
-taken (prompt tokens, padding): loss only on response tokens. `text` rows are packed into fixed blocks
-with EOS between documents. Eval items are plain dicts the scorers understand.
+taken (prompt tokens, padding): loss only on response tokens. `text` rows are packed into fixed blocks,
+each document after BOS (EOS when the tokenizer has no BOS) and ended by EOS. Eval items are plain dicts
+the scorers understand.
 """
 
 from __future__ import annotations
@@ -287,13 +288,31 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
     return out
 
 
+def document_start(tok: Any) -> list[int]:
+    """The token every document follows, in packed pre-training blocks and when a document is scored
+    (`HFLM.nll`): BOS when the tokenizer has one, else EOS (the separator packing puts between documents),
+    else none. One rule for both, so a document's first token is scored from the context it was trained
+    after (docs/decisions.md, "Document starts")."""
+    for t in (tok.bos_token_id, tok.eos_token_id):
+        if t is not None:
+            return [int(t)]
+    return []
+
+
+def packed_document(ids: list[int], start: list[int], eos: Optional[int], first: bool) -> list[int]:
+    """One document as it enters the packed token stream: the document start (unless it is the EOS that
+    ends the previous document already), the document's tokens, EOS."""
+    head = start if start and (first or start != [eos]) else []
+    return head + ids + ([eos] if eos is not None else [])
+
+
 def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
-    """Concatenate documents separated by EOS and cut into blocks of `block` tokens."""
+    """Concatenate documents, each after the document start (`document_start`) and ended by EOS, and cut
+    the stream into blocks of `block` tokens."""
+    start = document_start(fm.tok)
     stream: list[int] = []
-    for t in texts:
-        stream += fm.tok(t, add_special_tokens=False)["input_ids"]
-        if fm.eos_id is not None:
-            stream.append(fm.eos_id)
+    for k, t in enumerate(texts):
+        stream += packed_document(fm.tok(t, add_special_tokens=False)["input_ids"], start, fm.eos_id, k == 0)
     blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
     blocks = [b for b in blocks if len(b) >= 2]
     return [{"input_ids": b, "labels": list(b)} for b in blocks]

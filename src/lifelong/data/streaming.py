@@ -17,7 +17,7 @@ import numpy as np
 
 from lifelong.config import DataConfig
 from lifelong.data import cache
-from lifelong.data.formats import shown
+from lifelong.data.formats import document_start, packed_document, shown
 from lifelong.data.sources import check_path, iter_rows
 
 
@@ -67,7 +67,7 @@ class BlockDataset:
 def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
     """Pack a streamed source into the block cache (once per content) and open it lazily."""
     key = cache.content_key(
-        "blocks-v1",
+        f"blocks-v{cache.TOKENS_VERSION}",
         source_fingerprint(cfg),
         cfg.model_dump(exclude={"path", "hub", "rows"}),
         cache.tokenizer_fingerprint(fm.tok),
@@ -79,6 +79,7 @@ def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         pending: list[int] = []
         n_rows = 0
+        start = document_start(fm.tok)
         try:
             with open(tmp, "wb") as out:
                 for row, where in iter_rows(cfg):
@@ -90,9 +91,8 @@ def streamed_blocks(cfg: DataConfig, fm: Any, block: int) -> BlockDataset:
                         )
                     if not isinstance(text, str) or not text.strip():
                         raise ValueError(f"{where}: field 'text' must be a non-empty string, got {shown(text)}")
-                    pending += fm.tok(text, add_special_tokens=False)["input_ids"]
-                    if fm.eos_id is not None:
-                        pending.append(fm.eos_id)
+                    ids = fm.tok(text, add_special_tokens=False)["input_ids"]
+                    pending += packed_document(ids, start, fm.eos_id, n_rows == 0)  # as `pack` does
                     n_rows += 1
                     full = len(pending) // block * block
                     if full:

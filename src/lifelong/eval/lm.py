@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from lifelong.data.formats import Formatter
+from lifelong.data.formats import Formatter, document_start
 
 
 class HFLM:
@@ -85,17 +85,21 @@ class HFLM:
         return scores
 
     # ---- perplexity -----------------------------------------------------------------------------
+    def document(self, text: str) -> tuple[list[int], list[int]]:
+        """A document as it is scored: (context, scored tokens). The context is the document start that
+        pre-training packing puts before every document (`document_start`: BOS, else EOS), so the first
+        token is scored from the context it was trained after; the first `max_length - 1` tokens are scored.
+        A tokenizer with neither BOS nor EOS leaves the first token as context, unscored."""
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        start = document_start(self.tok)
+        if not start:
+            return ids[:1], ids[1 : self.max_length]
+        return start, ids[: self.max_length - len(start)]
+
     @torch.no_grad()
     def nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        """Summed negative log-likelihood and token count of each text (its first `max_length` tokens)."""
-        reqs = []
-        for t in texts:
-            ids = self.tok(t)["input_ids"][: self.max_length]
-            if self.tok.bos_token_id is not None and (not ids or ids[0] != self.tok.bos_token_id):
-                ctx, cont = [self.tok.bos_token_id], ids[: self.max_length - 1]
-            else:
-                ctx, cont = ids[:1], ids[1:]
-            reqs.append((ctx, cont))
+        """Summed negative log-likelihood and number of scored tokens of each text (`document`)."""
+        reqs = [self.document(t) for t in texts]
         return [(-lp, len(r[1])) for (lp, _), r in zip(self.loglikelihood(reqs), reqs)]
 
     # ---- generation -----------------------------------------------------------------------------

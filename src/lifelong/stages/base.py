@@ -117,7 +117,7 @@ class TrainableStage(StageKind):
 
         fm = run.formatter
         key = cache.content_key(
-            "examples-v1",
+            f"examples-v{cache.TOKENS_VERSION}",
             rows.rows,
             fmt,
             data.model_dump(exclude={"path", "hub", "weight"}),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lifelong.data.formats import document_start
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
 
@@ -23,11 +24,13 @@ class BitsPerByte(Scorer):
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
         texts = [it["text"] for it in items]
         nll = lm.nll(texts)
-        # bytes of the text actually scored: lm.nll truncates to max_length tokens
+        # bytes of the text actually scored: lm.nll scores the document's first max_length - 1 tokens
         out = []
         for (value, _n_tok), t in zip(nll, texts):
-            ids = lm.tok(t)["input_ids"]
-            scored = lm.tok.decode(ids[: lm.max_length], skip_special_tokens=True) if len(ids) > lm.max_length else t
+            ids = lm.tok(t, add_special_tokens=False)["input_ids"]
+            ctx, cont = lm.document(t)
+            covered = len(cont) + (0 if document_start(lm.tok) else len(ctx))  # no start token: ctx = ids[:1]
+            scored = t if covered >= len(ids) else lm.tok.decode(ids[:covered], skip_special_tokens=True)
             out.append([value, max(len(scored.encode("utf-8")), 1)])
         return np.array(out, dtype=float)
 
