@@ -20,6 +20,7 @@ from lifelong.config import RunConfig
 from lifelong.configio import first_difference
 from lifelong.data.formats import Formatter
 from lifelong.eval.lm import HFLM
+from lifelong.eval.metrics import score_ci
 from lifelong.eval.results import Results
 from lifelong.eval.tasks import EvalTask, build_suite
 from lifelong.faults import fault_point
@@ -370,9 +371,16 @@ class Run:
             )
         return stats
 
-    def score_suite(self, row: int) -> dict[str, float]:
-        """Scores of the current model on every eval task as of matrix row `row`, outside the matrix (sweeps)."""
-        return {t.name: float(t.scorer.aggregate(self.task_stats(t, row, "sweep"))) for t in self.tasks}
+    def score_suite(self, row: int) -> dict[str, dict[str, Any]]:
+        """Scores of the current model on every eval task as of matrix row `row`, outside the matrix (sweeps):
+        `{task: {"score": s, "ci95": [lo, hi] or None}}`, the CI a bootstrap over the task's eval examples
+        (`eval.bootstrap` resamples, the run's seed, so every sweep point is resampled in pairs)."""
+        out = {}
+        for t in self.tasks:
+            stats = self.task_stats(t, row, "sweep")
+            ci = score_ci(stats, t.scorer.aggregate, self.cfg.eval.bootstrap, self.cfg.seed)
+            out[t.name] = {"score": float(t.scorer.aggregate(stats)), "ci95": ci}
+        return out
 
     def evaluate_during(self, index: int, step: int, model: Any) -> float:
         """`train.eval_every`: score `eval_tasks` on the model being trained after `step` steps of stage

@@ -91,3 +91,23 @@ def bootstrap_cis(
                 draws[m].append(v)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {m: ([float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None) for m, d in draws.items()}
+
+
+def score_ci(
+    stats: np.ndarray,
+    aggregate: Callable[[np.ndarray], np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Optional[list[float]]:
+    """Percentile bootstrap CI of one score, resampling its eval examples: stats (n, k) per-example
+    statistics, `aggregate` the scorer's (stats (..., n, k) -> (...)). The same seed draws the same
+    resamples for every call with the same n, so scores of one task under several models (a sweep) are
+    resampled in pairs. None without resamples or examples."""
+    stats = np.asarray(stats, dtype=float)
+    if n_boot <= 0 or len(stats) == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(len(stats), size=(n_boot, len(stats)))
+    draws = aggregate(stats[idx])
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return [float(np.percentile(draws, lo)), float(np.percentile(draws, hi))]

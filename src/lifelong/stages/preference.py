@@ -78,9 +78,16 @@ class Preference(TrainableStage):
         after = {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()}
         if pcfg.average_sweep and run.results_extra is not None:
             sweep = []
-            for a in pcfg.average_sweep:
+            for a in pcfg.average_sweep:  # a: weight of the aligned end (1 - a: the stage-start model)
                 average_into(run.model, before, after, [a])
-                sweep.append({"ratio": a, "scores": run.score_suite(index + 1)})
+                suite = run.score_suite(index + 1)
+                sweep.append(
+                    {
+                        "ratio": a,
+                        "scores": {t: v["score"] for t, v in suite.items()},
+                        "ci95": {t: v["ci95"] for t, v in suite.items()},
+                    }
+                )
             run.results_extra.setdefault("averaging_sweep", {})[run.cfg.stages[index].name] = sweep
             run.log(type="averaging_sweep", stage=index, sweep=sweep)
         ratios = pcfg.average if pcfg.average else [1.0]

@@ -91,8 +91,9 @@ class StageEnv(RunView, Protocol):
     def results_matrix(self) -> tuple[list[dict], list[list[Optional[float]]]]:
         """The results' task records and matrix rows so far (topic-ratio adaptation); empty before any."""
 
-    def score_suite(self, row: int) -> dict[str, float]:
-        """Scores of the current model on every eval task as of matrix row `row` (sweeps)."""
+    def score_suite(self, row: int) -> dict[str, dict[str, Any]]:
+        """Scores of the current model on every eval task as of matrix row `row` (sweeps), each with its 95%
+        bootstrap CI over eval examples: `{task: {"score": s, "ci95": [lo, hi] or None}}`."""
 
     def kept_path(self, name: str) -> Path:
         """Where the end-of-stage weights of stage `name` (or `base`) are kept."""
