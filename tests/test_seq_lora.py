@@ -1,6 +1,8 @@
 """Sequential LoRA (`seq_lora`): only the one adapter trains, it carries over from stage to stage, it forgets
 like sequential fine-tuning on the conflicting stream (the baseline's point) while per-stage `lora` does not,
-and a crash mid-stage resumes to the same matrix."""
+every stage's PEFT export is the adapter as it was then, and a crash mid-stage resumes to the same matrix."""
+
+import json
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from lifelong.validation import validate_raw
 
 STEPS = 60
 SEQ = {"name": "seq_lora"}
+EXPORT = {"stages": "all", "format": "peft"}
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +23,10 @@ def base(tmp_path_factory):
     return tiny_pretrained(tmp_path_factory.mktemp("base") / "tiny")
 
 
-def make(base, out, spec, name, lr=3e-3, **train):
+def make(base, out, spec, name, lr=3e-3, export=None, **train):
     raw = tiny_run_config(spec, steps=STEPS, train={"lr": lr, **train}, name=name, output_dir=str(out))
+    if export is not None:
+        raw["export"] = export
     raw["model"] = {"path": base}
     raw["eval"]["bootstrap"] = 0
     return validate_raw(raw)
@@ -34,7 +39,8 @@ def snap(model):
 @pytest.fixture(scope="module")
 def seq_run(base, tmp_path_factory):
     """A 3-stage seq_lora run recording the adapter at every stage's start (after wrap_model) and end."""
-    run = Run(make(base, tmp_path_factory.mktemp("runs"), SEQ, "seq", checkpoint_every=20), quiet=True)
+    out = tmp_path_factory.mktemp("runs")
+    run = Run(make(base, out, SEQ, "seq", export=EXPORT, checkpoint_every=20), quiet=True)
     starts, ends = {}, {}
     before, after = run.strategy.before_stage, run.strategy.after_stage
 
@@ -81,6 +87,25 @@ def test_the_adapter_continues_from_the_previous_stage(seq_run):
         assert exported.keys() == flat.keys() and all(torch.equal(exported[n], flat[n]) for n in flat)
 
 
+def test_each_stage_exports_the_adapter_as_it_was_then(seq_run, base):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    run, _, _, ends = seq_run
+    for k, stage in enumerate(run.cfg.stages):
+        exported = load_file(str(run.run_dir / "models" / stage.name / "adapter_model.safetensors"))
+        flat = {n.replace(f".{ADAPTER}.", "."): t for n, t in ends[k].items()}
+        assert exported.keys() == flat.keys() and all(torch.equal(exported[n], flat[n]) for n in flat)
+    last = run.run_dir / "models" / run.cfg.stages[-1].name
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(last))
+    ids = torch.tensor([[33, 5, 98, 14, 15, 16, 86]])
+    run.model.base_model.enable_adapter_layers()
+    run.model.base_model.set_adapter(ADAPTER)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, run.model(ids).logits)  # plain PEFT load = the run's last model
+
+
 def test_it_forgets_like_naive_while_per_stage_lora_keeps_old_tasks(seq_run, base, tmp_path):
     _, res, _, _ = seq_run
     seq = res.metrics["score"]["metrics"]
@@ -96,7 +121,7 @@ def test_it_forgets_like_naive_while_per_stage_lora_keeps_old_tasks(seq_run, bas
 
 def test_crash_mid_stage_then_resume_gives_the_same_matrix(seq_run, base, tmp_path):
     run0, res0, _, _ = seq_run
-    cfg = make(base, tmp_path, SEQ, "seq", checkpoint_every=20)  # same config as the fixture's run
+    cfg = make(base, tmp_path, SEQ, "seq", export=EXPORT, checkpoint_every=20)  # the fixture run's config
     run = Run(cfg, quiet=True)
     step = run.strategy.before_step
 
@@ -108,7 +133,8 @@ def test_crash_mid_stage_then_resume_gives_the_same_matrix(seq_run, base, tmp_pa
     run.strategy.before_step = crash
     with pytest.raises(KeyboardInterrupt):
         run.execute()
-    assert (run.run_dir / "ckpt" / "stage1-step20").is_dir()
+    meta = json.loads((run.run_dir / "ckpt" / "stage1-step20" / "meta.json").read_text())
+    assert meta["weights"]["frozen"] == "start"  # adapter-only checkpoint: the base comes from the config
     again = Run(cfg, resume=True, quiet=True)
     out = again.execute()
     assert out.matrix == res0.matrix
