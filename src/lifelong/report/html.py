@@ -109,6 +109,11 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
             versions=res.get("versions", {}),
             probes=res.get("metrics", {}).get("probes"),
             tax=res.get("metrics", {}).get("alignment_tax"),
+            sweeps={  # preference stage -> (points with CIs, their figure)
+                stage: (pts, plots.averaging_sweep(pts, res["tasks"]))
+                for stage, pts in (res.get("averaging_sweep") or {}).items()
+                if pts
+            },
             convention=res.get("metrics", {}).get("convention", ""),
             complete=all(v is not None for v in res["matrix"][-1]),
         )

@@ -164,3 +164,29 @@ def tradeoff(points: list[dict]) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _svg(fig)
+
+
+def averaging_sweep(points: list[dict], tasks: list[dict]) -> str:
+    """One preference stage's averaging sweep: each task's score against the ratio a (weight of the aligned
+    model; a = 0 is the model before the stage), with its 95% bootstrap CI as error bars; lower-is-better
+    tasks on their own axes."""
+    plt = _plt()
+    hib = {t["name"]: t["higher_is_better"] for t in tasks}
+    names = list(points[0]["scores"]) if points else []
+    groups = [g for g in (True, False) if any(hib.get(n, True) == g for n in names)]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 3.2), squeeze=False)
+    x = np.array([p["ratio"] for p in points], dtype=float)
+    for ax, g in zip(axes[0], groups):
+        for n in names:
+            if hib.get(n, True) != g:
+                continue
+            y = np.array([p["scores"][n] for p in points], dtype=float)
+            cis = [(p.get("ci95") or {}).get(n) for p in points]
+            err = np.array([[y[i] - c[0], c[1] - y[i]] if c else [0.0, 0.0] for i, c in enumerate(cis)]).T
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=n)
+        ax.set_xlabel("a: weight of the aligned model (0 = before the stage, 1 = after)")
+        ax.set_ylabel("score (higher is better)" if g else "score (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("model averaging sweep (error bars: 95% bootstrap CI over eval examples)", fontsize=9)
+    return _svg(fig)
