@@ -335,10 +335,13 @@ class PreferenceConfig(Strict):
     average: Optional[list[Ratio]] = Field(default=None, min_length=1)
     """Model averaging against the alignment tax (Lin et al. 2024): after the stage, weights become
     (1 - a) * before + a * after, with one ratio `[a]` or one per block of layers (e.g. `[a1, a2, a3]` for
-    bottom, middle and top thirds; embeddings follow the first block, the head and final norm the last)."""
+    bottom, middle and top thirds; embeddings follow the first block, the head and final norm the last).
+    `a` is the weight of the aligned model: 0 keeps the model the stage started from, 1 the aligned one
+    (no averaging). The authors' code calls alpha the weight of the pre-alignment model: a = 1 - alpha."""
     average_sweep: list[Ratio] = Field(default_factory=list)
-    """Ratios at which the averaged model is scored on the whole eval suite after the stage (the
-    reward-versus-tax curve, stored in results.json under `averaging_sweep`); `average` is then applied."""
+    """Ratios `a` (as in `average`: 0 = the stage-start model, 1 = the aligned model) at which the averaged
+    model is scored on the whole eval suite after the stage (the reward-versus-tax curve, stored in
+    results.json under `averaging_sweep`, each score with its 95% bootstrap CI); `average` is then applied."""
 
 
 class StageConfig(Strict):

@@ -1,7 +1,14 @@
 """Model averaging against the alignment tax (Lin et al. 2024, "Mitigating the Alignment Tax of RLHF"):
 interpolate between the weights before and after an alignment stage, theta = (1 - a) theta_0 + a theta_1,
 with one ratio or a ratio per block of layers (heterogeneous model averaging: the paper finds different
-layers trade reward and tax differently). Layers come from the per-architecture module map."""
+layers trade reward and tax differently). Layers come from the per-architecture module map.
+
+Which end is which: theta_0 is the model as the preference stage starts, theta_1 the model it trained, and
+`a` is the weight of the aligned end: a = 0 keeps the stage-start model (no alignment, no tax), a = 1 the
+fully aligned model (no averaging). The authors' released code (avalonstrel/Mitigating-the-Alignment-Tax-of-
+RLHF, scripts/postprocess/weight_interpolation.py and its README) writes alpha * theta_0 + (1 - alpha) *
+theta_1 with theta_0 the model before RLHF: their alpha weights the pre-alignment end, the reverse of `a`.
+To reuse a ratio of theirs, a = 1 - alpha (per block too: a_i = 1 - alpha_i)."""
 
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ def layer_ratio(name: str, ratios: list[float], n_layers: int) -> float:
 def average_into(
     model: Any, before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], ratios: list[float]
 ) -> None:
+    """Set the model's weights to (1 - a) * before + a * after, `a` from `ratios` per block of layers
+    (`layer_ratio`): a = 0 gives `before`, a = 1 `after`."""
     n_layers = int(getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 1) or 1)
     for name, p in model.named_parameters():
         if name in before:
