@@ -60,3 +60,16 @@ def test_bootstrap_ci_contains_point_estimate_and_narrows_with_data():
             assert lo <= point[m] <= hi
             if width_bound:
                 assert hi - lo < width_bound
+
+
+def test_score_ci_agrees_with_scipy_percentile_bootstrap():
+    """One score's CI (the averaging sweep's points) against scipy's percentile bootstrap of the mean."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from lifelong.eval.metrics import score_ci
+
+    x = (np.random.default_rng(3).random(200) < 0.7).astype(float)
+    ours = score_ci(x[:, None], lambda s: 100 * s[..., 0].mean(-1), n_boot=4000, seed=0)
+    ref = scipy_stats.bootstrap((100 * x,), np.mean, method="percentile", n_resamples=4000, random_state=1)
+    assert ours is not None and ours[0] <= 100 * x.mean() <= ours[1]
+    assert ours == pytest.approx([ref.confidence_interval.low, ref.confidence_interval.high], abs=1.0)
+    assert score_ci(x[:, None], np.mean, n_boot=0) is None
