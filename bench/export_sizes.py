@@ -15,6 +15,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SMOLLM2_135M = {  # HuggingFaceTB/SmolLM2-135M(-Instruct) config.json, the fields that set the shapes
     "model_type": "llama",
@@ -57,7 +58,7 @@ def tiny(r: int, root: Path) -> None:
     tiny_tokenizer().save_pretrained(str(base))
     ids = torch.tensor([[1, 33, 5, 40, 14, 15, 86, 70]])
 
-    def logits(m):
+    def logits(m: Any) -> Any:
         with torch.no_grad():
             return m.eval()(ids).logits
 

@@ -24,7 +24,11 @@ def main(args: argparse.Namespace) -> int:
         if not (Path(d) / "config.yaml").exists():
             raise ValueError(f"{d}: not a run directory (no config.yaml)")
         print_run(Path(d), console)
-        models = [asdict(m) for m in list_stage_models(Path(d))]
+        try:
+            models = [asdict(m) for m in list_stage_models(Path(d))]
+        except ValueError as e:  # a config an older or newer lifelong wrote: the tables above still hold
+            console.print(f"stage models: not listed ({e})", style="dim", markup=False)
+            continue
         print_stage_models(models, console, f"{Path(d).name}: stage models")
     if len(args.run_dirs) > 1:
         print_comparison([Path(d) for d in args.run_dirs], console)
