@@ -74,6 +74,7 @@ def measure(cfg: Any, task: str, first: int) -> dict[str, float]:
         "worst_step": worst_step,
         "end": pts[max(pts)],
         "ratio": early[worst_step] / pts[0],
+        "curve": [round(pts[k], 3) for k in sorted(pts)],
     }
 
 
@@ -83,13 +84,19 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=None, help="eval_every (default 2 tiny, 1 cpt)")
     ap.add_argument("--first", type=int, default=10, help="stage 2's first N steps in which the worst is taken")
     ap.add_argument("--cpt", action="store_true", help="SmolLM2-135M on examples/cpt.yaml instead of the tiny llama")
+    ap.add_argument("--peak", type=float, default=None, help="peak learning rate of the re-warm (default as above)")
+    ap.add_argument("--curves", action="store_true", help="also print the old task's points in stage 2")
     args = ap.parse_args()
     print("| model | seed | stage 2 | boundary ppl | worst ppl (step) | end ppl | worst / boundary |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in [0] if args.cpt else args.seeds:
             got = {}
-            for label, tiny, cpt in (("rewarm", TINY_REWARM, CPT_REWARM), ("constant", TINY_CONSTANT, CPT_CONSTANT)):
+            peak = {"lr": args.peak} if args.peak else {}
+            for label, tiny, cpt in (
+                ("rewarm", {**TINY_REWARM, **peak}, {**CPT_REWARM, **peak}),
+                ("constant", TINY_CONSTANT, CPT_CONSTANT),
+            ):
                 if args.cpt:
                     cfg, task, model = (
                         cpt_config(Path(tmp), f"cpt-{label}", cpt, args.every or 1),
@@ -105,6 +112,8 @@ def main() -> None:
                     f"| {m['end']:.3f} | {m['ratio']:.2f} |",
                     flush=True,
                 )
+                if args.curves:
+                    print(f"|   | stage 2 points every {args.every or (1 if args.cpt else 2)} steps: {m['curve']} |")
             paired = got["rewarm"]["ratio"] / got["constant"]["ratio"]
             print(f"| | {seed} | paired ratio rewarm / constant | | | | {paired:.2f} |")
 
