@@ -16,7 +16,7 @@ def blocks(text: str) -> list[str]:
 
 def test_every_example_in_docs_api_runs(tmp_path, monkeypatch):
     code = blocks(DOC.read_text(encoding="utf-8"))
-    assert len(code) >= 6  # load, run, custom strategy, open, merge, edit
+    assert len(code) >= 7  # load, run, custom strategy, open, models out, merge, edit
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "docs_api"}
     out = io.StringIO()
@@ -33,3 +33,5 @@ def test_every_example_in_docs_api_runs(tmp_path, monkeypatch):
     assert custom.costs["task1"]["pull_calls"] == 2 * custom.costs["task1"]["steps"] and custom.metrics
     assert "pull_to_start" not in STRATEGIES
     assert (tmp_path / "runs" / "doc-custom" / "report.html").exists()
+    assert namespace["lineage"]["stage"] == "task1" and (tmp_path / "exported" / "config.json").exists()
+    assert any(m.stage == "task1" for m in namespace["run"].stage_models())

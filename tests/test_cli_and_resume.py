@@ -196,3 +196,17 @@ def test_kill_9_mid_stage_then_resume_gives_the_same_matrix(tmp_path):
     assert got["metrics"]["score"]["metrics"] == ref["metrics"]["score"]["metrics"]
     kinds = [json.loads(l)["type"] for l in events.read_text().splitlines() if l.strip()]
     assert "resume" in kinds
+
+
+def test_a_run_saved_before_new_settings_existed_still_resumes(tmp_path, capsys):
+    """A config.yaml written by an older version lacks fields added since; they take their defaults."""
+    cfg = write_cfg(tmp_path, "old", n_stages=2, steps=2)
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    saved = tmp_path / "runs" / "old" / "config.yaml"
+    raw = yaml.safe_load(saved.read_text())
+    raw.pop("export")  # as written before `export` existed
+    raw["train"].pop("keep_checkpoints")
+    saved.write_text(yaml.safe_dump(raw, sort_keys=False))
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--quiet", "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out

@@ -5,6 +5,7 @@ suite runs).
     cfg = api.load_config("my.yaml", ["train.lr=1e-4"])     # or api.load_config({...}) from a dict
     result = api.run(cfg, on_event=print)                    # trains through the stream; report.html too
     run = api.open_run(result.run_dir)                       # matrix, metrics, per-example scores
+    run.stage_models(); api.export(run.run_dir, "out/", stage="task1")   # models out, with lineage
     api.merge("merge.yaml", "merged/")                       # mergekit-style YAML (or a dict)
     api.edit(model, tokenizer, requests, method="rome")      # reversible knowledge edits
 
@@ -22,7 +23,7 @@ from typing import Any, Callable, Optional, Union
 
 from lifelong.config import RunConfig
 
-__all__ = ["RunRecord", "edit", "load_config", "merge", "open_run", "run"]
+__all__ = ["RunRecord", "edit", "export", "load_config", "merge", "open_run", "run"]
 
 Event = dict[str, Any]
 """One line of a run's `events.jsonl` (`type`: start, stage_start, step, checkpoint, eval, stage_end, end, ...)."""
@@ -68,6 +69,13 @@ class RunRecord:
         self._col(task)
         self._row(row)
         return self.per_example.get(task, {}).get(row, [])
+
+    def stage_models(self, hashes: bool = False) -> list[Any]:
+        """Where each stage's weights exist in the run directory (exports, kept weights, checkpoints), with
+        parent, size and, with `hashes`, content hash (`lifelong.stage_models.StageModel`)."""
+        from lifelong.stage_models import list_stage_models
+
+        return list_stage_models(self.run_dir, hashes=hashes)
 
     def events(self) -> list[Event]:
         """Every event the run logged, in order (a line cut by a kill is skipped)."""
@@ -121,6 +129,21 @@ def run(
     if report and r.accelerator.is_main_process:
         build_report(r.run_dir)
     return open_run(r.run_dir)
+
+
+def export(
+    run_dir: Union[str, Path],
+    out: Union[str, Path],
+    stage: Optional[str] = None,
+    format: str = "hf",
+    merged: bool = False,
+) -> dict:
+    """Export a stage's model (default: the last stage) from a run into a new folder: a Hugging Face model
+    directory (`hf`) or a PEFT adapter (`peft`, optionally with `merged` full weights), with a model card and
+    `lineage.json`, as `lifelong export` does. Returns the lineage record."""
+    from lifelong.stage_models import export_from_run
+
+    return export_from_run(Path(run_dir), Path(out), stage=stage, fmt=format, merged=merged)
 
 
 def merge(config: Union[str, Path, dict], out: Union[str, Path]) -> Path:

@@ -202,6 +202,10 @@ class Run:
             if not (d / "config.yaml").is_file():
                 raise ValueError(f"{d}: nothing to resume (no config.yaml); run without --resume")
             saved = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
+            try:  # settings added since the run started take their defaults, so older runs still resume
+                saved = RunConfig.model_validate(saved).model_dump(mode="json")
+            except ValueError:
+                pass  # not valid any more: the difference below names the first field that changed
             diff = first_difference(saved, resolved)
             if diff:
                 raise ValueError(
