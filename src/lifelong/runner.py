@@ -112,6 +112,14 @@ def versions() -> dict[str, str]:
     }
 
 
+def unwrapped_name(name: str) -> str:
+    """A parameter's name in the plain model, from its name inside a PEFT wrapper (`base_model.model.` prefix,
+    `.base_layer.` for a wrapped linear map); plain names are returned as they are."""
+    if name.startswith("base_model.model."):
+        name = name[len("base_model.model.") :]
+    return name.replace(".base_layer.", ".")
+
+
 class Run:
     def __init__(
         self,
@@ -276,12 +284,26 @@ class Run:
         self.accelerator.wait_for_everyone()
 
     def load_kept(self, name: str) -> None:
-        from safetensors.torch import load_model
+        """Load kept weights into the stream's model. Weights kept before an adapter strategy wrapped the model
+        (e.g. `base`) are matched to the wrapped model's base layers by name; a kept tensor that finds no
+        place is an error, never silently skipped."""
+        from safetensors.torch import load_file
 
         path = self.kept_path(name)
         if not path.exists():
             raise ValueError(f"{path}: the weights of {name!r} were not kept; they are needed by a later stage")
-        load_model(self.model, str(path), strict=False)
+        state = self.model.state_dict()
+        plain = {unwrapped_name(n): n for n in state}
+        kept = load_file(str(path))
+        lost = [k for k in kept if k not in state and k not in plain]
+        if lost:
+            raise ValueError(
+                f"{path}: {len(lost)} kept tensors (e.g. {lost[0]!r}) match no weight of the model; the stage "
+                f"{name!r} was kept with another model structure than the stream's now"
+            )
+        with torch.no_grad():
+            for k, v in kept.items():
+                state[k if k in state else plain[k]].copy_(v)
         self.log(type="start_from", source=name)
 
     # ---- stage models out (docs/export.md) --------------------------------------------------------
