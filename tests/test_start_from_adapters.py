@@ -31,7 +31,7 @@ def test_start_from_base_under_lora_loads_the_base_weights(tmp_path):
     def spy(name: str) -> None:
         # perturb every base weight first, so a load that skips them shows
         with torch.no_grad():
-            for n, p in run.model.named_parameters():
+            for p in run.model.parameters():
                 if not p.requires_grad:
                     p.add_(1.0)
         real(name)
