@@ -422,7 +422,8 @@ class RunConfig(Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Seed of data order, initialisation, replay sampling and bootstrap."""
     torch_threads: Optional[int] = Field(default=None, ge=1, le=4096)
-    """Torch intra-op threads; default: 1 for models under 5M parameters, else all cores."""
+    """Torch intra-op threads; default: `OMP_NUM_THREADS` when set, else 1 for models under 5M parameters and
+    all cores above."""
     model: ModelConfig
     """The model the stream starts from."""
     strategy: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="naive")], min_length=1)

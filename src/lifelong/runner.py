@@ -27,6 +27,7 @@ from lifelong.faults import fault_point
 from lifelong.fileio import ensure_writable_dir, folder_bytes
 from lifelong.models import load_model_and_tokenizer
 from lifelong.models.export import export_stage_model, stage_parent
+from lifelong.models.threads import set_torch_threads
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageState
 from lifelong.strategies import build_strategy
@@ -156,8 +157,7 @@ class Run:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model, self.tokenizer = load_model_and_tokenizer(cfg.model, seed=cfg.seed)
-        n_params = sum(p.numel() for p in self.model.parameters())
-        torch.set_num_threads(cfg.torch_threads or (1 if n_params < 5_000_000 else (os.cpu_count() or 1)))
+        set_torch_threads(self.model, cfg.torch_threads)  # torch_threads > OMP_NUM_THREADS > size default
         self.model.to(self.accelerator.device).eval()
         self.formatter = Formatter(self.tokenizer, cfg.model.chat_template, cfg.model.system_prompt)
         self.strategy = build_strategy(cfg.strategy, seed=cfg.seed)
