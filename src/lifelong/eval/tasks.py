@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from lifelong.config import EvalTaskConfig, RunConfig
+from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
 from lifelong.data.formats import label_set
 from lifelong.eval.scorers import SCORERS, Scorer
@@ -63,26 +63,36 @@ def build_task(
     )
 
 
+def stage_labels(stage: StageConfig, kind: Any) -> Optional[list[str]]:
+    """The label set a classification stage's eval task shares: the stage's `data.labels`, else the sorted
+    labels of its training rows (the first `data.max_examples` of them, when set); None when the stage
+    trains on no classification rows."""
+    d = stage.data
+    if d is None or d.format not in ("classification", "auto"):
+        return None
+    if d.labels:
+        return list(d.labels)
+    if "classification" not in kind.formats:
+        return None
+    train = load_rows(d)
+    if infer_format(train, d.format) != "classification":
+        return None
+    check_rows(train, "classification")
+    return label_set(train, d)
+
+
 def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
     """Stage tasks in stream order, then probes. `kinds` are the stages' kind objects (`StageKind`: their
     `formats`, and `default_eval` for a stage without `eval`, e.g. an edit stage scores its own edits). A
-    classification stage task shares the label set of the stage's training data unless it sets its own."""
+    classification stage task shares the label set of the stage's training data unless it sets its own
+    (`stage_labels`)."""
     tasks = []
     for i, (s, kind) in enumerate(zip(cfg.stages, kinds)):
         if s.eval is None and kind.default_eval(s) is not None:
             s = s.model_copy(update={"eval": kind.default_eval(s)})
         if s.eval is None:
             continue
-        labels = None
-        if s.data is None:
-            pass
-        elif s.data.format in ("classification", "auto") and s.data.labels:
-            labels = list(s.data.labels)
-        elif s.data.format in ("classification", "auto") and "classification" in kind.formats:
-            train = load_rows(s.data)
-            if infer_format(train, s.data.format) == "classification":
-                check_rows(train, "classification")
-                labels = label_set(train, s.data)
+        labels = stage_labels(s, kind)
         tasks.append(build_task(s.eval, s.eval.name or s.name, i, labels, cfg.eval.max_examples, f"stages.{i}.eval"))
     for k, p in enumerate(cfg.eval.probes):
         tasks.append(build_task(p, p.name or f"probe{k}", None, None, cfg.eval.max_examples, f"eval.probes.{k}"))
