@@ -171,6 +171,12 @@ class DataConfig(Strict):
     curriculum_reference: str = "current"
     """Reference model of the curriculum: `current` (the model as the stage starts) or a model directory.
     Scores are cached on disk by content hash."""
+    truncate: Literal["left", "right", "drop"] = "left"
+    """A row longer than `train.max_length` tokens (an eval item longer than the model's context): `left`
+    cuts the start of its prompt (after BOS), so the response, what the loss is on, stays whole; `right`
+    cuts its end (the response first); `drop` leaves it out. A row with no response token left is dropped.
+    Cut and dropped rows are counted in the `data` event and the stage's costs, with a warning naming the
+    first. `text` rows are packed into blocks and never cut or dropped (docs/decisions.md)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
