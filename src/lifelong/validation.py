@@ -1,24 +1,31 @@
 """Validating a run config completely, before anything loads: the schema and cross-references
 (`lifelong.configio`), then every check that the registries' owners define: strategy names and parameters
 (`lifelong.strategies.check_config`), scorers (`lifelong.eval.scorers.check_config`), and each stage kind's
-own section (`StageKind.check`). `lifelong validate` runs exactly this."""
+own section (`StageKind.check`). `lifelong validate` runs this and then `check_data`: what the eval suite
+would fail on once the model is loaded, found by reading data rows only (no tokenizer, no model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from lifelong.config import RunConfig
+from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
 from lifelong.configio import ConfigError, Locator, check_eval_tasks, parse, read_run_config
 
-__all__ = ["ConfigError", "load_config", "validate_raw"]
+__all__ = ["ConfigError", "check_data", "load_config", "validate_raw"]
 
 
-def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> RunConfig:
-    """Read, override and strictly validate a run config. Raises ConfigError with every problem, located."""
+def load_config(path: str | Path, overrides: Optional[list[str]] = None, read_data: bool = False) -> RunConfig:
+    """Read, override and strictly validate a run config; with `read_data`, also `check_data` (what
+    `lifelong validate` does). Raises ConfigError with every problem, located."""
     path = Path(path)
     raw, lines = read_run_config(path, overrides)
-    return validate_raw(raw, str(path), lines, base_dir=path.parent)
+    cfg = validate_raw(raw, str(path), lines, base_dir=path.parent)
+    if read_data:
+        msgs = check_data(cfg, Locator(str(path), lines))
+        if msgs:
+            raise ConfigError("\n".join(msgs))
+    return cfg
 
 
 def validate_raw(
@@ -55,3 +62,78 @@ def validate_raw(
     if msgs:
         raise ConfigError("\n".join(msgs))
     return cfg
+
+
+def check_data(cfg: RunConfig, at: Locator) -> list[str]:
+    """Located messages for what building the eval suite (`lifelong.eval.tasks.build_suite`) would fail on after
+    the model loads, found by reading rows only: every eval task is built as the run builds it (rows, format,
+    scorer, items), and a classification eval row whose label is not in the label set its stage shares (the
+    training rows' labels, cut by `data.max_examples`) is named with its file and line, the label set and the
+    fixes. Hub datasets are not read (that needs the network); a run reads them as it starts."""
+    from lifelong.eval.tasks import build_task, stage_labels
+    from lifelong.stages import STAGE_KINDS
+
+    cap = cfg.eval.max_examples
+    msgs: list[str] = []
+    for i, s in enumerate(cfg.stages):
+        kind = STAGE_KINDS.get(s.kind)()
+        task = s.eval if s.eval is not None else kind.default_eval(s)
+        if task is None or task.hub is not None:
+            continue
+        loc: tuple = ("stages", i, "eval")
+        dotted = f"stages.{i}.eval"
+        try:
+            labels = None if s.data is None or s.data.hub is not None else stage_labels(s, kind)
+        except ValueError as e:
+            msgs.append(at(("stages", i, "data"), str(e)))
+            continue
+        try:
+            cut = _unknown_label(task, labels, cap, s, i, at) if labels is not None and not task.labels else None
+            if cut is not None:
+                msgs.append(cut)
+                continue
+            build_task(task, task.name or s.name, i, labels, cap, dotted)
+        except ValueError as e:
+            msgs.append(at(loc, str(e).removeprefix(f"{dotted}: ")))
+    for k, p in enumerate(cfg.eval.probes):
+        dotted = f"eval.probes.{k}"
+        if p.hub is None:
+            try:
+                build_task(p, p.name or f"probe{k}", None, None, cap, dotted)
+            except ValueError as e:
+                msgs.append(at(("eval", "probes", k), str(e).removeprefix(f"{dotted}: ")))
+    return msgs
+
+
+def _unknown_label(
+    task: EvalTaskConfig, labels: list[str], cap: Optional[int], stage: StageConfig, i: int, at: Locator
+) -> Optional[str]:
+    """The message for the first eval row of a classification task whose label is not in its stage's label
+    set (the options every eval item is scored over), or None. Raises the rows' own located ValueErrors."""
+    from lifelong.data import check_rows, infer_format, load_rows
+    from lifelong.data.formats import shown
+
+    if cap and (task.max_examples is None or task.max_examples > cap):
+        task = task.model_copy(update={"max_examples": cap})
+    rows = load_rows(task)
+    if infer_format(rows, task.format) != "classification":
+        return None
+    check_rows(rows, "classification")
+    missing = [(r, w) for r, w in zip(rows.rows, rows.where) if str(r["label"]) not in labels]
+    if not missing:
+        return None
+    row, where = missing[0]
+    unseen = sorted({str(r["label"]) for r, _ in missing})
+    data: Any = stage.data
+    limit = data.max_examples
+    whence = f"its first {limit} training rows (data.max_examples: {limit})" if limit else "its training rows"
+    more = f"; {len(missing)} of {len(rows)} eval rows have labels outside it ({', '.join(unseen)})"
+    fixes = (
+        f"raise stages.{i}.data.max_examples so the training rows hold every label, " if limit else ""
+    ) + f"list every label in stages.{i}.data.labels, or drop such rows from the eval file"
+    loc = ("stages", i, "data", "max_examples") if limit else ("stages", i, "eval")
+    return at(
+        loc,
+        f"{where}: label {shown(row['label'])} of this eval row is not in the label set of stage "
+        f"{stage.name!r}, the labels of {whence}: {labels}{more}; {fixes}",
+    )

@@ -1,4 +1,5 @@
-"""`lifelong validate CONFIG [key=value ...]`: check a config strictly, load nothing."""
+"""`lifelong validate CONFIG [key=value ...]`: check a config strictly, and read its eval data rows for what the
+run would fail on once the model is loaded (`lifelong.validation.check_data`); load no model or tokenizer."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def main(args: argparse.Namespace) -> int:
 
     from lifelong.validation import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, read_data=True)
     print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=False), end="")
     print(f"# {args.config}: valid ({len(cfg.stages)} stages, strategy {' + '.join(s.name for s in cfg.strategy)})")
     return 0
