@@ -92,10 +92,15 @@ def test_ewc_fisher_is_mean_squared_per_example_gradient(tiny_cfg):
 
 
 def test_online_ewc_keeps_one_decayed_fisher(tiny_cfg):
+    from lifelong.strategies._anchors import trainable
+
     run, _ = run_strategy(tiny_cfg, {"name": "ewc", "online": True, "gamma": 0.5, "fisher_samples": 16})
-    assert len(run.strategy.terms) == 1
     run2, _ = run_strategy(tiny_cfg, {"name": "ewc", "fisher_samples": 16}, name="ewc-offline")
-    assert len(run2.strategy.terms) == 3  # offline: one term per finished stage
+    for r in (run, run2):  # one Fisher and one anchor per parameter in both modes (offline: the closed form)
+        s, final = r.strategy, trainable(r.model)
+        assert s.stages == 3 and set(s.fisher_sum) == set(s.anchor) == set(final)
+    assert all(torch.equal(run.strategy.anchor[n], p) for n, p in trainable(run.model).items())  # online: latest
+    assert run2.strategy.offset > 0  # offline: the F-weighted mean of the 3 anchors (tests/test_ewc_state.py)
 
 
 def test_agem_update_never_conflicts_with_memory_gradient(tiny_cfg):
@@ -178,7 +183,7 @@ def test_replay_and_ewc_compose(tiny_cfg, naive_metrics):
     )
     from lifelong.strategies.base import Compose
 
-    assert isinstance(run.strategy, Compose) and len(run.strategy.parts[1].terms) == 3
+    assert isinstance(run.strategy, Compose) and run.strategy.parts[1].stages == 3
     assert run.strategy.parts[0].replayed > 0
     assert m["FM"] < naive_metrics["FM"] - 20, (m, naive_metrics)
 

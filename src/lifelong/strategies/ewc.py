@@ -1,15 +1,35 @@
 """Elastic Weight Consolidation (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
 networks", PNAS) and online EWC (Schwarz et al. 2018, "Progress & Compress", ICML).
 
-After each stage the diagonal empirical Fisher F_k = E_x[(d log p(y|x) / d theta)^2] is estimated from
+After each stage k the diagonal empirical Fisher F_k = E_x[(d log p(y|x) / d theta)^2] is estimated from
 per-example gradients on the stage's own examples (true labels: the *empirical* Fisher), and the weights
-theta*_k are kept. The penalty while training later stages is (Kirkpatrick et al. eq. 3, summed over stages)
+theta_k at the end of the stage are the anchor. The penalty while training later stages is (Kirkpatrick et
+al. eq. 3, summed over stages)
 
-    L = L_new + sum_k (lambda / 2) * sum_i F_k,i (theta_i - theta*_k,i)^2
+    L = L_new + sum_k (lambda / 2) * sum_i F_k,i (theta_i - theta_k,i)^2
+
+Offline EWC keeps that sum in closed form. A sum of diagonal quadratics is one quadratic, element by element:
+
+    sum_k F_k (theta - theta_k)^2 = F (theta - theta*)^2 + c,   F = sum_k F_k,   theta* = sum_k F_k theta_k / F,
+    c = sum_k F_k theta_k^2 - F theta*^2 >= 0 (independent of theta)
+
+(where F = 0 every F_k is 0 and the term vanishes whatever theta* is; theta* is then the latest anchor). So
+the state is one Fisher sum and one anchor, two tensors per parameter however many stages have passed, and
+the penalty's gradient lambda * F * (theta - theta*) equals the per-stage sum's exactly (up to float
+rounding). Stages are folded in one at a time (`fold`): with (F, a) so far and a new stage (G, b),
+
+    F' = F + G,   a' = a + (G / F') (b - a),   c' = c + sum_i F_i G_i / F'_i (a_i - b_i)^2,
+
+the convex update keeping a' between a and b. `c` (a float) is kept only so `penalty_value` reports the
+same number as the per-stage sum; training never needs it. `normalize` scales each F_k before it is
+folded in, exactly as before.
 
 Online EWC keeps one running Fisher F* <- gamma * F* + F_k and one anchor theta* (the latest weights), so
 memory stays at two copies of the trainable parameters whatever the number of stages. As for `l2`, the
 penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `before_step`.
+
+Checkpoints written before the closed form (state `{"terms": [{"fisher", "anchor"}, ...]}`, one term per
+stage) load: their terms are folded in order on `load_state_dict`, which gives the same gradients.
 """
 
 from __future__ import annotations
@@ -52,8 +72,15 @@ class EWC(Strategy):
 
     def __init__(self, params: EWCParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
-        self.terms: list[dict[str, dict[str, torch.Tensor]]] = []  # [{"fisher": {...}, "anchor": {...}}]
-        self._version = 0  # bumped whenever the terms change (invalidates the device cache)
+        self.fisher_sum: dict[str, torch.Tensor] = {}
+        """F: the sum of the finished stages' Fishers (online: the decayed running Fisher), by parameter name."""
+        self.anchor: dict[str, torch.Tensor] = {}
+        """theta*: the F-weighted mean of the stages' end weights (online: the latest end weights)."""
+        self.offset = 0.0
+        """c: sum_k F_k (theta - theta_k)^2 - F (theta - theta*)^2, a constant (offline; 0 online)."""
+        self.stages = 0
+        """Stages folded into the state."""
+        self._version = 0  # bumped whenever the state changes (invalidates the device cache)
 
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread
@@ -102,55 +129,75 @@ class EWC(Strategy):
         p: EWCParams = self.params  # type: ignore[assignment]
         f = self.fisher(ctx)
         anchor = snapshot(ctx.model)
-        if p.online and self.terms:
-            old = self.terms[0]["fisher"]
-            f = {k: p.gamma * old[k] + v for k, v in f.items()}
-            self.terms = []
-        self.terms.append({"fisher": f, "anchor": anchor})
+        if p.online:
+            old = self.fisher_sum
+            self.fisher_sum = {k: p.gamma * old[k] + v if k in old else v for k, v in f.items()}
+            self.anchor = anchor
+        else:
+            self.fold(f, anchor)
+        self.stages += 1
+        self._version += 1
+
+    @torch.no_grad()
+    def fold(self, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> None:
+        """Add one stage's term F_k (theta - theta_k)^2 to the offline state (the update in the module doc)."""
+        for k, g in fisher.items():
+            b = anchor[k]
+            if k not in self.fisher_sum:  # the first term on this parameter: it is its own closed form
+                self.fisher_sum[k], self.anchor[k] = g, b
+                continue
+            f, a = self.fisher_sum[k], self.anchor[k].float()
+            total = f + g
+            share = torch.where(total > 0, g / total.clamp(min=torch.finfo(total.dtype).tiny), torch.ones_like(g))
+            gap = b.float() - a
+            self.offset += float((f * share * gap**2).sum(dtype=torch.float64))  # F G / F' (a - b)^2
+            self.fisher_sum[k], self.anchor[k] = total, a + share * gap
         self._version += 1
 
     @torch.no_grad()
     def before_step(self, ctx: StageContext) -> None:
         lam = self.params.weight  # type: ignore[attr-defined]
-        if not self.terms or lam == 0:
+        if not self.fisher_sum or lam == 0:
             return
-        for params, fishers, anchors in self._lists(ctx.model):
-            live = [i for i, p in enumerate(params) if p.grad is not None]
-            diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
-            torch._foreach_mul_(diff, [fishers[i] for i in live])
-            torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam F (theta - theta*)
+        params, fishers, anchors = self._lists(ctx.model)
+        live = [i for i, p in enumerate(params) if p.grad is not None]
+        diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
+        torch._foreach_mul_(diff, [fishers[i] for i in live])
+        torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam F (theta - theta*)
 
-    def _lists(self, model: Any) -> list[tuple[list, list, list]]:
-        """Per term: (parameters, Fisher, anchor) aligned lists on the parameters' device, cached."""
+    def _lists(self, model: Any) -> tuple[list, list, list]:
+        """(parameters, F, theta*) as aligned lists on the parameters' device, cached per model and state."""
         key = (id(model), self._version)
         if getattr(self, "_cache_key", None) != key:
             named = trainable(model)
-            out = []
-            for t in self.terms:
-                names = [n for n in named if n in t["fisher"]]
-                out.append(
-                    (
-                        [named[n] for n in names],
-                        [t["fisher"][n].to(named[n].device, named[n].dtype) for n in names],
-                        [t["anchor"][n].to(named[n].device) for n in names],
-                    )
-                )
-            self._cache, self._cache_key = out, key
+            names = [n for n in named if n in self.fisher_sum]
+            self._cache = (
+                [named[n] for n in names],
+                [self.fisher_sum[n].to(named[n].device, named[n].dtype) for n in names],
+                [self.anchor[n].to(named[n].device) for n in names],
+            )
+            self._cache_key = key
         return self._cache
 
     def penalty_value(self, model: Any) -> float:
-        """The EWC penalty itself (for logging and tests)."""
+        """The EWC penalty itself, (lambda / 2) (sum_i F_i (theta_i - theta*_i)^2 + c) (for logging and tests)."""
         lam = self.params.weight  # type: ignore[attr-defined]
-        total = 0.0
+        total = self.offset
         for name, p in trainable(model).items():
-            for t in self.terms:
-                if name in t["fisher"]:
-                    total += float((t["fisher"][name] * (p.detach() - t["anchor"][name]) ** 2).sum())
+            if name in self.fisher_sum:
+                total += float((self.fisher_sum[name] * (p.detach().float() - self.anchor[name].float()) ** 2).sum())
         return lam / 2 * total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"terms": self.terms}
+        return {"fisher": self.fisher_sum, "anchor": self.anchor, "offset": self.offset, "stages": self.stages}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.terms = [dict(t) for t in state.get("terms", [])]
+        self.fisher_sum, self.anchor, self.offset = {}, {}, 0.0
+        if "terms" in state:  # written before the closed form: one term per stage (offline), folded in order
+            for t in state["terms"]:  # (online states had one term, which folds to itself)
+                self.fold(dict(t["fisher"]), dict(t["anchor"]))
+            self.stages = len(state["terms"])
+        else:
+            self.fisher_sum, self.anchor = dict(state.get("fisher", {})), dict(state.get("anchor", {}))
+            self.offset, self.stages = float(state.get("offset", 0.0)), int(state.get("stages", 0))
         self._version += 1
