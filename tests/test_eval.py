@@ -29,8 +29,8 @@ def test_choice_scorer_picks_the_likelier_option_and_length_norm():
     class FakeLM:
         fm = Formatter(tiny_tokenizer())
 
-        def choice_loglikelihood(self, ctx, conts):
-            return [-1.0 * len(c) for c in conts]  # -1 per token
+        def choice_loglikelihoods(self, reqs):
+            return [[-1.0 * len(c) for c in conts] for _, conts in reqs]  # -1 per token
 
     items = [
         {"prompt": "p", "options": ["a", "bbbbbb"], "answer": 0},

@@ -21,7 +21,7 @@ from lifelong.configio import first_difference
 from lifelong.data.formats import Formatter
 from lifelong.eval.lm import HFLM
 from lifelong.eval.metrics import score_ci
-from lifelong.eval.results import Results
+from lifelong.eval.results import Results, example_records, write_examples
 from lifelong.eval.tasks import EvalTask, build_suite
 from lifelong.faults import fault_point
 from lifelong.fileio import ensure_writable_dir, folder_bytes
@@ -360,8 +360,15 @@ class Run:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def task_stats(self, task: EvalTask, row: int, stage_name: str, model: Any = None) -> np.ndarray:
-        """Per-example statistics of one eval task for the current model (or `model`) as of matrix row `row`:
-        the strategy picks the model, retrieval adds passages, processes score shards gathered in rank order."""
+        """Per-example statistics of one eval task for the current model (or `model`) as of matrix row `row`."""
+        return self.task_scores(task, row, stage_name, model)[0]
+
+    def task_scores(
+        self, task: EvalTask, row: int, stage_name: str, model: Any = None
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Per-example statistics of one eval task for the current model (or `model`) as of matrix row `row`,
+        and their audit records (`lifelong.eval.results.example_records`): the strategy picks the model,
+        retrieval adds passages, processes score shards gathered in rank order."""
         acc = self.accelerator
         world, rank = acc.num_processes, acc.process_index
         ctx = StageContext(
@@ -383,19 +390,23 @@ class Run:
         for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
             items = state.eval_items(task, row, items)
         part = np.array_split(np.arange(len(items)), world)[rank]
-        stats = task.scorer.score(lm, [items[i] for i in part]) if len(part) else np.zeros((0, 1))
+        stats, details = (
+            task.scorer.score_details(lm, [items[i] for i in part]) if len(part) else (np.zeros((0, 1)), [])
+        )
+        records = example_records(task.items if len(task.items) == len(items) else items, part, stats, details)
         if world > 1:
             from accelerate.utils import gather_object
 
-            parts = gather_object([(rank, stats.tolist())])
+            parts = gather_object([(rank, stats.tolist(), records)])
             stats = np.concatenate(
                 [
                     np.array(s).reshape(-1, stats.shape[1] if stats.ndim == 2 else 1)
-                    for _, s in sorted(parts, key=lambda p: p[0])
+                    for _, s, _ in sorted(parts, key=lambda p: p[0])
                     if len(s)
                 ]
             )
-        return stats
+            records = [r for _, _, recs in sorted(parts, key=lambda p: p[0]) for r in recs]
+        return stats, records
 
     def score_suite(self, row: int) -> dict[str, dict[str, Any]]:
         """Scores of the current model on every eval task as of matrix row `row`, outside the matrix (sweeps):
@@ -440,7 +451,9 @@ class Run:
         acc = self.accelerator
         t0 = time.perf_counter()
         for j, task in enumerate(self.tasks):
-            stats = self.task_stats(task, row, results.rows[row])
+            stats, records = self.task_scores(task, row, results.rows[row])
+            if acc.is_main_process:  # before the row enters results.json (docs/eval.md, "Per-item records")
+                write_examples(self.run_dir, task.name, results.rows[row], records)
             results.set_cell(row, j, stats)
         if self.cfg.trackers:
             acc.log(

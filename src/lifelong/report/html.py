@@ -1,7 +1,8 @@
 """`report.html`: one self-contained page per run (styles and SVG figures inline, no network needed), rendered
-from a Jinja2 template: the results matrix heatmap, per-task curves with CI bands, scores inside stages (the
-stability gap), the metrics with CIs and their convention, training loss and learning rate with stage
-boundaries, the cost table, the resolved config and the environment."""
+from a Jinja2 template: the results matrix heatmap, each cell linked to its items (`examples/`), per-task
+curves with CI bands, scores inside stages (the stability gap), the metrics with CIs and their convention,
+training loss and learning rate with stage boundaries, the cost table, the resolved config and the
+environment."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def environment() -> Any:
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
     env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:,.{d}f}"
+    env.filters["item_text"] = lambda v: (
+        "—" if v is None else " | ".join(map(str, v)) if isinstance(v, list) else str(v)
+    )
     return env
 
 
@@ -47,6 +51,35 @@ def cell_bands(res: dict, per_example: dict, n_boot: int = 500, seed: int = 0) -
             draws = agg(s[idx])
             band.append([float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))])
         out[t["name"]] = band
+    return out
+
+
+ITEMS_PER_CELL = 200
+"""Items of a cell listed in the report (all of them stay in `examples/<task>/<row>.jsonl`)."""
+
+
+def cell_items(run_dir: Path, res: dict, limit: int = ITEMS_PER_CELL) -> dict[tuple[int, int], dict]:
+    """The per-item records behind each scored cell (row r, task j) that has them, for the report's linked
+    matrix: `{(r, j): {anchor, task, row, value, n, items (first `limit`), path}}`. Runs made before
+    per-item records have none, and the report says so."""
+    from lifelong.eval.results import examples_path, read_examples
+
+    out: dict[tuple[int, int], dict] = {}
+    for j, t in enumerate(res["tasks"]):
+        for r, row in enumerate(res["rows"]):
+            path = examples_path(run_dir, t["name"], row)
+            if res["matrix"][r][j] is None or not path.is_file():
+                continue
+            recs = read_examples(run_dir, t["name"], row)
+            out[(r, j)] = {
+                "anchor": f"cell-{r}-{j}",
+                "task": t["name"],
+                "row": row,
+                "value": res["matrix"][r][j],
+                "n": len(recs),
+                "items": recs[:limit],
+                "path": path.relative_to(run_dir).as_posix(),
+            }
     return out
 
 
@@ -101,6 +134,7 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
             costs=costs,
             cost_keys=cost_keys,
             heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
+            cells=cell_items(Path(run_dir), res),
             curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
             training=plots.training(steps, bounds) if steps else None,
             within=plots.within_stage(inner, res["tasks"], boundaries(inner, run["events"])) if inner else None,

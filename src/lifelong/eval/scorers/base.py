@@ -1,4 +1,7 @@
-"""The scorer interface."""
+"""The scorer interface: `score(lm, items)` gives per-example statistics; `score_details(lm, items)` gives them
+with one audit record per statistics row (what the model predicted and why), which a run stores as
+`examples/<task>/<row>.jsonl` (docs/eval.md). A scorer that implements only `score` still works: its items
+are stored with their statistics alone."""
 
 from __future__ import annotations
 
@@ -30,8 +33,17 @@ class Scorer:
         self.params = params if params is not None else self.Params()
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        """Per-example statistics, shape (n, k)."""
-        raise NotImplementedError
+        """Per-example statistics, shape (n, k). Built-in scorers implement `score_details` instead."""
+        if type(self).score_details is Scorer.score_details:
+            raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_details")
+        return self.score_details(lm, items)[0]
+
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
+        """Statistics (n, k) and one record per statistics row, in the same order: `index` (the item's
+        position in `items`), `score` (the item's own score), `prediction` and `gold` (shown by
+        `lifelong show --examples`), and what the scorer computed on the way (option log-likelihoods, the
+        generated text, ...). JSON-serialisable values only. Default: `score` with no records."""
+        return self.score(lm, items), None
 
     @staticmethod
     def aggregate(stats: np.ndarray) -> np.ndarray:

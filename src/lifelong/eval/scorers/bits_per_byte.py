@@ -5,7 +5,7 @@ better; the direction is recorded with the score."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class BitsPerByte(Scorer):
     higher_is_better = False
     formats = ("text",)
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         texts = [it["text"] for it in items]
         nll = lm.nll(texts)
         # bytes of the text actually scored: lm.nll scores the document's first max_length - 1 tokens
@@ -32,7 +32,11 @@ class BitsPerByte(Scorer):
             covered = len(cont) + (0 if document_start(lm.tok) else len(ctx))  # no start token: ctx = ids[:1]
             scored = t if covered >= len(ids) else lm.tok.decode(ids[:covered], skip_special_tokens=True)
             out.append([value, max(len(scored.encode("utf-8")), 1)])
-        return np.array(out, dtype=float)
+        stats = np.array(out, dtype=float).reshape(-1, 2)
+        return stats, [
+            {"index": i, "score": v / (math.log(2) * b), "nll": v, "tokens": int(n), "bytes": int(b)}
+            for i, ((v, b), (_, n)) in enumerate(zip(stats, nll))
+        ]
 
     @staticmethod
     def aggregate(stats: np.ndarray) -> np.ndarray:

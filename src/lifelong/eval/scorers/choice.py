@@ -1,9 +1,12 @@
 """Multiple choice by log-likelihood: the option with the highest (optionally length-normalised)
-log-likelihood given the prompt is the prediction; accuracy in percent."""
+log-likelihood given the prompt is the prediction; accuracy in percent (Brown et al. 2020, Language Models are
+Few-Shot Learners, sec. 2.4: options ranked by likelihood, optionally per token or character). The options of
+all items are scored in batches (`HFLM.choice_loglikelihoods`: each prompt run once, its options from its KV
+cache)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -24,16 +27,32 @@ class Choice(Scorer):
     metric = "accuracy"
     formats = ("classification", "choice")
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         norm = self.params.length_norm  # type: ignore[attr-defined]
+        conts = [[lm.fm.response_ids(o, eos=False) for o in it["options"]] for it in items]
+        reqs = [(lm.fm.prompt_ids(it["prompt"]), c) for it, c in zip(items, conts)]
         out = np.zeros((len(items), 1))
-        for n, it in enumerate(items):
-            ctx = lm.fm.prompt_ids(it["prompt"])
-            conts = [lm.fm.response_ids(o, eos=False) for o in it["options"]]
-            lls = np.array(lm.choice_loglikelihood(ctx, conts))
+        records = []
+        for n, (it, cs, lls) in enumerate(zip(items, conts, lm.choice_loglikelihoods(reqs))):
+            scores = np.array(lls)
             if norm == "token":
-                lls = lls / np.array([len(c) for c in conts])
+                scores = scores / np.array([len(c) for c in cs])
             elif norm == "char":
-                lls = lls / np.array([max(len(o), 1) for o in it["options"]])
-            out[n, 0] = float(int(np.argmax(lls)) == it["answer"])
-        return out
+                scores = scores / np.array([max(len(o), 1) for o in it["options"]])
+            pred = int(np.argmax(scores))
+            out[n, 0] = float(pred == it["answer"])
+            records.append(
+                {
+                    "index": n,
+                    "score": out[n, 0],
+                    "prediction": str(it["options"][pred]),
+                    "gold": str(it["options"][it["answer"]]),
+                    "predicted_index": pred,
+                    "gold_index": int(it["answer"]),
+                    "options": [str(o) for o in it["options"]],
+                    "loglikelihoods": [float(x) for x in lls],
+                    "scores": [float(x) for x in scores],  # what the prediction is the argmax of
+                    "length_norm": norm,
+                }
+            )
+        return out, records

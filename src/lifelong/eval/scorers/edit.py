@@ -11,9 +11,10 @@ named `<metric>[<variant>]`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
+import torch
 from pydantic import BaseModel
 
 from lifelong.config import Strict
@@ -38,37 +39,55 @@ class EditScorer(Scorer):
         p: EditScorerParams = self.params  # type: ignore[assignment]
         self.metric = f"{p.metric}[{p.variant}]"  # type: ignore[misc]
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
+        """All requests' (prompt, target) pairs are scored in one batched pass (`score_targets` with the LM's
+        batch size), then grouped back per request; a request without what the metric needs is left out."""
         from lifelong.data.edit_requests import parse_request
         from lifelong.eval.targets import score_targets
 
         p: EditScorerParams = self.params  # type: ignore[assignment]
-        out = np.full((len(items), 1), np.nan)
-        reqs = [parse_request(it) for it in items]
-        for n, r in enumerate(reqs):
+        # per request: [(prompt, target the score counts, target it is compared with or None)]
+        plans: list[list[tuple[str, str, Optional[str]]]] = []
+        for r in (parse_request(it) for it in items):
             if p.metric == "locality":
-                pairs = [(x["prompt"], x["target"]) for x in r.neighborhood if x["target"] is not None]
-                if not pairs:
-                    continue
-                own = score_targets(lm.model, lm.tok, pairs)
-                if p.variant == "top1":
-                    out[n, 0] = np.mean([s["acc"] for s in own])
-                else:
-                    new = score_targets(lm.model, lm.tok, [(q, r.target_new) for q, _ in pairs])
-                    out[n, 0] = np.mean([a["logp"] > b["logp"] for a, b in zip(own, new)])
+                own = [(x["prompt"], str(x["target"])) for x in r.neighborhood if x["target"] is not None]
+                plans.append([(q, t, None if p.variant == "top1" else r.target_new) for q, t in own])
                 continue
-            prompts = [r.text] if p.metric == "efficacy" else r.paraphrases
-            if not prompts or (p.variant == "cf_prob" and r.target_true is None):
+            prompts = [r.text] if p.metric == "efficacy" else list(r.paraphrases)
+            if p.variant == "cf_prob" and r.target_true is None:
+                prompts = []
+            other = None if p.variant == "top1" else str(r.target_true)
+            plans.append([(q, r.target_new, other) for q in prompts])
+        pairs = [(q, t) for plan in plans for q, t, _ in plan]
+        pairs += [(q, o) for plan in plans for q, _, o in plan if o is not None]
+        with torch.no_grad():  # scoring only: no graph kept
+            scored = iter(score_targets(lm.model, lm.tok, pairs, batch_size=lm.batch_size) if pairs else [])
+        first = [[next(scored) for _ in plan] for plan in plans]
+        versus = [[next(scored) if o is not None else None for _, _, o in plan] for plan in plans]
+        out = np.full((len(items), 1), np.nan)
+        records: list[dict] = []
+        for n, (plan, a, b) in enumerate(zip(plans, first, versus)):
+            if not plan:
                 continue
-            new = score_targets(lm.model, lm.tok, [(q, r.target_new) for q in prompts])
-            if p.variant == "top1":
-                out[n, 0] = np.mean([s["acc"] for s in new])
-            else:
-                old = score_targets(lm.model, lm.tok, [(q, str(r.target_true)) for q in prompts])
-                out[n, 0] = np.mean([a["logp"] > b["logp"] for a, b in zip(new, old)])
+            hits = [s["acc"] if v is None else float(s["logp"] > v["logp"]) for s, v in zip(a, b)]
+            out[n, 0] = float(np.mean(hits))
+            records.append(
+                {
+                    "index": n,
+                    "score": out[n, 0],
+                    "prediction": [lm.tok.decode(s["preds"]) for s in a],
+                    "gold": [t for _, t, _ in plan],
+                    "prompts": [q for q, _, _ in plan],
+                    "logp": [s["logp"] for s in a],  # mean log-prob per target token
+                    "token_accuracy": [s["acc"] for s in a],
+                    "compared_with": [o for _, _, o in plan],
+                    "compared_logp": [None if v is None else v["logp"] for v in b],
+                    "hits": hits,
+                }
+            )
         missing = np.isnan(out[:, 0])
         if missing.all():
             raise ValueError(
                 f"no request has what {self.metric} needs (paraphrases, neighbourhood prompts or target_true)"
             )
-        return out[~missing]
+        return out[~missing], records

@@ -4,11 +4,12 @@ the direction is recorded with the score, never negated.
 The matrix shows perplexity; the continual-learning metrics (FM, BWT, FWT, AA) of perplexity tasks use its
 log, the token-weighted mean negative log-likelihood in nats per token (`metrics_aggregate`): perplexity is
 multiplicative, so a difference of perplexities lets one exploding task (3 -> 3000) outweigh every other.
-Each document is scored from the separator it follows in pre-training packing (`HFLM.nll`)."""
+Each document is scored from the separator it follows in pre-training packing (`HFLM.nll`, batched across
+documents). An item's audit record holds its summed NLL, its scored tokens and their ratio (nats per token)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,8 +30,11 @@ class Perplexity(Scorer):
     unit = "perplexity"
     metrics_unit = "nats/token"
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        return np.array([[nll, n] for nll, n in lm.nll([it["text"] for it in items])], dtype=float)
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
+        stats = np.array([[nll, n] for nll, n in lm.nll([it["text"] for it in items])], dtype=float).reshape(-1, 2)
+        return stats, [
+            {"index": i, "score": nll / max(n, 1), "nll": nll, "tokens": int(n)} for i, (nll, n) in enumerate(stats)
+        ]
 
     @staticmethod
     def aggregate(stats: np.ndarray) -> np.ndarray:

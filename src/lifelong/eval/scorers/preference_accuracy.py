@@ -4,7 +4,7 @@ reference cancels to this when the reference is shared; here it is the policy's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -17,15 +17,34 @@ class PreferenceAccuracy(Scorer):
     metric = "preference_accuracy"
     formats = ("preference",)
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        return (pair_margins(lm, items) > 0).astype(float)
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
+        lls = pair_loglikelihoods(lm, items)
+        out = (lls[:, :1] - lls[:, 1:] > 0).astype(float)
+        return out, pair_records(lls, out[:, 0])
 
 
-def pair_margins(lm: Any, items: list[dict]) -> np.ndarray:
-    """log p(chosen | prompt) - log p(rejected | prompt) per pair, shape (n, 1); the prompt is run once."""
-    out = np.zeros((len(items), 1))
-    for n, it in enumerate(items):
-        ctx = lm.fm.prompt_ids(it["prompt"])
-        lc, lr = lm.choice_loglikelihood(ctx, [lm.fm.response_ids(it["chosen"]), lm.fm.response_ids(it["rejected"])])
-        out[n, 0] = lc - lr
-    return out
+def pair_loglikelihoods(lm: Any, items: list[dict]) -> np.ndarray:
+    """[log p(chosen | prompt), log p(rejected | prompt)] per pair, shape (n, 2); every prompt runs once, the
+    pairs in batches (`HFLM.choice_loglikelihoods`)."""
+    reqs = [
+        (lm.fm.prompt_ids(it["prompt"]), [lm.fm.response_ids(it["chosen"]), lm.fm.response_ids(it["rejected"])])
+        for it in items
+    ]
+    return np.array(lm.choice_loglikelihoods(reqs), dtype=float).reshape(len(items), 2)
+
+
+def pair_records(lls: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """The audit record of each pair (`Scorer.score_details`): both log-likelihoods, the margin, which
+    response the model prefers."""
+    return [
+        {
+            "index": n,
+            "score": float(s),
+            "prediction": "chosen" if c > r else "rejected",
+            "gold": "chosen",
+            "chosen_loglikelihood": float(c),
+            "rejected_loglikelihood": float(r),
+            "margin": float(c - r),
+        }
+        for n, ((c, r), s) in enumerate(zip(lls, scores))
+    ]

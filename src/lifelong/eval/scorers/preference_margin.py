@@ -3,13 +3,13 @@ policy's implicit reward margin up to beta and the reference's own margin). High
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers.base import Scorer
-from lifelong.eval.scorers.preference_accuracy import pair_margins
+from lifelong.eval.scorers.preference_accuracy import pair_loglikelihoods, pair_records
 
 
 @SCORERS.register("preference_margin")
@@ -18,8 +18,10 @@ class PreferenceMargin(Scorer):
     unit = "nats"
     formats = ("preference",)
 
-    def score(self, lm: Any, items: list[dict]) -> np.ndarray:
-        return pair_margins(lm, items)
+    def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
+        lls = pair_loglikelihoods(lm, items)
+        margins = lls[:, :1] - lls[:, 1:]
+        return margins, pair_records(lls, margins[:, 0])
 
     @staticmethod
     def aggregate(stats: np.ndarray) -> np.ndarray:
