@@ -9,9 +9,10 @@ the scorers understand.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lifelong.config import DataConfig
+from lifelong.data.lengths import Examples, Lengths, cut_text, fit_pair, fit_sequence
 from lifelong.data.sources import Rows
 
 REQUIRED = {
@@ -251,11 +252,15 @@ def label_set(rows: Rows, cfg: DataConfig) -> list[str]:
     return list(cfg.labels) if cfg.labels else sorted({str(r["label"]) for r in rows.rows})
 
 
-def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length: int) -> list[dict]:
-    """Tokenize training rows. Truncates to `max_length`; drops rows with no response token left."""
+def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length: int) -> Examples:
+    """Tokenize training rows, each fitted into `max_length` by `cfg.truncate` (`data.lengths`); the result
+    carries the `Lengths` record of rows cut and dropped. `text` rows are packed (never cut or dropped)."""
     if fmt == "text":
-        return pack([r["text"] for r in rows.rows], fm, max_length)
+        blocks = pack([r["text"] for r in rows.rows], fm, max_length)
+        return Examples(blocks, Lengths(rows=len(rows), max_length=max_length, truncate=cfg.truncate))
     out = []
+    lengths = Lengths(max_length=max_length, truncate=cfg.truncate)
+    bos = fm.tok.bos_token_id
     for r, where in zip(rows.rows, rows.where):
         text: dict[str, str] = {}
         try:
@@ -280,12 +285,17 @@ def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length
                 text = {"prompt_text": prompt, "response_text": resp}  # for strategies that rewrite targets
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        ids, labels = ids[:max_length], labels[:max_length]
-        if any(x != -100 for x in labels):
-            out.append({"input_ids": ids, "labels": labels, **(text if fmt != "messages" else {})})
+        kept, outcome = fit_sequence(ids, labels, max_length, cfg.truncate, bos)
+        lengths.note(where, outcome)
+        if kept is not None:
+            out.append({"input_ids": kept[0], "labels": kept[1], **(text if fmt != "messages" else {})})
     if not out:
-        raise ValueError(f"{rows.source}: no example keeps a response token within max_length={max_length}")
-    return out
+        raise ValueError(
+            f"{rows.source}: no row fits max_length={max_length} with a response token left (data.truncate: "
+            f"{cfg.truncate}; the first is {lengths.first}); raise train.max_length"
+            + (" or set data.truncate: left" if cfg.truncate != "left" else "")
+        )
+    return Examples(out, lengths)
 
 
 def document_start(tok: Any) -> list[int]:
@@ -369,6 +379,82 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
     return items
 
 
+def fit_eval_items(
+    items: list[dict], where: list[str], fm: Formatter, limit: int, mode: str, new_tokens: int = 0
+) -> tuple[list[dict], Lengths]:
+    """Eval items fitted into `limit` tokens (the model's context) by `mode` (`data.truncate`), with the
+    `Lengths` record of items cut and dropped; `where[k]` is item k's row. An item's length is what its scorer
+    puts through the model: its prompt (chat template included) plus its longest continuation (options, chosen
+    and rejected responses) or `new_tokens` generated tokens; a document with its document start. A prompt
+    gives way from its start (`left`; a conversation loses its earliest turns first) or its end (`right`); a
+    document, every token of which is scored, keeps its start; `drop` leaves the item out, as it does an item
+    whose continuation alone is too long. Edit requests are short and scored whole: they are not fitted."""
+    out, lengths = [], Lengths(max_length=limit, truncate=mode)
+    start = document_start(fm.tok)
+    for item, at in zip(items, where):
+        kept, outcome = _fit_item(item, fm, limit, mode, new_tokens, start)
+        lengths.note(at, outcome)
+        if kept is not None:
+            out.append(kept)
+    return out, lengths
+
+
+def _fit_item(
+    item: dict, fm: Formatter, limit: int, mode: str, new_tokens: int, start: list[int]
+) -> tuple[Optional[dict], Optional[str]]:
+    if "text" in item and "prompt" not in item:  # a document (perplexity, bits per byte)
+
+        def doc_fits(t: str) -> bool:
+            return len(start) + len(fm.tok(t, add_special_tokens=False)["input_ids"]) <= limit
+
+        return _cut_field(item, "text", doc_fits, "start", mode)
+    reserve = new_tokens if "targets" in item else 0
+    for o in item.get("options", []):
+        reserve = max(reserve, len(fm.response_ids(str(o), eos=False)))
+    for side in ("chosen", "rejected"):
+        if side in item:
+            reserve = max(reserve, len(fm.response_ids(item[side])))
+    if "messages" in item:
+        msgs = list(item["messages"])
+
+        def conv_fits(ms: list[dict]) -> bool:
+            return len(fm.messages_prompt_ids(ms)) + reserve <= limit
+
+        if conv_fits(msgs):
+            return item, None
+        if mode == "drop":
+            return None, "dropped"
+        first = 1 if msgs[0]["role"] == "system" else 0
+        while mode == "left" and len(msgs) - first > 1 and not conv_fits(msgs):
+            del msgs[first]  # the earliest turn gives way first
+        k = first if mode == "left" else len(msgs) - 1
+        text = cut_text(
+            msgs[k]["content"],
+            lambda c: conv_fits(msgs[:k] + [{**msgs[k], "content": c}] + msgs[k + 1 :]),
+            "end" if mode == "left" else "start",
+        )
+        if text is None:
+            return None, "dropped"
+        msgs[k] = {**msgs[k], "content": text}
+        return {**item, "messages": msgs}, "truncated"
+    if "prompt" not in item or not isinstance(item["prompt"], str) or "subject" in item:
+        return item, None  # edit requests
+
+    def prompt_fits(p: str) -> bool:
+        return len(fm.prompt_ids(p)) + reserve <= limit
+
+    return _cut_field(item, "prompt", prompt_fits, "end" if mode == "left" else "start", mode)
+
+
+def _cut_field(
+    item: dict, field: str, fits: Callable[[str], bool], keep: str, mode: str
+) -> tuple[Optional[dict], Optional[str]]:
+    if fits(item[field]):
+        return item, None
+    text = None if mode == "drop" else cut_text(item[field], fits, keep)
+    return (None, "dropped") if text is None else ({**item, field: text}, "truncated")
+
+
 def _pref_text(x: Any) -> str:
     """A preference response: a string, or chat messages whose last assistant turn is the response."""
     if isinstance(x, list):
@@ -376,19 +462,31 @@ def _pref_text(x: Any) -> str:
     return str(x)
 
 
-def to_preference_examples(rows: Rows, cfg: DataConfig, fm: Formatter, max_length: int) -> list[dict]:
+def to_preference_examples(rows: Rows, cfg: DataConfig, fm: Formatter, max_length: int) -> Examples:
     """Pairs as token ids: the chosen sequence (also as `input_ids`/`labels`, so replay and SFT terms see an
-    ordinary example) and the rejected one; labels mask the prompt."""
+    ordinary example) and the rejected one; labels mask the prompt. Each pair is fitted into `max_length` by
+    `cfg.truncate` (`data.lengths.fit_pair`: both sides keep the same prompt); the result carries the
+    `Lengths` record."""
     out = []
-    for r in rows.rows:
+    lengths = Lengths(max_length=max_length, truncate=cfg.truncate)
+    for r, where in zip(rows.rows, rows.where):
         prompt = _prompt(r, cfg.template, "prompt") if isinstance(r["prompt"], str) else None
         p = fm.prompt_ids(prompt) if prompt is not None else fm.messages_prompt_ids(r["prompt"])
+        qc, qr = fm.response_ids(_pref_text(r["chosen"])), fm.response_ids(_pref_text(r["rejected"]))
+        kept, outcome = fit_pair(p, qc, qr, max_length, cfg.truncate, fm.tok.bos_token_id)
+        lengths.note(where, outcome)
+        if kept is None:
+            continue
+        p, qc, qr = kept
         ex: dict = {}
-        for side in ("chosen", "rejected"):
-            q = fm.response_ids(_pref_text(r[side]))
-            ids = (p + q)[:max_length]
-            ex[f"{side}_ids"] = ids
-            ex[f"{side}_labels"] = ([-100] * len(p) + q)[:max_length]
+        for side, q in (("chosen", qc), ("rejected", qr)):
+            ex[f"{side}_ids"] = p + q
+            ex[f"{side}_labels"] = [-100] * len(p) + q
         ex["input_ids"], ex["labels"] = ex["chosen_ids"], ex["chosen_labels"]
         out.append(ex)
-    return out
+    if not out:
+        raise ValueError(
+            f"{rows.source}: no pair fits max_length={max_length} with a response token left on both sides "
+            f"(data.truncate: {cfg.truncate}; the first is {lengths.first}); raise train.max_length"
+        )
+    return Examples(out, lengths)

@@ -7,7 +7,8 @@ from typing import Any, Optional, Sequence
 
 from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
-from lifelong.data.formats import label_set
+from lifelong.data.formats import Formatter, fit_eval_items, label_set
+from lifelong.data.lengths import Lengths
 from lifelong.eval.scorers import SCORERS, Scorer
 
 DEFAULT_SCORER = {
@@ -29,6 +30,10 @@ class EvalTask:
     """Index of the stage that owns the task (None: a general probe)."""
     retrieve: Optional[int] = None
     """Passages retrieved from the memory into every prompt (None: no retrieval)."""
+    lengths: Optional[Lengths] = None
+    """What fitting the items into the model's context did (`fit_eval_items`; None: not fitted)."""
+    where: str = ""
+    """Where the task is configured (`stages.0.eval`, `eval.probes.1`)."""
 
     @property
     def higher_is_better(self) -> bool:
@@ -40,8 +45,17 @@ class EvalTask:
 
 
 def build_task(
-    cfg: EvalTaskConfig, name: str, stage: Optional[int], labels: Optional[list[str]], cap: Optional[int], where: str
+    cfg: EvalTaskConfig,
+    name: str,
+    stage: Optional[int],
+    labels: Optional[list[str]],
+    cap: Optional[int],
+    where: str,
+    formatter: Optional[Formatter] = None,
+    context: Optional[int] = None,
 ) -> EvalTask:
+    """The task of `cfg`; given the run's `formatter` and the model's `context` (`eval_context`), items longer
+    than the context are cut or dropped by `cfg.truncate` and counted in `EvalTask.lengths`."""
     if cap and (cfg.max_examples is None or cfg.max_examples > cap):
         cfg = cfg.model_copy(update={"max_examples": cap})
     rows = load_rows(cfg)
@@ -54,13 +68,40 @@ def build_task(
             f"{where}: scorer {scorer_name} takes formats {', '.join(cls.formats)}; {rows.source} has format {fmt}"
         )
     items = to_eval_items(rows, fmt, cfg, labels=list(cfg.labels) if cfg.labels else labels)
+    scorer = cls(cls.Params(**cfg.params))
+    lengths = None
+    if formatter is not None and context is not None:
+        new_tokens = getattr(scorer.params, "max_new_tokens", 0)  # generation needs room for its answer
+        items, lengths = fit_eval_items(items, rows.where, formatter, context, cfg.truncate, int(new_tokens or 0))
+        if not items:
+            fix = f"set {where}.truncate: left" if cfg.truncate == "drop" else "shorten their options or answers"
+            raise ValueError(
+                f"{where}: no item of {rows.source} fits the model's context ({context} tokens; the first "
+                f"is {lengths.first}); {fix}"
+            )
     return EvalTask(
         name=name,
-        scorer=cls(cls.Params(**cfg.params)),
+        scorer=scorer,
         items=items,
         stage=stage,
         retrieve=cfg.retrieve.k if cfg.retrieve else None,
+        lengths=lengths,
+        where=where,
     )
+
+
+def eval_context(model: Any) -> Optional[int]:
+    """The longest sequence `model` takes (its config's `max_position_embeddings`, which GPT-2-style configs
+    map to `n_positions`); None when the config names none."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def lengths_message(task: EvalTask) -> Optional[str]:
+    """The warning for a task whose items were cut or dropped to fit the context (None: none were)."""
+    if task.lengths is None:
+        return None
+    return task.lengths.message(f"eval task {task.name}", "the model's context", f"{task.where}.truncate")
 
 
 def stage_labels(stage: StageConfig, kind: Any) -> Optional[list[str]]:
@@ -81,11 +122,14 @@ def stage_labels(stage: StageConfig, kind: Any) -> Optional[list[str]]:
     return label_set(train, d)
 
 
-def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
+def build_suite(
+    cfg: RunConfig, kinds: Sequence[Any], formatter: Optional[Formatter] = None, context: Optional[int] = None
+) -> list[EvalTask]:
     """Stage tasks in stream order, then probes. `kinds` are the stages' kind objects (`StageKind`: their
     `formats`, and `default_eval` for a stage without `eval`, e.g. an edit stage scores its own edits). A
     classification stage task shares the label set of the stage's training data unless it sets its own
-    (`stage_labels`)."""
+    (`stage_labels`). Given `formatter` and `context`, every task's items are fitted into the context
+    (`build_task`)."""
     tasks = []
     for i, (s, kind) in enumerate(zip(cfg.stages, kinds)):
         if s.eval is None and kind.default_eval(s) is not None:
@@ -93,7 +137,11 @@ def build_suite(cfg: RunConfig, kinds: Sequence[Any]) -> list[EvalTask]:
         if s.eval is None:
             continue
         labels = stage_labels(s, kind)
-        tasks.append(build_task(s.eval, s.eval.name or s.name, i, labels, cfg.eval.max_examples, f"stages.{i}.eval"))
+        at = f"stages.{i}.eval"
+        tasks.append(
+            build_task(s.eval, s.eval.name or s.name, i, labels, cfg.eval.max_examples, at, formatter, context)
+        )
     for k, p in enumerate(cfg.eval.probes):
-        tasks.append(build_task(p, p.name or f"probe{k}", None, None, cfg.eval.max_examples, f"eval.probes.{k}"))
+        at = f"eval.probes.{k}"
+        tasks.append(build_task(p, p.name or f"probe{k}", None, None, cfg.eval.max_examples, at, formatter, context))
     return tasks

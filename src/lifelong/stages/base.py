@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from lifelong.config import Strict
 from lifelong.data import check_rows, infer_format, load_rows, to_examples
+from lifelong.data.lengths import Examples, Lengths, warn
 from lifelong.train.context import StageEnv
 
 if TYPE_CHECKING:
@@ -90,9 +91,17 @@ class TrainableStage(StageKind):
         (so ratios can adapt to the previous stage's results)."""
         stage = run.cfg.stages[index]
         sources = ([stage.data] if stage.data is not None else []) + list(stage.mix)
+        prepared = [self._examples(run, index, d) for d in sources]
+        found = stage_lengths(prepared)
+        if found is not None and run.accelerator.is_main_process:  # once per stage, before any training
+            warn(
+                found.message(f"stage {index} ({stage.name})", "train.max_length", "data.truncate"),
+                run.console,
+                run.quiet,
+            )
         if len(sources) == 1:
-            return self._examples(run, index, sources[0])
-        return {"sources": [self._examples(run, index, d) for d in sources], "weights": [d.weight for d in sources]}
+            return prepared[0]
+        return {"sources": prepared, "weights": [d.weight for d in sources]}
 
     def _examples(self, run: StageEnv, index: int, data: Any) -> Any:
         stage = run.cfg.stages[index]
@@ -126,16 +135,21 @@ class TrainableStage(StageKind):
             fm.system_prompt,
             run.cfg.stage_train(index).max_length,
         )
-        examples = cache.load("tokens", key)
-        if examples is None:
+        hit = cache.load("tokens", key)
+        if isinstance(hit, dict) and "examples" in hit and "lengths" in hit:
+            examples = Examples(hit["examples"], Lengths.from_dict(hit["lengths"]))
+        else:
             examples = to_examples(rows, fmt, data, fm, run.cfg.stage_train(index).max_length)
-            cache.store("tokens", key, examples)
+            cache.store("tokens", key, {"examples": list(examples), "lengths": examples.lengths.as_dict()})
         run.cache_keys[index] = cache.content_key(run.cache_keys.get(index), key)
         return examples
 
     def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from lifelong.train.loop import train_stage
 
+        counts = record_lengths(
+            run, index, stage_lengths(prepared["sources"] if isinstance(prepared, dict) else [prepared])
+        )
         if isinstance(prepared, dict):
             from lifelong.data.mixing import compose
 
@@ -154,4 +168,29 @@ class TrainableStage(StageKind):
             run.log(type="mix", stage=index, **mix)
             if run.results_extra is not None:
                 run.results_extra.setdefault("mix", {})[stage.name] = {"ratios": mix["ratios"], "counts": mix["counts"]}
-        return train_stage(run, index, prepared, resume)
+        return train_stage(run, index, prepared, resume) | counts
+
+
+def stage_lengths(prepared: list[Any]) -> Optional[Lengths]:
+    """The `Lengths` record of a stage's prepared sources (summed over `mix` sources); None when no source
+    keeps one (streamed blocks)."""
+    found = [p.lengths for p in prepared if isinstance(p, Examples)]
+    return Lengths.merge(found) if found else None
+
+
+def record_lengths(run: StageEnv, index: int, found: Optional[Lengths]) -> dict[str, int]:
+    """Log what fitting the stage's rows into `max_length` did (a `data` event) and return the counts for its
+    costs: `rows` read, `truncated` (kept, cut), `dropped` (left out)."""
+    if found is None:
+        return {}
+    run.log(
+        type="data",
+        stage=index,
+        rows=found.rows,
+        truncated=found.truncated,
+        dropped=found.dropped,
+        first=found.first,
+        max_length=found.max_length,
+        truncate=found.truncate,
+    )
+    return {"rows": found.rows, "truncated": found.truncated, "dropped": found.dropped}

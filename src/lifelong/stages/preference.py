@@ -8,7 +8,7 @@ from typing import Any, Optional
 from lifelong.data import check_rows, infer_format, load_rows
 from lifelong.data.formats import to_preference_examples
 from lifelong.stages import STAGE_KINDS
-from lifelong.stages.base import TrainableStage
+from lifelong.stages.base import TrainableStage, record_lengths, stage_lengths
 from lifelong.train.context import StageEnv
 
 
@@ -35,6 +35,7 @@ class Preference(TrainableStage):
 
         pcfg = run.cfg.stages[index].preference
         pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
+        counts = record_lengths(run, index, stage_lengths([prepared]))
         examples = list(prepared) + self._replayed(run, index, len(prepared))
         obj = DPOObjective(pcfg, pad)
         obj.prepare(run.model, examples, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
@@ -50,7 +51,7 @@ class Preference(TrainableStage):
         cost = train_stage(run, index, examples, resume, objective=obj)
         if before is not None:
             self._average(run, index, before)
-        return cost
+        return cost | counts
 
     def _replayed(self, run: StageEnv, index: int, n_new: int) -> list[dict]:
         """Preference replay: pairs of earlier preference stages, f / (1 - f) of the new pairs, drawn with the
