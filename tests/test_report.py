@@ -53,7 +53,8 @@ def test_compare_same_stream(runs, capsys):
     text = capsys.readouterr().out
     assert "naive" in text and "replay" in text and "FM" in text
     html = out.read_text()
-    assert 'id="tradeoff"' in html and "Pareto front" in html and html.count("<svg") == 1
+    assert 'id="tradeoff"' in html and "Pareto front" in html and html.count("<svg") == 2  # + the paired forest plot
+    assert 'id="paired"' in html and "replay - naive: metrics" in text
 
 
 def test_compare_refuses_different_streams(runs, capsys):

@@ -8,6 +8,7 @@ suite runs).
     run.stage_models(); api.export(run.run_dir, "out/", stage="task1")   # models out, with lineage
     api.merge("merge.yaml", "merged/")                       # mergekit-style YAML (or a dict)
     api.edit(model, tokenizer, requests, method="rome")      # reversible knowledge edits
+    api.compare(["runs/a", "runs/b"], reference="runs/a")    # paired differences: CIs, p-values, verdicts
 
 Custom methods need no fork: register them from user code (`STRATEGIES.register("mine")(Mine)`, likewise
 `SCORERS`, `STAGE_KINDS`, `MERGE_METHODS`, `EDITORS`) before `load_config`, or install them as entry points
@@ -23,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 
 from lifelong.config import RunConfig
 
-__all__ = ["RunRecord", "edit", "export", "load_config", "merge", "open_run", "run"]
+__all__ = ["RunRecord", "compare", "edit", "export", "load_config", "merge", "open_run", "run"]
 
 Event = dict[str, Any]
 """One line of a run's `events.jsonl` (`type`: start, stage_start, step, checkpoint, eval, stage_end, end, ...)."""
@@ -170,3 +171,26 @@ def edit(model: Any, tokenizer: Any, requests: Union[str, Path, list], method: s
     from lifelong.editing import load_requests
 
     return edit_model(model, tokenizer, load_requests(requests), method=method, **params)
+
+
+def compare(
+    run_dirs: list[Union[str, Path]],
+    reference: Optional[Union[str, Path]] = None,
+    *,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    pool_seeds: bool = True,
+) -> dict:
+    """Paired differences of runs of one stream to a reference run (a directory or a run name; default the
+    first), as `lifelong compare` prints them: for every metric of every group and every matrix cell, the
+    difference (run - reference), its paired bootstrap CI over the shared eval items (seeds too, when runs differ
+    only in seed: `pool_seeds`), a paired permutation p-value and a verdict ("better", "worse", "not
+    distinguishable"). Runs of different streams or items are refused (`ValueError`). docs/metrics.md."""
+    from lifelong.report.compare import paired
+    from lifelong.report.html import load_run
+
+    runs = [load_run(Path(d)) for d in run_dirs]
+    ref = None if reference is None else str(reference)
+    return paired(runs, ref, n_boot=n_boot, n_perm=n_perm, seed=seed, level=level, pool_seeds=pool_seeds)

@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from lifelong.eval.metrics import METRICS
 
@@ -147,17 +150,92 @@ def print_runs(runs: list[dict], console: Optional[Console] = None) -> None:
     console.print(t)
 
 
-def print_comparison(run_dirs: list[Path], console: Optional[Console] = None) -> None:
+def print_comparison(
+    run_dirs: list[Path],
+    console: Optional[Console] = None,
+    paired: Optional[dict] = None,
+    summaries: Optional[list[dict]] = None,
+) -> None:
+    """Runs of one stream side by side, within the terminal's width (80 columns included): the runs (full names
+    and strategies, wrapped, never cut; with `summaries` (`report.compare.summary` rows) the new-stage score and
+    training time), the metrics of every group, and with `paired` (`eval.compare_stats.paired_compare`) the
+    difference of each run to the reference with its CI, p-value and verdict, for every metric and cell."""
     console = console or Console()
-    t = Table(title="comparison (score group)")
-    t.add_column("run")
-    t.add_column("strategy")
-    for m in METRICS:
-        t.add_column(m, justify="right")
-    for d in run_dirs:
-        res: dict[str, Any] = json.loads((Path(d) / "results.json").read_text())
-        ms = res.get("metrics", {})
-        g = ms.get("score") or next((v for v in ms.values() if isinstance(v, dict) and "metrics" in v), None)
-        vals = [_fmt(g["metrics"].get(m)) if g else "—" for m in METRICS]
-        t.add_row(res["name"], " + ".join(res.get("strategy", [])), *vals)
-    console.print(t)
+    results: list[dict[str, Any]] = [json.loads((Path(d) / "results.json").read_text()) for d in run_dirs]
+    cols = [("run", "text"), ("strategy", "text")] + ([("new-stage", "num"), ("train s", "num")] if summaries else [])
+    rows = []
+    for k, res in enumerate(results):
+        row = [res["name"], " + ".join(res.get("strategy", []))]
+        rows.append(row + ([_fmt(summaries[k]["new"]), f"{summaries[k]['wall']:.1f}"] if summaries else []))
+    console.print(_fitted(console, "runs compared", cols, rows))
+    console.print()
+    groups = [g for g, v in results[0].get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v]
+    for group in groups:
+        console.print(f"metrics: {group_title(group, results[0]['metrics'][group])}", style="bold", markup=False)
+        rows = []
+        for res in results:
+            g = res.get("metrics", {}).get(group)
+            rows.append([res["name"], *[_fmt(g["metrics"].get(m)) if g else "—" for m in METRICS]])
+        console.print(_fitted(console, None, [("run", "text"), *[(m, "num") for m in METRICS]], rows))
+        console.print()
+    if paired:
+        print_differences(paired, console)
+
+
+def print_differences(paired: dict, console: Optional[Console] = None) -> None:
+    """The paired differences of each run to the reference (`eval.compare_stats.paired_compare`): a table of
+    metrics per group and one of matrix cells, each row: difference, CI, p-value, verdict."""
+    console = console or Console()
+    stats = [("diff", "num"), (f"{100 * paired['level']:g}% CI", "num"), ("p", "num"), ("verdict", "left")]
+    console.print(f"paired differences to the reference {paired['reference']}", style="bold", markup=False)
+    console.print(paired["method"], style="dim", markup=False)
+    for c in paired["comparisons"]:
+        head = f"{c['run']} - {paired['reference']}"
+        ms = [(f"{grp} ({g['unit']})", m, e) for grp, g in c["metrics"].items() for m, e in g["metrics"].items()]
+        cols = [("group", "text"), ("metric", "left"), *stats]
+        console.print(_fitted(console, f"{head}: metrics", cols, [[a, b, *_diff(e)] for a, b, e in ms], ms))
+        console.print()
+        cells = [(e["task"], e["row"], e) for e in c["cells"]]
+        cols = [("eval task", "text"), ("after", "text"), *stats]
+        rows = [[a, b, *_diff(e)] for a, b, e in cells]
+        console.print(_fitted(console, f"{head}: matrix cells", cols, rows, cells))
+        console.print()
+
+
+def _diff(e: dict) -> list[str]:
+    return [f"{e['difference']:+.2f}", f"[{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]", f"{e['p']:.3f}", e["verdict"]]
+
+
+VERDICT_STYLE = {"better": "green", "worse": "red"}
+
+
+def _fitted(
+    console: Console,
+    title: Optional[str],
+    columns: list[tuple[str, str]],
+    rows: list[list[str]],
+    entries: Optional[list[tuple[str, str, dict]]] = None,
+) -> Table:
+    """A table as wide as its content, at most the console's width: numbers ("num", "left") keep their width;
+    text columns ("text": names) share the rest, the narrower ones whole first, the widest wrapping (folded,
+    never cut with "..."). Cells are plain text (no markup); `entries` colour rows by verdict."""
+    n = len(columns)
+    natural = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, (h, _) in enumerate(columns)]
+    fixed = sum(w for w, (_, kind) in zip(natural, columns) if kind != "text")
+    text = [i for i, (_, kind) in enumerate(columns) if kind == "text"]
+    room = console.width - fixed - (3 * n - 3)  # padding 1 | rule | 1 between columns, none at the edges
+    room = max(room, 4 * len(text))
+    width = dict(enumerate(natural))
+    for pos, i in enumerate(sorted(text, key=lambda i: natural[i])):  # water-filling: small columns whole
+        width[i] = min(natural[i], room // (len(text) - pos))
+        room -= width[i]
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, pad_edge=False)
+    for i, (h, kind) in enumerate(columns):
+        if kind == "text":
+            t.add_column(h, overflow="fold", width=width[i])
+        else:
+            t.add_column(h, justify="right" if kind == "num" else "left", no_wrap=True, width=width[i])
+    for k, r in enumerate(rows):
+        style = VERDICT_STYLE.get(entries[k][2]["verdict"], "") if entries else ""
+        t.add_row(*[Text(v) for v in r], style=style)
+    return t
