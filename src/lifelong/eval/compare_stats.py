@@ -26,6 +26,9 @@ item's task (a metric over many cells is permuted at the item level, consistentl
 p = (1 + #{|d*| >= |d|}) / (1 + n_perm). A configuration with several seeds enters the test through its per-item
 statistics averaged over its seeds, so the p-value is conditional on the seeds that ran; the CI is what covers
 seed variance. "not distinguishable" means the CI covers 0.
+
+(Past 300 lines: the bootstrap, the seed pooling and the permutation test share one layout of cells and metric
+groups and one item draw; split into modules they would pass all of it around.)
 """
 
 from __future__ import annotations
