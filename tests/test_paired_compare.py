@@ -260,3 +260,24 @@ def test_terminal_comparison_fits_80_columns_with_whole_names(tmp_path):
     pieces = "".join(line.split()[0] for line in lines if line.split() and set(line.split()[0]) <= set(very_long))
     assert very_long in pieces  # wrapped, never cut: its pieces in order spell it out
     assert "not distinguishable" in "\n".join(lines) and "better" in "\n".join(lines)
+
+
+def test_runs_on_other_items_of_the_same_count_are_refused(tmp_path):
+    """Per-item records (examples/<task>/<row>.jsonl) name each item: an edited eval file keeps the count but
+    not the ids, and the comparison refuses instead of pairing unrelated items."""
+    from lifelong.api import compare
+    from lifelong.eval.results import write_examples
+
+    a = base_scores(10)
+    dirs = [
+        save(make_run("a", lambda r, j: a[r, j][:, None]), tmp_path),
+        save(make_run("b", lambda r, j: a[r, j][:, None], strategy="replay"), tmp_path),
+    ]
+    for d, edited in zip(dirs, (False, True)):
+        for j in range(2):
+            ids = [f"{k}-{'eeeeeeee' if edited and j == 1 and k == 3 else 'aaaaaaaa'}" for k in range(10)]
+            write_examples(d, f"task{j}", "baseline", [{"id": i, "stats": [0.5]} for i in ids])
+    with pytest.raises(ValueError, match=r"task1.*item 3 is 3-eeeeeeee.*scored 3-aaaaaaaa.*different eval items"):
+        compare(dirs, n_boot=10, n_perm=10)
+    write_examples(dirs[1], "task1", "baseline", [{"id": f"{k}-aaaaaaaa", "stats": [0.5]} for k in range(10)])
+    assert compare(dirs, n_boot=10, n_perm=10)["comparisons"][0]["run"] == "b"

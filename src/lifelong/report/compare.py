@@ -14,6 +14,7 @@ import yaml
 
 from lifelong.eval.compare_stats import NOT_DISTINGUISHABLE, RunData, paired_compare
 from lifelong.eval.metrics import METRICS
+from lifelong.eval.results import examples_path, read_examples
 from lifelong.fileio import atomic_write_text
 from lifelong.report import plots
 from lifelong.report.html import environment, load_run
@@ -69,6 +70,32 @@ def summary(run: dict) -> dict[str, Any]:
     }
 
 
+def check_same_item_ids(runs: list[dict]) -> None:
+    """Runs that keep per-item records (`examples/<task>/<row>.jsonl`) must have scored the same items in the same
+    order, since their statistics pair by position: an edited eval file keeps the count but changes the ids."""
+    ref = runs[0]
+    for r in runs[1:]:
+        for t in ref["results"]["tasks"]:
+            row = next(
+                (
+                    w
+                    for w in ref["results"]["rows"]
+                    if all(examples_path(x["dir"], t["name"], w).is_file() for x in (ref, r))
+                ),
+                None,
+            )  # a run scores the same items in every row: one row per task is enough
+            if row is None:
+                continue
+            a, b = ([e.get("id") for e in read_examples(x["dir"], t["name"], row)] for x in (ref, r))
+            diff = next((k for k, (x, y) in enumerate(zip(a, b)) if x is not None and y is not None and x != y), None)
+            if diff is not None:
+                raise ValueError(
+                    f"{examples_path(r['dir'], t['name'], row)}: item {diff} is {b[diff]}, {ref['dir']} scored "
+                    f"{a[diff]} there: the runs scored different eval items (an edited or reordered eval file); a "
+                    "paired comparison needs the same items"
+                )
+
+
 def run_data(run: dict) -> RunData:
     """A loaded run directory (`html.load_run`) as the comparison statistics read it."""
     cfg = yaml.safe_load(run["config"]) if run["config"] else None
@@ -106,6 +133,7 @@ def paired(runs: list[dict], reference: Optional[str] = None, **options: Any) ->
                 f"{r['dir']}/per_example.json: missing or empty; a paired comparison needs every run's "
                 "per-example statistics (every run writes them with results.json: rerun or resume it)"
             )
+    check_same_item_ids(runs)
     return paired_compare([run_data(r) for r in runs], reference_index(runs, reference), **options)
 
 
