@@ -135,6 +135,8 @@ class Run:
         self.cfg = cfg
         self.quiet = quiet
         self.callbacks = list(callbacks or [])  # called with every logged event (lifelong.api.run's on_event)
+        self._unwritten: list[str] = []  # step events not yet in events.jsonl (see log)
+        self._written_at = time.monotonic()
         self.console = console or Console()
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.resume = resume
@@ -242,13 +244,27 @@ class Run:
         self.accelerator.wait_for_everyone()
 
     def log(self, **event: Any) -> None:
+        """Append an event to events.jsonl. Step events are written in batches (an open and close of the file
+        per optimizer step showed in the loop's profile, docs/performance.md): every other event, 64 of them,
+        a second, or the loop's `flush_log` (before a checkpoint, at the stage's end) writes them out, in
+        order. A kill can only lose step events after the last checkpoint, which a resume trains and logs
+        again. Callbacks get every event at once."""
         if not self.accelerator.is_main_process:
             return
         event = {"time": time.time(), **event}
-        with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(event) + "\n")
+        self._unwritten.append(json.dumps(event) + "\n")
+        if event.get("type") != "step" or len(self._unwritten) >= 64 or time.monotonic() - self._written_at > 1:
+            self.flush_log()
         for callback in self.callbacks:
             callback(event)
+
+    def flush_log(self) -> None:
+        """Write the batched step events to events.jsonl."""
+        if self._unwritten:
+            with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
+                f.write("".join(self._unwritten))
+            self._unwritten.clear()
+        self._written_at = time.monotonic()
 
     # ---- what stage kinds see (lifelong.train.context.StageEnv) --------------------------------------
     def stage_state(self, kind: str) -> Any:

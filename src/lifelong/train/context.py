@@ -66,7 +66,10 @@ class RunView(Protocol):
     """Content hash of each stage's tokenized examples (caches keyed on the data, e.g. curricula)."""
 
     def log(self, **event: Any) -> None:
-        """Append an event to the run's `events.jsonl`."""
+        """Append an event to the run's `events.jsonl` (step events may wait for `flush_log`)."""
+
+    def flush_log(self) -> None:
+        """Write out the step events `log` batches (before a checkpoint, at a stage's end)."""
 
     def evaluate_during(self, index: int, step: int, model: Any) -> float:
         """Score `train.eval_tasks` on `model` (the strategy-wrapped model being trained) after `step` optimizer
