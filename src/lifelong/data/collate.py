@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Sequence
 
 import torch
 
 
 def collate(examples: list[dict], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; labels -100 on padding."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for r, e in enumerate(examples):
-        k = len(e["input_ids"])
-        ids[r, :k] = torch.tensor(e["input_ids"])
-        labels[r, :k] = torch.tensor(e["labels"])
-        mask[r, :k] = 1
+    """Right-pad to the longest example; labels -100 on padding.
+
+    One tensor is built per field from the concatenated tokens and scattered under the mask (row-major order,
+    so each example lands in its row): a third of the time of filling row by row, which showed in the
+    training loop's profile (docs/performance.md)."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    for r, (e, k) in enumerate(zip(examples, lengths)):
+        if len(e["labels"]) != k:
+            raise ValueError(f"example {r}: {len(e['labels'])} labels for {k} input_ids; give one label per token")
+    width = max(lengths)
+    valid = torch.arange(width) < torch.tensor(lengths).unsqueeze(1)  # (n, width)
+    ids = torch.full(valid.shape, pad_id, dtype=torch.long)
+    labels = torch.full(valid.shape, -100, dtype=torch.long)
+    ids[valid] = torch.tensor(list(chain.from_iterable(e["input_ids"] for e in examples)), dtype=torch.long)
+    labels[valid] = torch.tensor(list(chain.from_iterable(e["labels"] for e in examples)), dtype=torch.long)
+    mask = valid.long()
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 

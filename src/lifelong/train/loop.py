@@ -20,6 +20,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lifelong.data.collate import collate
+from lifelong.train.accel import adamw, clip_grad_norm, optimizer_step, release, shard
 from lifelong.train.checkpoint import save_checkpoint
 from lifelong.train.context import RunView, StageContext
 from lifelong.train.inner_eval import eval_due
@@ -93,7 +94,7 @@ def train_stage(
         model._lifelong_checkpointing = False
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    opt = adamw(params, tc, index)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps, index))
     if tc.optimizer_state == "keep" and run.optimizer_state is not None and resume is None:
         try:  # carry AdamW moments over the boundary; the learning rate comes from the new schedule
@@ -166,10 +167,10 @@ def train_stage(
         )
         for step in range(start, steps):
             ctx.step = step
-            loss_sum, step_tokens = 0.0, 0
+            raws, masks = [], []  # read once the step's work is queued (one device sync per step, not per micro-batch)
             for m in range(tc.grad_accum):
                 gbatch = next(stream)
-                part = np.array_split(np.arange(len(gbatch)), world)[rank]
+                part = shard(len(gbatch), world, rank)
                 extra: dict = {}
                 if objective is None:
                     batch = collate([gbatch[i] for i in part], pad_id, acc.device)
@@ -191,15 +192,18 @@ def train_stage(
                     pen = run.strategy.penalty(ctx, batch, out)
                     total = loss + pen if pen is not None else loss
                     acc.backward(total / tc.grad_accum)
-                loss_sum += float(raw.detach()) / tc.grad_accum
-                step_tokens += int(batch["attention_mask"].sum())
+                raws.append(raw.detach())
+                masks.append(batch["attention_mask"])
             run.strategy.before_step(ctx)
             if tc.max_grad_norm:
-                acc.clip_grad_norm_(params, tc.max_grad_norm)
+                clip_grad_norm(acc, params, tc.max_grad_norm)
             lr = opt.param_groups[0]["lr"]
-            opt_w.step()
+            optimizer_step(acc, opt_w)
             sched.step()
-            opt_w.zero_grad(set_to_none=True)
+            loss_sum, step_tokens = 0.0, 0
+            for raw, mask in zip(raws, masks):
+                loss_sum += float(raw) / tc.grad_accum
+                step_tokens += int(mask.sum())
             tokens += step_tokens * world
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             progress.update(bar, advance=1, loss=loss_sum, tps=tps)
@@ -221,6 +225,7 @@ def train_stage(
             if eval_due(step + 1, steps, tc.eval_every):  # before the checkpoint: a resume has this point
                 t0 += run.evaluate_during(index, step + 1, acc.unwrap_model(wrapped))  # not timed as training
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
+                run.flush_log()  # the steps up to a checkpoint are on disk before it (a resume starts after it)
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(
@@ -235,13 +240,14 @@ def train_stage(
                     )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()
+    run.flush_log()
     model = acc.unwrap_model(wrapped)
     run.model = model
     run.optimizer_state = opt.state_dict() if tc.optimizer_state == "keep" else None
     ctx.model = model
     model.eval()
     run.strategy.after_stage(ctx)
-    acc.free_memory()
+    release(acc)
     return {
         "wall_s": time.perf_counter() - t0,
         "steps": steps - start,

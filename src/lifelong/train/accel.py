@@ -1,0 +1,93 @@
+"""The loop's per-step calls into accelerate, without the costs that buy nothing in the common case.
+
+Profiled on CPU (docs/performance.md), four accelerate calls cost more than the work they wrap:
+`AcceleratedOptimizer.step` looks for the `lomo_optim` package on disk twice per call (two `find_spec` walks
+of `sys.path`), its `zero_grad` inspects the optimizer's signature per call, `clip_grad_norm_` compares torch
+versions and walks the parameters looking for DTensors per call, and `Accelerator.free_memory` runs a full
+`gc.collect()` (0.1-0.2 s per stage in a process with transformers loaded). Where accelerate would do no more
+than the plain torch call (no gradient scaler, no XLA, FSDP or DeepSpeed, every step a synchronising one),
+these helpers make that call; everywhere else they hand over to accelerate. The same calls on the same
+optimizer: results are bit-identical (tests/test_loop_speed_invariants.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate.optimizer import AcceleratedOptimizer
+from accelerate.utils import DistributedType
+
+__all__ = ["adamw", "clip_grad_norm", "optimizer_step", "release", "shard"]
+
+
+def adamw(params: list, tc: Any, index: int) -> torch.optim.AdamW:
+    """The stage's AdamW (`tc`: its `TrainConfig`); torch's fused kernel with `train.fused_adamw`."""
+    try:
+        return torch.optim.AdamW(
+            params,
+            lr=tc.lr,
+            betas=tc.betas,
+            weight_decay=tc.weight_decay,
+            **({"fused": True} if tc.fused_adamw else {}),
+        )
+    except RuntimeError as e:  # a device or dtype torch has no fused kernel for
+        raise ValueError(
+            f"stages.{index}: train.fused_adamw: torch cannot fuse AdamW for these parameters ({e}); "
+            "set train.fused_adamw: false"
+        ) from None
+
+
+def shard(n: int, world: int, rank: int) -> range:
+    """The positions of a global micro-batch of `n` examples that process `rank` of `world` takes: contiguous
+    parts, the first `n % world` one longer (the split of `numpy.array_split`)."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
+
+
+def _plain(acc: Any, opt_w: Any) -> Any:
+    """The wrapped torch optimizer when accelerate's wrapper would only forward to it, else None."""
+    if (
+        type(opt_w) is AcceleratedOptimizer
+        and opt_w.scaler is None
+        and acc.distributed_type != DistributedType.XLA
+        and acc.gradient_state.sync_gradients
+    ):
+        return opt_w.optimizer
+    return None
+
+
+def clip_grad_norm(acc: Any, params: list, max_norm: float) -> None:
+    """`acc.clip_grad_norm_(params, max_norm)`. Without a gradient scaler, in one process or under DDP (plain
+    tensors, no DTensor shards), accelerate ends in this same torch call after per-call version checks and a
+    walk over the parameters."""
+    plain = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    if acc.scaler is None and acc.distributed_type in plain:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        acc.clip_grad_norm_(params, max_norm)
+
+
+def optimizer_step(acc: Any, opt_w: Any) -> None:
+    """`opt_w.step()` then `opt_w.zero_grad(set_to_none=True)`, as accelerate would do them."""
+    plain = _plain(acc, opt_w)
+    if plain is None:
+        opt_w.step()
+        opt_w.zero_grad(set_to_none=True)
+        return
+    plain.step()
+    plain.zero_grad(set_to_none=True)
+
+
+def release(acc: Any) -> None:
+    """Drop accelerate's references to the stage's prepared model and optimizer. On a CPU the optimizer's
+    state goes by reference counting as soon as they are dropped (a test checks), so the full garbage
+    collection of `free_memory` frees nothing; on an accelerator it also empties the device cache, so there
+    `free_memory` runs as it is."""
+    if acc.device.type != "cpu" or acc.distributed_type == DistributedType.DEEPSPEED:
+        acc.free_memory()
+        return
+    for held in (acc._models, acc._optimizers, acc._schedulers, acc._dataloaders):
+        held.clear()  # what free_memory resets, without its gc.collect()
+    acc.step = 0
