@@ -16,6 +16,7 @@ import yaml
 
 from lifelong.cli import main
 from lifelong.eval.metrics import score_ci
+from lifelong.eval.results import read_examples
 from lifelong.eval.scorers import SCORERS
 from lifelong.testing import tiny_llama, tiny_run_config, tiny_tokenizer
 
@@ -103,6 +104,9 @@ def test_tasks_file_equals_the_runs_baseline_row(setup: dict[str, Path], capsys:
         agg = SCORERS.get(t["scorer"]).aggregate
         assert t["ci95"] == score_ci(np.array(stats), agg, BOOT, 0)
         assert t["ci95"][0] <= t["score"] <= t["ci95"][1]
+        items = read_examples(out, t["name"], "model")  # per-item records, as a run writes them
+        assert items == read_examples(setup["run"], t["name"], "baseline")
+        assert [r["stats"] for r in items] == stats
     ppl = next(t for t in res["tasks"] if t["name"] == "ppl")
     assert ppl["higher_is_better"] is False and ppl["ci95"][0] < ppl["ci95"][1]
     assert f"[{ppl['ci95'][0]:.2f}, {ppl['ci95'][1]:.2f}]" in printed  # the table shows the CIs
@@ -144,6 +148,8 @@ def test_a_runs_stage_equals_its_matrix_row(
     assert _scores(out) == _run_row(run, row) != _run_row(run, "baseline")  # that stage's model, not the base
     per_example = json.loads((out / "per_example.json").read_text())
     assert per_example["task0"][row] == json.loads((run / "per_example.json").read_text())["task0"][row]
+    for task in ("task0", "yesno", "arith", "ppl"):  # the same audit records, item by item
+        assert read_examples(out, task, row) == read_examples(run, task, row)
     assert sorted(p.name for p in out.iterdir() if p.suffix) == ["per_example.json", "results.json"]  # no ckpt
 
 

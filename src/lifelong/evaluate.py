@@ -388,16 +388,19 @@ def load(p: Plan) -> tuple[Any, Any, Any, Optional[int], str]:
 
 def score(
     p: Plan, model: Any, tok: Any, strategy: Any = None, stage: Optional[int] = None, row: str = "model"
-) -> tuple[list[dict], dict[str, dict[str, list]]]:
-    """Per task: its record (score, CI, ...) and per-example statistics, scored as a run scores its matrix."""
+) -> tuple[list[dict], dict[str, dict[str, list]], dict[str, list[dict]]]:
+    """Per task: its record (score, CI, ...), its per-example statistics and its per-item audit records
+    (`lifelong.eval.results.example_records`), scored as a run scores its matrix."""
     from lifelong.data.formats import Formatter
     from lifelong.eval.lm import HFLM
+    from lifelong.eval.results import example_records
     from lifelong.train.context import StageContext
 
     fm = Formatter(tok, p.model.chat_template, p.model.system_prompt)
     device = next(model.parameters()).device
     records: list[dict] = []
     stats_of: dict[str, dict[str, list]] = {}
+    items_of: dict[str, list[dict]] = {}
     with torch.inference_mode():
         for t in p.tasks:
             m = model
@@ -414,7 +417,9 @@ def score(
                 )
                 m = strategy.eval_model(ctx, t)
             m.eval()
-            stats = np.asarray(t.scorer.score(HFLM(m, fm, p.batch_size), t.items))
+            stats, details = t.scorer.score_details(HFLM(m, fm, p.batch_size), t.items)
+            stats = np.asarray(stats)
+            items_of[t.name] = example_records(t.items, range(len(t.items)), stats, details)
             cls = type(t.scorer)
             records.append(
                 {
@@ -431,7 +436,7 @@ def score(
                 }
             )
             stats_of[t.name] = {row: stats.tolist()}
-    return records, stats_of
+    return records, stats_of, items_of
 
 
 def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
@@ -446,7 +451,7 @@ def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     set_torch_threads(model, p.torch_threads)
-    records, stats = score(p, model, tok, strategy, stage, row)
+    records, stats, items = score(p, model, tok, strategy, stage, row)
     res = {
         "name": dest.name,
         "kind": "eval",
@@ -466,15 +471,19 @@ def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
         "wall_s": time.perf_counter() - t0,
         "versions": _versions(),
     }
-    _write(dest, res, stats)
+    _write(dest, res, stats, items, row)
     return EvalResult(dest, p.spec.text, row, records, stats)
 
 
-def _write(dest: Path, res: dict, stats: dict) -> None:
-    """Both files into a fresh folder beside `dest`, renamed into place: a kill leaves no half output."""
+def _write(dest: Path, res: dict, stats: dict, items: dict[str, list[dict]], row: str) -> None:
+    """Everything into a fresh folder beside `dest`, renamed into place: a kill leaves no half output."""
+    from lifelong.eval.results import write_examples
+
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    for name, recs in items.items():  # examples/<task>/<row>.jsonl, as a run's (lifelong show --examples)
+        write_examples(tmp, name, row, recs)
     atomic_write_json(tmp / "per_example.json", stats)
     atomic_write_json(tmp / "results.json", res)
     if dest.is_dir():
