@@ -35,3 +35,6 @@ def test_every_example_in_docs_api_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "doc-custom" / "report.html").exists()
     assert namespace["lineage"]["stage"] == "task1" and (tmp_path / "exported" / "config.json").exists()
     assert any(m.stage == "task1" for m in namespace["run"].stage_models())
+    scored = namespace["scored"]  # lifelong eval from the API: a score and a CI per task, readable as a run
+    assert [t["name"] for t in scored.tasks] == ["yesno", "prose"] and all(t["ci95"] for t in scored.tasks)
+    assert namespace["api"].open_run(tmp_path / "evals" / "m0").score("prose", "model") == scored.score("prose")

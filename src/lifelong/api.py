@@ -9,6 +9,7 @@ suite runs).
     api.merge("merge.yaml", "merged/")                       # mergekit-style YAML (or a dict)
     api.edit(model, tokenizer, requests, method="rome")      # reversible knowledge edits
     api.compare(["runs/a", "runs/b"], reference="runs/a")    # paired differences: CIs, p-values, verdicts
+    api.evaluate("org/model", tasks="eval.yaml")             # score any model, no training (or "runs/x:stage")
 
 Custom methods need no fork: register them from user code (`STRATEGIES.register("mine")(Mine)`, likewise
 `SCORERS`, `STAGE_KINDS`, `MERGE_METHODS`, `EDITORS`) before `load_config`, or install them as entry points
@@ -20,11 +21,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from lifelong.config import RunConfig
 
-__all__ = ["RunRecord", "compare", "edit", "export", "load_config", "merge", "open_run", "run"]
+if TYPE_CHECKING:
+    from lifelong.evaluate import EvalResult
+
+__all__ = ["RunRecord", "compare", "edit", "evaluate", "export", "load_config", "merge", "open_run", "run"]
 
 Event = dict[str, Any]
 """One line of a run's `events.jsonl` (`type`: start, stage_start, step, checkpoint, eval, stage_end, end, ...)."""
@@ -130,6 +134,27 @@ def run(
     if report and r.accelerator.is_main_process:
         build_report(r.run_dir)
     return open_run(r.run_dir)
+
+
+def evaluate(
+    model: Union[str, Path],
+    tasks: Union[str, Path, list, None] = None,
+    config: Union[str, Path, RunConfig, None] = None,
+    out: Union[str, Path, None] = None,
+    overrides: Optional[list[str]] = None,
+    batch_size: Optional[int] = None,
+) -> EvalResult:
+    """Score eval tasks on a model without training it, as `lifelong eval` does (docs/eval.md): `model` a hub
+    id, a model folder, a `.gguf` file, `package:<PyPI package>`, or a run's stage (`RUN_DIR:STAGE`, `RUN_DIR`
+    for its last); `tasks` a tasks file or a list of task dicts (entries of `eval.probes`), or `config` a run
+    config (file, dict-validated `RunConfig`) whose eval suite is scored. Writes `out` (default
+    `evals/<model>-<timestamp>`), readable by `open_run`; returns `lifelong.evaluate.EvalResult` (scores with
+    95% CIs, per-example statistics)."""
+    from lifelong.evaluate import evaluate as score_model
+    from lifelong.evaluate import plan
+
+    p = plan(str(model), tasks=tasks, config=config, overrides=list(overrides or []), batch_size=batch_size)
+    return score_model(p, out)
 
 
 def export(
