@@ -1,28 +1,14 @@
-"""Scoring a model without training it (`lifelong eval`, `lifelong.api.evaluate`): eval tasks from a tasks file
-(entries in the schema of `eval.probes`) or a run config's whole suite, on a hub id, a local model folder, a
-GGUF file, `package:<PyPI package>`, or a stage of a run directory (`RUN_DIR:STAGE`, `RUN_DIR` for its last).
-
-Everything that can fail on input is checked before the model loads: the model's name, the tasks (schema,
-scorers, paths, rows, labels; located as `file:line: field: message`), and the output folder. No training
-state is built (no accelerator, optimizer, checkpoints); the model is scored in eval mode under
-`torch.inference_mode`, by the path a run's matrix takes (`HFLM`, the scorer's `score` and `aggregate`, the
-strategy's `eval_model` for a run's stage), so a score equals the run's cell for the same model and tasks.
-The output folder is written once, complete: `results.json` (each task's score with a 95% bootstrap CI over
-its items, readable by `lifelong.api.open_run`) and `per_example.json` (a run's layout).
-"""
+"""Everything `lifelong eval` checks before a model loads (`plan`): MODEL resolved (`parse_model`: a hub id, a
+model folder, a `.gguf` file, `package:<PyPI package>`, or a run's stage `RUN_DIR[:STAGE]`), and the tasks built
+from their rows, from a tasks file (entries in the schema of `eval.probes`, validated with located errors) or a
+run config's whole eval suite (`build_suite`, after `lifelong.validation.check_data`)."""
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import numpy as np
-import torch
 from pydantic import Field, ValidationError
 
 from lifelong.config import EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, Strict
@@ -34,11 +20,9 @@ from lifelong.configio import (
     format_validation_error,
     read_run_config,
 )
-from lifelong.eval.metrics import score_ci
 from lifelong.eval.tasks import EvalTask, build_suite, build_task
-from lifelong.fileio import atomic_write_json, ensure_writable_dir
 
-__all__ = ["EvalResult", "EvalSettings", "ModelSpec", "evaluate", "parse_model", "plan"]
+__all__ = ["SOURCE_KEYS", "EvalSettings", "ModelSpec", "Plan", "parse_model", "plan"]
 
 SOURCE_KEYS = ("path", "package", "tiny", "tiny_config", "gguf_file", "revision")
 """The fields of `model:` that say which model it is (MODEL gives them); the others say how it is used."""
@@ -95,25 +79,6 @@ class Plan:
     torch_threads: Optional[int]
     source: str
     """The tasks file or config the tasks come from."""
-
-
-@dataclass
-class EvalResult:
-    """The output of one evaluation, as written to `out_dir`."""
-
-    out_dir: Path
-    model: str
-    row: str
-    """The row name of `per_example.json` (the stage for a run's stage, else `model`)."""
-    tasks: list[dict]
-    """Per task: name, metric, unit, higher_is_better, n, score, ci95 (None without bootstrap), scorer."""
-    per_example: dict[str, dict[str, list]]
-
-    def score(self, task: str) -> float:
-        for t in self.tasks:
-            if t["name"] == task:
-                return float(t["score"])
-        raise ValueError(f"no eval task {task!r} (tasks: {', '.join(t['name'] for t in self.tasks)})")
 
 
 def _is_run_dir(p: Path) -> bool:
@@ -339,166 +304,3 @@ def _plan_config(
         cfg.torch_threads,
         source,
     )
-
-
-def default_out(spec: ModelSpec, root: Union[str, Path] = "evals") -> Path:
-    """`evals/<model>-<timestamp>` (a suffix when two evaluations start in the same second)."""
-    stem = Path(root) / f"{spec.label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, k = stem, 1
-    while out.exists():
-        k += 1
-        out = stem.with_name(f"{stem.name}-{k}")
-    return out
-
-
-def check_out(out: Path) -> None:
-    """`out` must be new or empty (evaluations never overwrite) and its folder writable; checked before loading."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} already exists and is not empty; evaluations never overwrite: choose another --out")
-    ensure_writable_dir(out.parent, f"the folder of --out {out}:")
-
-
-def load(p: Plan) -> tuple[Any, Any, Any, Optional[int], str]:
-    """The model in eval mode, its tokenizer, the strategy of a run's stage (None otherwise), the stage's index
-    and the row name. A run's stage loads from its stage-end checkpoint or kept weights (with the strategy's
-    structure, as the run scored it), else from its `hf` export."""
-    from lifelong.models import load_model_and_tokenizer
-
-    torch.manual_seed(p.seed)
-    if p.spec.run_dir is None:
-        model, tok = load_model_and_tokenizer(p.model, seed=p.seed)
-        return model.eval(), tok, None, None, "model"
-    from lifelong.stage_models import open_stage_model
-    from lifelong.stage_models import read_run_config as read_saved
-
-    cfg = read_saved(p.spec.run_dir)
-    index = [s.name for s in cfg.stages].index(p.spec.stage) if p.spec.stage else len(cfg.stages) - 1
-    name = cfg.stages[index].name
-    try:
-        _, i, model, tok, strategy = open_stage_model(p.spec.run_dir, name)
-        return model.eval(), tok, strategy, i, name
-    except ValueError:
-        export = p.spec.run_dir / "models" / name
-        if not (export / "config.json").is_file():
-            raise
-    use = p.model.model_dump(exclude=set(SOURCE_KEYS))
-    model, tok = load_model_and_tokenizer(ModelConfig(**use, path=str(export)), seed=p.seed)
-    return model.eval(), tok, None, index, name
-
-
-def score(
-    p: Plan, model: Any, tok: Any, strategy: Any = None, stage: Optional[int] = None, row: str = "model"
-) -> tuple[list[dict], dict[str, dict[str, list]], dict[str, list[dict]]]:
-    """Per task: its record (score, CI, ...), its per-example statistics and its per-item audit records
-    (`lifelong.eval.results.example_records`), scored as a run scores its matrix."""
-    from lifelong.data.formats import Formatter
-    from lifelong.eval.lm import HFLM
-    from lifelong.eval.results import example_records
-    from lifelong.train.context import StageContext
-
-    fm = Formatter(tok, p.model.chat_template, p.model.system_prompt)
-    device = next(model.parameters()).device
-    records: list[dict] = []
-    stats_of: dict[str, dict[str, list]] = {}
-    items_of: dict[str, list[dict]] = {}
-    with torch.inference_mode():
-        for t in p.tasks:
-            m = model
-            if strategy is not None:  # a run's stage: the strategy picks the model per task (adapters, prompts)
-                ctx = StageContext(
-                    stage_index=stage if stage is not None else 0,
-                    stage_name=row,
-                    model=model,
-                    tokenizer=tok,
-                    device=device,
-                    task_stage=t.stage,
-                    task_items=t.items,
-                    formatter=fm,
-                )
-                m = strategy.eval_model(ctx, t)
-            m.eval()
-            stats, details = t.scorer.score_details(HFLM(m, fm, p.batch_size), t.items)
-            stats = np.asarray(stats)
-            items_of[t.name] = example_records(t.items, range(len(t.items)), stats, details)
-            cls = type(t.scorer)
-            records.append(
-                {
-                    "name": t.name,
-                    "metric": t.metric,
-                    "unit": cls.unit,
-                    "metrics_unit": cls.metrics_unit or cls.unit,
-                    "higher_is_better": t.higher_is_better,
-                    "n": len(t.items),
-                    "score": float(t.scorer.aggregate(stats)),
-                    "ci95": score_ci(stats, t.scorer.aggregate, p.bootstrap, p.seed),
-                    "scorer": getattr(cls, "registered_name", cls.__name__),
-                    "stage": t.stage,
-                }
-            )
-            stats_of[t.name] = {row: stats.tolist()}
-    return records, stats_of, items_of
-
-
-def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
-    """Load the model, score every task, write `out` (default `evals/<model>-<timestamp>`) complete or not at
-    all. The output folder is checked before the model loads."""
-    from lifelong.models.threads import set_torch_threads
-
-    dest = Path(out) if out is not None else default_out(p.spec)
-    check_out(dest)
-    t0 = time.perf_counter()
-    model, tok, strategy, stage, row = load(p)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    set_torch_threads(model, p.torch_threads)
-    records, stats, items = score(p, model, tok, strategy, stage, row)
-    res = {
-        "name": dest.name,
-        "kind": "eval",
-        "model": p.spec.text,
-        "source": p.source,
-        "rows": [row],
-        "tasks": records,
-        "matrix": [[r["score"] for r in records]],
-        "metrics": {},
-        "costs": {},
-        "settings": {
-            "batch_size": p.batch_size,
-            "bootstrap": p.bootstrap,
-            "seed": p.seed,
-            "model": p.model.model_dump(mode="json", exclude_defaults=True),
-        },
-        "wall_s": time.perf_counter() - t0,
-        "versions": _versions(),
-    }
-    _write(dest, res, stats, items, row)
-    return EvalResult(dest, p.spec.text, row, records, stats)
-
-
-def _write(dest: Path, res: dict, stats: dict, items: dict[str, list[dict]], row: str) -> None:
-    """Everything into a fresh folder beside `dest`, renamed into place: a kill leaves no half output."""
-    from lifelong.eval.results import write_examples
-
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, recs in items.items():  # examples/<task>/<row>.jsonl, as a run's (lifelong show --examples)
-        write_examples(tmp, name, row, recs)
-    atomic_write_json(tmp / "per_example.json", stats)
-    atomic_write_json(tmp / "results.json", res)
-    if dest.is_dir():
-        dest.rmdir()  # empty (check_out)
-    os.replace(tmp, dest)
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    import lifelong
-
-    return {
-        "lifelong": lifelong.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
