@@ -12,14 +12,7 @@ from typing import Any, Optional, Sequence, Union
 from pydantic import Field, ValidationError
 
 from lifelong.config import EvalConfig, EvalTaskConfig, ModelConfig, RunConfig, Strict
-from lifelong.configio import (
-    HUB_ID,
-    ConfigError,
-    Locator,
-    apply_overrides,
-    format_validation_error,
-    read_run_config,
-)
+from lifelong.configio import HUB_ID, ConfigError, Locator, apply_overrides, format_validation_error, read_run_config
 from lifelong.eval.tasks import EvalTask, build_suite, build_task
 
 __all__ = ["SOURCE_KEYS", "EvalSettings", "ModelSpec", "Plan", "parse_model", "plan"]
