@@ -189,6 +189,10 @@ BAD: dict[str, tuple[str, list[str]]] = {  # case -> (tasks file, located messag
         "- name: a\n  rows: [{text: x}]\n- name: a\n  path: nowhere.jsonl\n",
         [":4: tasks.1.path: no such file or folder 'nowhere.jsonl'", ":3: tasks.1: task name 'a' is already used"],
     ),
+    "auto_scorer_params": (  # `scorer: auto` picks choice for these rows, which takes no max_new_tokens
+        "- name: a\n  rows: [{text: x, label: y}]\n  params: {max_new_tokens: 4}\n",
+        [":3: tasks.0.params.max_new_tokens: unknown key"],
+    ),
     "bad_row": ("- name: a\n  rows: [{text: x, label: y}, {text: z}]\n", [":1: tasks.0: inline row 1: "]),
     "retrieve": (
         "- name: a\n  rows: [{text: x}]\n  retrieve: {k: 2}\n",

@@ -143,3 +143,24 @@ def test_validate_reads_the_example_configs(capsys: Any) -> None:
     examples = Path(__file__).resolve().parents[1] / "examples"
     for cfg in ("quickstart.yaml", "knowledge.yaml"):
         assert main(["validate", str(examples / cfg)]) == 0, capsys.readouterr().err
+
+
+def test_validate_types_the_parameters_of_the_scorer_auto_picks(tmp_path: Path, capsys: Any) -> None:
+    """`scorer: auto` with parameters its rows' scorer does not take failed after loading, as a pydantic dump;
+    an edit-format probe without a scorer raised a KeyError. Now: one located line, and the edit scorer."""
+    cfg = _label_cut_config(tmp_path)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["stages"][0]["eval"]["params"] = {"max_new_tokens": 4}
+    edit = {"prompt": "The home of {} is", "subject": "Ada", "target_new": "Oslo"}
+    raw["eval"] = {"probes": [{"name": "edits", "rows": [edit]}]}
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    line = next(k for k, t in enumerate(cfg.read_text().splitlines(), 1) if "max_new_tokens" in t)
+    assert err == [f"error: {cfg}:{line}: stages.0.eval.params.max_new_tokens: {UNKNOWN_KEY}"]
+    del raw["stages"][0]["eval"]["params"]
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
+
+
+UNKNOWN_KEY = "unknown key (check spelling; `lifelong ls config` lists the fields)"

@@ -9,10 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
-from lifelong.configio import ConfigError, Locator, check_eval_tasks, parse, read_run_config
+from pydantic import ValidationError
 
-__all__ = ["ConfigError", "check_data", "load_config", "validate_raw"]
+from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
+from lifelong.configio import (
+    ConfigError,
+    Locator,
+    check_eval_tasks,
+    format_validation_error,
+    parse,
+    read_run_config,
+)
+
+__all__ = ["ConfigError", "check_data", "load_config", "task_problem", "validate_raw"]
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None, read_data: bool = False) -> RunConfig:
@@ -94,15 +103,23 @@ def check_data(cfg: RunConfig, at: Locator) -> list[str]:
                 continue
             build_task(task, task.name or s.name, i, labels, cap, dotted)
         except ValueError as e:
-            msgs.append(at(loc, str(e).removeprefix(f"{dotted}: ")))
+            msgs += task_problem(e, at, loc)
     for k, p in enumerate(cfg.eval.probes):
-        dotted = f"eval.probes.{k}"
         if p.hub is None:
             try:
-                build_task(p, p.name or f"probe{k}", None, None, cap, dotted)
+                build_task(p, p.name or f"probe{k}", None, None, cap, f"eval.probes.{k}")
             except ValueError as e:
-                msgs.append(at(("eval", "probes", k), str(e).removeprefix(f"{dotted}: ")))
+                msgs += task_problem(e, at, ("eval", "probes", k))
     return msgs
+
+
+def task_problem(err: ValueError, at: Locator, loc: tuple) -> list[str]:
+    """A ValueError of `build_task` for the eval task at `loc` as located messages: scorer parameters that do
+    not validate (with `scorer: auto`, those of the scorer the rows' format picks) at their field, any other
+    problem (its message names the data file and line) at the task."""
+    if isinstance(err, ValidationError):
+        return format_validation_error(err, at.source, at.lines, loc + ("params",))
+    return [at(loc, str(err).removeprefix(".".join(map(str, loc)) + ": "))]
 
 
 def _unknown_label(

@@ -18,6 +18,7 @@ DEFAULT_SCORER = {
     "messages": "exact_match",
     "text": "perplexity",
     "preference": "preference_accuracy",
+    "edit": "edit",
 }
 
 

@@ -179,6 +179,7 @@ def _plan_tasks(
 ) -> Plan:
     from lifelong import yamlio
     from lifelong.eval.scorers import SCORERS
+    from lifelong.validation import task_problem
 
     lines: dict[tuple, int] = {}
     if isinstance(tasks, list):
@@ -236,7 +237,7 @@ def _plan_tasks(
         try:
             built.append(build_task(t, name, None, None, settings.eval.max_examples, f"tasks.{k}"))
         except ValueError as e:
-            msgs.append(at(("tasks", k), str(e).removeprefix(f"tasks.{k}: ")))
+            msgs += task_problem(e, at, ("tasks", k))
     msgs += _retrieving(built, where)
     if msgs:
         raise ConfigError("\n".join(msgs))
