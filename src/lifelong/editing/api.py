@@ -58,6 +58,7 @@ def edit_to_dir(
     from lifelong.editing.metrics import table
     from lifelong.editing.protocol import run_protocol
     from lifelong.models import load_model_and_tokenizer
+    from lifelong.models.threads import set_torch_threads
 
     dest = Path(out)
     if dest.exists() and any(dest.iterdir()):
@@ -66,8 +67,7 @@ def edit_to_dir(
     editor = build(method, overrides)
     torch.manual_seed(seed)
     mdl, tok = load_model_and_tokenizer(model_config(model), seed=seed)
-    n_params = sum(p.numel() for p in mdl.parameters())
-    torch.set_num_threads(1 if n_params < 5_000_000 else (os.cpu_count() or 1))
+    set_torch_threads(mdl)  # OMP_NUM_THREADS, else by model size (lifelong.models.threads)
     mdl.eval()
     if group is None:
         group = len(requests) if editor.batched else 1
