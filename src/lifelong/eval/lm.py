@@ -17,6 +17,7 @@ Batching never changes a score beyond float rounding (docs/eval.md, "Batched sco
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -54,6 +55,9 @@ class HFLM:
         self.max_length = max_length
         self.device = next(model.parameters()).device
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        """The model projects only chosen positions onto the vocabulary (transformers' `logits_to_keep`);
+        wrappers that do not name it (PEFT, soft prompts) get full logits, and we pick the positions."""
 
     # ---- log-likelihood -------------------------------------------------------------------------
     @torch.no_grad()
@@ -65,25 +69,33 @@ class HFLM:
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             seqs = [(requests[i][0] + requests[i][1])[-self.max_length :] for i in idx]
-            logits = self._forward_padded(seqs)
+            # the first token of a sequence has no prediction; position t predicts token t + 1
+            n_conts = [min(len(requests[i][1]), len(s) - 1) for i, s in zip(idx, seqs)]
+            keep = [list(range(len(s) - n - 1, len(s) - 1)) for s, n in zip(seqs, n_conts)]
+            logits, _ = self._forward_padded(seqs, keep)
             for r, i in enumerate(idx):
-                n = len(seqs[r])
-                n_cont = min(len(requests[i][1]), n - 1)  # the first token of a sequence has no prediction
-                cont = torch.tensor(seqs[r][n - n_cont :], device=self.device)
-                lp = F.log_softmax(logits[r, n - n_cont - 1 : n - 1].float(), dim=-1)  # t predicts t+1
+                cont = torch.tensor(seqs[r][len(seqs[r]) - n_conts[r] :], device=self.device)
+                lp = F.log_softmax(logits[r, : n_conts[r]].float(), dim=-1)
                 out[i] = (float(lp.gather(1, cont[:, None]).sum()), bool((lp.argmax(-1) == cont).all()))
         return out
 
-    def _forward_padded(self, seqs: list[list[int]], **kw: Any) -> Any:
-        """Logits (b, width, vocab) of right-padded sequences (the model output with `use_cache`)."""
-        width = max(len(s) for s in seqs)
+    def _forward_padded(self, seqs: list[list[int]], keep: list[list[int]], cache: bool = False) -> tuple[Any, Any]:
+        """Right-padded sequences through the model: logits at the positions `keep[r]` of each row (b, p,
+        vocab; shorter lists padded with their last position) and the key/value cache when `cache`. The
+        vocabulary projection runs on those positions only where the model takes `logits_to_keep`."""
+        width, p = max(len(s) for s in seqs), max(len(k) for k in keep)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, s in enumerate(seqs):
             ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[r, : len(s)] = 1
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kw)
-        return out if kw.get("use_cache") else out.logits
+        pos = torch.tensor([k + k[-1:] * (p - len(k)) for k in keep], dtype=torch.long, device=self.device)
+        kw: dict[str, Any] = {"logits_to_keep": pos} if self.keeps_logits else {}
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=cache, **kw)
+        logits = out.logits
+        if logits.shape[1] != p or not self.keeps_logits:  # all positions came back: pick ours
+            logits = torch.take_along_dim(logits, pos[..., None], dim=1)
+        return logits, out.past_key_values if cache else None
 
     @torch.no_grad()
     def choice_loglikelihoods(self, requests: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
@@ -118,12 +130,11 @@ class HFLM:
         """Options of a batch of prompts: the prompts in one right-padded forward with its cache, the options'
         tokens after the first from that cache, `batch_size` option rows per forward."""
         lens = [len(ctx) for ctx, _ in reqs]
-        out = self._forward_padded([ctx for ctx, _ in reqs], use_cache=True)
-        cache, width = out.past_key_values, max(lens)
+        logits, cache = self._forward_padded([ctx for ctx, _ in reqs], [[n - 1] for n in lens], cache=True)
+        width = max(lens)
         if len(set(lens)) > 1 and not _paddable(cache):  # the padding would enter a recurrent state
             return [s for r in reqs for s in self._shared_prompts([r])]
-        rows = torch.arange(len(reqs), device=self.device)
-        last = F.log_softmax(out.logits[rows, torch.tensor(lens, device=self.device) - 1].float(), dim=-1)
+        last = F.log_softmax(logits[:, 0].float(), dim=-1)  # each prompt's last position
         scores = [[float(last[b, c[0]]) for c in conts] for b, (_, conts) in enumerate(reqs)]
         rest = [(b, j) for b, (_, conts) in enumerate(reqs) for j, c in enumerate(conts) if len(c) > 1]
         for k in range(0, len(rest), self.batch_size):
