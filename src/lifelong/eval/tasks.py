@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
@@ -35,6 +35,10 @@ class EvalTask:
     """What fitting the items into the model's context did (`fit_eval_items`; None: not fitted)."""
     where: str = ""
     """Where the task is configured (`stages.0.eval`, `eval.probes.1`)."""
+    origins: list[str] = field(default_factory=list)
+    """Each item's row (`file line N`), for messages about it."""
+    truncate: str = "left"
+    """What fitting does to an item longer than the context (`truncate` of the task's config)."""
 
     @property
     def higher_is_better(self) -> bool:
@@ -88,7 +92,30 @@ def build_task(
         retrieve=cfg.retrieve.k if cfg.retrieve else None,
         lengths=lengths,
         where=where,
+        origins=list(rows.where),
+        truncate=cfg.truncate,
     )
+
+
+def fit_task(task: EvalTask, formatter: Formatter, context: Optional[int]) -> EvalTask:
+    """`task` with its items fitted into the model's context once the model is known (`lifelong run` and
+    `lifelong eval` both call this, so both score the same items); unchanged when already fitted or when the
+    model names no context."""
+    if task.lengths is not None or context is None:
+        return task
+    new_tokens = int(getattr(task.scorer.params, "max_new_tokens", 0) or 0)
+    where = (
+        task.origins
+        if len(task.origins) == len(task.items)
+        else [f"{task.where} item {k}" for k in range(len(task.items))]
+    )
+    items, lengths = fit_eval_items(task.items, where, formatter, context, task.truncate, new_tokens)
+    if not items:
+        raise ValueError(
+            f"{task.where}: no item fits the model's context ({context} tokens; the first is {lengths.first}); "
+            f"set {task.where}.truncate: left or shorten the items"
+        )
+    return replace(task, items=items, lengths=lengths)
 
 
 def eval_context(model: Any) -> Optional[int]:
