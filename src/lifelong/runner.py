@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -406,9 +407,17 @@ class Run:
         for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
             items = state.eval_items(task, row, items)
         part = np.array_split(np.arange(len(items)), world)[rank]
-        stats, details = (
-            task.scorer.score_details(lm, [items[i] for i in part]) if len(part) else (np.zeros((0, 1)), [])
-        )
+        from lifelong.progress import chunk_size, progress, scored_in_chunks
+
+        quiet = self.quiet or not acc.is_main_process  # one bar: the main process's shard
+        with progress(len(part), f"eval {task.name} ({stage_name})", quiet, self.console) as bar:
+            mine = [items[i] for i in part]
+            score_items = partial(task.scorer.score_details, lm)
+            stats, details = (
+                scored_in_chunks(score_items, mine, bar, chunk_size(len(mine), self.cfg.eval.batch_size))
+                if len(part)
+                else (np.zeros((0, 1)), [])
+            )
         records = example_records(task.items if len(task.items) == len(items) else items, part, stats, details)
         if world > 1:
             from accelerate.utils import gather_object

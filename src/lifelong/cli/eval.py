@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--config", help="a run config: its eval suite (the stages' eval tasks and the probes)")
     p.add_argument("--out", help="output folder, new or empty (default evals/<model>-<timestamp>)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--quiet", action="store_true", help="no progress (bars on a terminal, one line per task otherwise)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: give a whole number >= 1")
     p = plan(args.model, tasks=args.tasks, config=args.config, overrides=args.overrides, batch_size=args.batch_size)
-    result = evaluate(p, args.out if args.out else default_out(p.spec))
+    result = evaluate(p, args.out if args.out else default_out(p.spec), quiet=args.quiet)
     console = Console()
     print_scores(result.tasks, f"{args.model}: {len(result.tasks)} eval tasks", console)
     console.print(f"wrote {result.out_dir}", markup=False)

@@ -10,16 +10,19 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from lifelong.config import ModelConfig
 from lifelong.eval.metrics import score_ci
 from lifelong.evaluate.plan import SOURCE_KEYS, ModelSpec, Plan
 from lifelong.fileio import atomic_write_json, ensure_writable_dir
+from lifelong.progress import chunk_size, progress, scored_in_chunks
 
 __all__ = ["EvalResult", "check_out", "default_out", "evaluate", "load", "score"]
 
@@ -89,16 +92,26 @@ def load(p: Plan) -> tuple[Any, Any, Any, Optional[int], str]:
 
 
 def score(
-    p: Plan, model: Any, tok: Any, strategy: Any = None, stage: Optional[int] = None, row: str = "model"
+    p: Plan,
+    model: Any,
+    tok: Any,
+    strategy: Any = None,
+    stage: Optional[int] = None,
+    row: str = "model",
+    quiet: bool = False,
+    console: Optional[Console] = None,
 ) -> tuple[list[dict], dict[str, dict[str, list]], dict[str, list[dict]]]:
     """Per task: its record (score, CI, ...), its per-example statistics and its per-item audit records
-    (`lifelong.eval.results.example_records`), scored as a run scores its matrix."""
+    (`lifelong.eval.results.example_records`), scored as a run scores its matrix. Progress per task over its
+    items (`lifelong.progress`: a bar on a terminal, one line otherwise, nothing when `quiet`)."""
     from lifelong.data.formats import Formatter
     from lifelong.eval.lm import HFLM
     from lifelong.eval.results import example_records
+    from lifelong.eval.tasks import eval_context, fit_task
     from lifelong.train.context import StageContext
 
     fm = Formatter(tok, p.model.chat_template, p.model.system_prompt)
+    context = eval_context(model)
     device = next(model.parameters()).device
     records: list[dict] = []
     stats_of: dict[str, dict[str, list]] = {}
@@ -119,7 +132,11 @@ def score(
                 )
                 m = strategy.eval_model(ctx, t)
             m.eval()
-            stats, details = t.scorer.score_details(HFLM(m, fm, p.batch_size), t.items)
+            t = fit_task(t, fm, context)  # the items a run fits into this model's context
+            lm = HFLM(m, fm, p.batch_size, max_length=context or 1024)
+            with progress(len(t.items), f"eval {t.name}", quiet, console) as bar:
+                score_items = partial(t.scorer.score_details, lm)
+                stats, details = scored_in_chunks(score_items, t.items, bar, chunk_size(len(t.items), p.batch_size))
             stats = np.asarray(stats)
             items_of[t.name] = example_records(t.items, range(len(t.items)), stats, details)
             cls = type(t.scorer)
@@ -141,9 +158,9 @@ def score(
     return records, stats_of, items_of
 
 
-def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
+def evaluate(p: Plan, out: Optional[Union[str, Path]] = None, quiet: bool = False) -> EvalResult:
     """Load the model, score every task, write `out` (default `evals/<model>-<timestamp>`) complete or not at
-    all. The output folder is checked before the model loads."""
+    all. The output folder is checked before the model loads. `quiet`: no progress."""
     from lifelong.models.threads import set_torch_threads
 
     dest = Path(out) if out is not None else default_out(p.spec)
@@ -153,7 +170,7 @@ def evaluate(p: Plan, out: Optional[Union[str, Path]] = None) -> EvalResult:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     set_torch_threads(model, p.torch_threads)
-    records, stats, items = score(p, model, tok, strategy, stage, row)
+    records, stats, items = score(p, model, tok, strategy, stage, row, quiet=quiet)
     res = {
         "name": dest.name,
         "kind": "eval",

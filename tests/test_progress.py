@@ -1,0 +1,101 @@
+"""Progress outside training (issue 23 item 3): a live bar on a terminal that reaches its total, one summary
+line per phase with the count when not on a terminal, nothing when quiet; evaluation advanced in chunks gives
+the per-example statistics and records of one call."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from lifelong.data import Formatter
+from lifelong.eval.lm import HFLM
+from lifelong.eval.scorers import SCORERS
+from lifelong.progress import Bar, chunk_size, progress, scored_in_chunks, summary_line
+from lifelong.testing import tiny_llama, tiny_tokenizer
+
+
+def _console(terminal: bool) -> tuple[Console, StringIO]:
+    out = StringIO()
+    return Console(file=out, force_terminal=terminal, width=100), out
+
+
+def test_not_a_terminal_prints_one_summary_line_per_phase_with_the_count():
+    console, out = _console(False)
+    with progress(40, "eval task0", console=console) as bar:
+        for _ in range(8):
+            bar.advance(5)
+    with progress(3, "merge ties", console=console, unit="tensors") as bar:
+        bar.advance(3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"eval task0: 40 items in \d+\.\d s \(([\d,.]+|inf) items/s\)", lines[0]), lines[0]
+    assert lines[1].startswith("merge ties: 3 tensors in ") and lines[1].endswith(" tensors/s)")
+    assert summary_line("x", 10, 2.0) == "x: 10 items in 2.0 s (5.0 items/s)"
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_quiet_prints_nothing(terminal):
+    console, out = _console(terminal)
+    with progress(12, "eval task0", quiet=True, console=console) as bar:
+        bar.advance(12)
+    assert bar.completed == 12 and bar.progress is None
+    assert out.getvalue() == ""
+
+
+def test_a_terminal_bar_advances_to_its_total():
+    console, out = _console(True)
+    with progress(30, "index memory", console=console) as bar:
+        assert bar.progress is not None and bar.task is not None
+        for _ in range(3):
+            bar.advance(10)
+        task = bar.progress.tasks[0]
+        assert task.completed == 30 == task.total and task.finished
+    assert "index memory" in out.getvalue() and "30/30" in out.getvalue()
+
+
+def test_chunk_size_is_whole_batches_and_bounds_the_updates():
+    assert chunk_size(10, 8) == 32
+    assert chunk_size(1000, 4) == 40  # 25 updates
+    assert chunk_size(0, 0) == 4
+
+
+CASES = [  # (scorer, params, items): records with positions, one scorer that leaves requests out
+    ("choice", {}, [{"prompt": f"q{i} ab", "options": ["cd", "e f", "ab"], "answer": i % 3} for i in range(11)]),
+    ("perplexity", {}, [{"text": "ab cde " * (1 + i % 4)} for i in range(9)]),
+    (
+        "edit",
+        {"metric": "locality", "variant": "cf_prob"},
+        [
+            {
+                "prompt": "The capital of {} is",
+                "subject": f"s{i}",
+                "target_new": "ab",
+                "target_true": "cd",
+                "neighborhood": [{"prompt": "bca is", "target": "fed"}] if i % 3 else [],
+            }
+            for i in range(10)
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("name,params,items", CASES, ids=[c[0] for c in CASES])
+def test_chunked_scoring_equals_one_call_per_example(name, params, items):
+    torch.manual_seed(0)
+    lm = HFLM(tiny_llama(seed=3).eval(), Formatter(tiny_tokenizer()), batch_size=2)
+    cls = SCORERS.get(name)
+    scorer = cls(cls.Params(**params))
+    whole, whole_recs = scorer.score_details(lm, items)
+    bar = Bar(len(items))
+    parts, recs = scored_in_chunks(lambda xs: scorer.score_details(lm, xs), items, bar, chunk=4)
+    assert bar.completed == len(items)
+    assert parts.shape == whole.shape
+    np.testing.assert_allclose(parts, whole, atol=1e-5, rtol=0)  # batch composition only: same items per row
+    assert whole_recs is not None and recs is not None and len(recs) == len(whole_recs)
+    assert [r["index"] for r in recs] == [r["index"] for r in whole_recs]
+    assert float(scorer.aggregate(parts)) == pytest.approx(float(scorer.aggregate(whole)), abs=1e-4)
