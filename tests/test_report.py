@@ -90,3 +90,73 @@ def test_tensorboard_tracker_receives_losses_and_scores(tiny_cfg):
         tags |= set(acc.Tags().get("scalars", []))
     assert {"train/loss", "train/lr", "eval/task0", "eval/task1"} <= tags
     assert any(t.startswith("metrics/score/") for t in tags)
+
+
+def test_report_matrix_is_an_accessible_table(runs):
+    """The matrix is a real table: one scoped header per column and row, every cell's number equals
+    results.json's value as shown, its CI in a tooltip and in hidden text, and text contrast >= 4.5:1."""
+    import json
+    from html.parser import HTMLParser
+
+    from lifelong.report.html import contrast, hex_rgb
+
+    class Matrix(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth, self.cells, self.heads, self.cur = 0, [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "table" and a.get("id") == "matrix-table":
+                self.depth = 1
+            elif tag == "table" and self.depth:
+                self.depth += 1
+            if not self.depth:
+                return
+            if tag == "th":
+                self.heads.append(a.get("scope"))
+            if tag == "td":
+                self.cur = {"style": a.get("style", ""), "title": a.get("title", ""), "text": ""}
+            if tag == "span" and self.cur is not None and a.get("class") == "sr-only":
+                self.cur["hidden"] = True
+
+        def handle_endtag(self, tag):
+            if tag == "table" and self.depth:
+                self.depth -= 1
+            if tag == "td" and self.cur is not None:
+                self.cells.append(self.cur)
+                self.cur = None
+
+        def handle_data(self, data):
+            if self.cur is not None:
+                self.cur["text"] += data
+
+    assert main(["report", str(runs / "naive")]) == 0
+    html = (runs / "naive" / "report.html").read_text()
+    res = json.loads((runs / "naive" / "results.json").read_text())
+    p = Matrix()
+    p.feed(html)
+    n_rows, n_tasks = len(res["rows"]), len(res["tasks"])
+    assert p.heads == ["col"] * (n_tasks + 1) + ["row"] * n_rows
+    assert len(p.cells) == n_rows * n_tasks
+    for k, c in enumerate(p.cells):
+        v = res["matrix"][k // n_tasks][k % n_tasks]
+        shown = c["text"].split(" (")[0]
+        assert shown == f"{v:,.2f}"
+        assert c["title"].startswith("95% CI [") and c.get("hidden") and c["title"] in c["text"]
+        style = dict(kv.split(":") for kv in c["style"].split(";"))
+        assert contrast(hex_rgb(style["background"]), hex_rgb(style["color"])) >= 4.5
+    # colours follow the column's range: the lowest and highest scores of a column differ in background
+    col = [p.cells[r * n_tasks]["style"] for r in range(n_rows)]
+    vals = [res["matrix"][r][0] for r in range(n_rows)]
+    assert col[vals.index(min(vals))] != col[vals.index(max(vals))]
+
+
+def test_text_colour_meets_wcag_contrast_on_every_background():
+    from lifelong.report.html import cell_colour, contrast, hex_rgb, text_colour
+
+    assert contrast((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+    assert contrast((118, 118, 118), (255, 255, 255)) == pytest.approx(4.54, abs=0.01)  # #767676, WCAG's edge grey
+    for i in range(101):
+        bg = cell_colour(i / 100)
+        assert contrast(hex_rgb(bg), hex_rgb(text_colour(bg))) >= 4.5

@@ -1,5 +1,7 @@
 """`report.html`: one self-contained page per run (styles and SVG figures inline, no network needed), rendered
-from a Jinja2 template: the results matrix heatmap, each cell linked to its items (`examples/`), per-task
+from a Jinja2 template: the results matrix as an accessible HTML table (cells coloured within their column,
+text contrast >= 4.5:1 by WCAG relative luminance, CIs in tooltips and for screen readers, each cell linked to
+its items in `examples/`) beside the heatmap figure, per-task
 curves with CI bands, scores inside stages (the stability gap), the metrics with CIs and their convention,
 training loss and learning rate with stage boundaries, the cost table, the resolved config and the
 environment."""
@@ -51,6 +53,75 @@ def cell_bands(res: dict, per_example: dict, n_boot: int = 500, seed: int = 0) -
             draws = agg(s[idx])
             band.append([float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))])
         out[t["name"]] = band
+    return out
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour (0-255 channels)."""
+    lin = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG contrast ratio of two colours, 1 to 21 (WCAG 2.1, success criterion 1.4.3 asks >= 4.5 for text)."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def hex_rgb(h: str) -> tuple[int, int, int]:
+    h = h.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+_SCALE = ((215, 48, 39), (255, 255, 191), (26, 152, 80))  # bad, middle, good (ColorBrewer RdYlGn ends)
+_EMPTY = "#f0f2f5"
+
+
+def cell_colour(x: float) -> str:
+    """Background of a cell at position x in [0, 1] of its column's range (1 = best in the column's direction)."""
+    x = min(max(x, 0.0), 1.0)
+    a, b, t = (_SCALE[0], _SCALE[1], 2 * x) if x < 0.5 else (_SCALE[1], _SCALE[2], 2 * x - 1)
+    return "#{:02x}{:02x}{:02x}".format(*(round(u + (v - u) * t) for u, v in zip(a, b)))
+
+
+def text_colour(bg: str) -> str:
+    """Black or white, whichever contrasts more with `bg` (never below 4.58:1, the worst case of the better one)."""
+    rgb = hex_rgb(bg)
+    return "#000000" if contrast(rgb, (0, 0, 0)) >= contrast(rgb, (255, 255, 255)) else "#ffffff"
+
+
+def matrix_cells(
+    res: dict, bands: dict[str, list], per_example: dict, items: dict[tuple[int, int], dict]
+) -> list[list[dict]]:
+    """The results matrix as table cells `[row][task]`: value, background and text colour (the background
+    by the cell's place in its column's range, in the column's direction), 95% CI, the link to its items,
+    and for `choice` tasks the other accuracy (acc vs acc_norm, statistics column 1)."""
+    out: list[list[dict]] = []
+    cols = []
+    for j in range(len(res["tasks"])):
+        vals = [r[j] for r in res["matrix"] if r[j] is not None]
+        cols.append((min(vals), max(vals)) if vals else (0.0, 0.0))
+    for r, row in enumerate(res["rows"]):
+        line = []
+        for j, t in enumerate(res["tasks"]):
+            v = res["matrix"][r][j]
+            lo, hi = cols[j]
+            if v is None:
+                bg = _EMPTY
+            else:
+                x = (v - lo) / (hi - lo) if hi > lo else 0.5
+                bg = cell_colour(x if t["higher_is_better"] else 1 - x)
+            band = (bands.get(t["name"]) or [None] * len(res["rows"]))[r]
+            stats = per_example.get(t["name"], {}).get(row)
+            alt = None
+            if t.get("scorer") == "choice" and stats and len(stats[0]) > 1:
+                c = items.get((r, j))
+                used = (c["items"][0].get("length_norm", "none") if c and c["items"] else "none") or "none"
+                alt = ("acc_norm" if used == "none" else "acc", 100.0 * float(np.mean([s[1] for s in stats])))
+            line.append(
+                {"value": v, "bg": bg, "fg": text_colour(bg), "ci": band, "link": items.get((r, j)), "alt": alt}
+            )
+        out.append(line)
     return out
 
 
@@ -115,7 +186,9 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     run = load_run(run_dir)
     res = run["results"]
     steps, bounds = training_series(run["events"])
-    inner = inner_points(run["events"])  # train.eval_every: scores inside stages
+    inner = inner_points(run["events"])
+    bands = cell_bands(res, run["per_example"])
+    cells = cell_items(Path(run_dir), res)  # train.eval_every: scores inside stages
     groups = [  # titled with their tasks, the unit of their metrics and the direction of the score
         (group_title(g, v), v) for g, v in res.get("metrics", {}).items() if isinstance(v, dict) and "metrics" in v
     ]
@@ -134,8 +207,9 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Path:
             costs=costs,
             cost_keys=cost_keys,
             heatmap=plots.heatmap(res["rows"], res["tasks"], res["matrix"]),
-            cells=cell_items(Path(run_dir), res),
-            curves=plots.curves(res["rows"], res["tasks"], res["matrix"], cell_bands(res, run["per_example"])),
+            cells=cells,
+            table=matrix_cells(res, bands, run["per_example"], cells),
+            curves=plots.curves(res["rows"], res["tasks"], res["matrix"], bands),
             training=plots.training(steps, bounds) if steps else None,
             within=plots.within_stage(inner, res["tasks"], boundaries(inner, run["events"])) if inner else None,
             gaps=gap_rows(inner, res["tasks"], res["rows"][1:]),
