@@ -2,7 +2,12 @@
 log-likelihood given the prompt is the prediction; accuracy in percent (Brown et al. 2020, Language Models are
 Few-Shot Learners, sec. 2.4: options ranked by likelihood, optionally per token or character). The options of
 all items are scored in batches (`HFLM.choice_loglikelihoods`: each prompt run once, its options from its KV
-cache)."""
+cache).
+
+Per-example statistics carry two columns side by side: column 0 is the accuracy the matrix uses (as chosen by
+`length_norm`), column 1 the other one: acc_norm (per character, lm-eval's definition: the option's summed
+log-likelihood divided by its length in characters) when `length_norm` is `none`, else plain acc. Each item's
+record carries `acc`, `acc_norm` and the predictions of both."""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ class Choice(Scorer):
         norm = self.params.length_norm  # type: ignore[attr-defined]
         conts = [[lm.fm.response_ids(o, eos=False) for o in it["options"]] for it in items]
         reqs = [(lm.fm.prompt_ids(it["prompt"]), c) for it, c in zip(items, conts)]
-        out = np.zeros((len(items), 1))
+        out = np.zeros((len(items), 2))
         records = []
         for n, (it, cs, lls) in enumerate(zip(items, conts, lm.choice_loglikelihoods(reqs))):
             scores = np.array(lls)
@@ -40,7 +45,11 @@ class Choice(Scorer):
             elif norm == "char":
                 scores = scores / np.array([max(len(o), 1) for o in it["options"]])
             pred = int(np.argmax(scores))
+            chars = np.array(lls) / np.array([max(len(o), 1) for o in it["options"]])
+            pred_raw, pred_char = int(np.argmax(lls)), int(np.argmax(chars))
+            acc, acc_norm = float(pred_raw == it["answer"]), float(pred_char == it["answer"])
             out[n, 0] = float(pred == it["answer"])
+            out[n, 1] = acc_norm if norm == "none" else acc
             records.append(
                 {
                     "index": n,
@@ -53,6 +62,9 @@ class Choice(Scorer):
                     "loglikelihoods": [float(x) for x in lls],
                     "scores": [float(x) for x in scores],  # what the prediction is the argmax of
                     "length_norm": norm,
+                    "acc": acc,  # argmax of the summed log-likelihoods
+                    "acc_norm": acc_norm,  # argmax of log-likelihood per character (lm-eval's acc_norm)
+                    "prediction_acc_norm": str(it["options"][pred_char]),
                 }
             )
         return out, records
