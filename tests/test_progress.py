@@ -99,3 +99,53 @@ def test_chunked_scoring_equals_one_call_per_example(name, params, items):
     assert whole_recs is not None and recs is not None and len(recs) == len(whole_recs)
     assert [r["index"] for r in recs] == [r["index"] for r in whole_recs]
     assert float(scorer.aggregate(parts)) == pytest.approx(float(scorer.aggregate(whole)), abs=1e-4)
+
+
+def test_a_merge_prints_one_line_with_its_tensor_count(tmp_path):
+    from lifelong.merging.engine import MergeConfig, ModelEntry, merge_models
+    from lifelong.merging.st_io import LazyModel
+
+    for name, seed in (("a", 0), ("b", 1)):
+        m = tiny_llama(seed=seed)
+        m.save_pretrained(tmp_path / name)
+        tiny_tokenizer().save_pretrained(tmp_path / name)
+    cfg = MergeConfig(merge_method="linear", models=[ModelEntry(model=str(tmp_path / n)) for n in ("a", "b")], seed=0)
+    console, out = _console(False)
+    merge_models(cfg, tmp_path / "m", console=console)
+    n = len(LazyModel(str(tmp_path / "a")).names())
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"merge linear: {n} tensors in "), lines
+    console, out = _console(False)
+    merge_models(cfg, tmp_path / "m2", quiet=True, console=console)
+    assert out.getvalue() == ""
+
+
+class _Encoder:
+    """A sentence-transformers stand-in: a fixed vector per text, and the calls it received."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str], **kw: object) -> np.ndarray:
+        self.calls.append(len(texts))
+        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float64)
+
+
+def test_memory_embedding_advances_per_batch_and_equals_one_call():
+    from lifelong.memory.embed import Embedder
+
+    def embedder() -> Embedder:
+        e = Embedder.__new__(Embedder)  # no model download: the encoder is the stand-in above
+        e.name, e.model, e.batch_size, e.cache = "stub", _Encoder(), 4, {}
+        return e
+
+    texts = [f"doc {'a' * i}" for i in range(10)] + ["doc "]  # one repeat: embedded once
+    plain = embedder()(texts)
+    e = embedder()
+    console, out = _console(True)
+    with progress(len(texts), "memory m: embed", console=console) as bar:
+        vecs = e(texts, bar)
+        task = bar.progress.tasks[0] if bar.progress is not None else None
+    np.testing.assert_array_equal(vecs, plain)
+    assert e.model.calls == [4, 4, 2]  # 10 distinct texts in batches of 4
+    assert task is not None and task.completed == len(texts) == task.total

@@ -372,6 +372,8 @@ class Run:
             fmt,
             cfg.export.merged and fmt == "peft",
             parent_hash,
+            quiet=self.quiet,
+            console=self.console,
         )
         self.log(type="export", stage=i, name=name, path=str(out), format=fmt, content_hash=lineage["content_hash"])
 

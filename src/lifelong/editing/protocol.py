@@ -18,6 +18,7 @@ import numpy as np
 from lifelong.data.edit_requests import EditRequest
 from lifelong.editing.base import Editor, EditResult
 from lifelong.editing.metrics import predictions, request_metrics, summarize
+from lifelong.progress import progress as progress_bar
 
 
 def _prompt_fn(results: list[EditResult]) -> Any:
@@ -37,9 +38,12 @@ def run_protocol(
     bootstrap: int = 1000,
     seed: int = 0,
     progress: Optional[Callable[[int, int], None]] = None,
+    quiet: bool = False,
+    console: Optional[Any] = None,
 ) -> dict:
     """Apply `requests` with `editor` under a protocol; returns per-request metrics, their summary, the
-    retention curve (sequential), timings and the EditResults (to undo, newest first)."""
+    retention curve (sequential), timings and the EditResults (to undo, newest first). A bar over the
+    requests advances per group (`lifelong.progress`; `quiet`: none); `progress(done, total)` is called too."""
     pre = predictions(model, tok, requests)
     groups = [list(range(i, min(i + group, len(requests)))) for i in range(0, len(requests), group)]
     results: list[EditResult] = []
@@ -47,25 +51,27 @@ def run_protocol(
     retention: list[dict] = []
     seconds: list[float] = []
     done = 0
-    for g in groups:
-        t0 = time.perf_counter()
-        res = editor.edit(model, tok, [requests[i] for i in g])
-        seconds.append(time.perf_counter() - t0)
-        done += len(g)
-        if mode == "rollback":
-            scores = request_metrics(
-                model, tok, [requests[i] for i in g], [pre[i] for i in g], _prompt_fn([res]), fluency_tokens
-            )
-            for i, s in zip(g, scores):
-                per[i] = s
-            res.undo(model)
-        else:
-            results.append(res)
-            if every and (done % every < len(g) or done == len(requests)) and done < len(requests):
-                past = request_metrics(model, tok, requests[:done], pre[:done], _prompt_fn(results))
-                retention.append({"edits": done, **{k: v["mean"] for k, v in summarize(past, 0).items()}})
-        if progress:
-            progress(done, len(requests))
+    with progress_bar(len(requests), f"edit {editor.name} ({mode})", quiet, console, unit="requests") as bar:
+        for g in groups:
+            t0 = time.perf_counter()
+            res = editor.edit(model, tok, [requests[i] for i in g])
+            seconds.append(time.perf_counter() - t0)
+            done += len(g)
+            if mode == "rollback":
+                scores = request_metrics(
+                    model, tok, [requests[i] for i in g], [pre[i] for i in g], _prompt_fn([res]), fluency_tokens
+                )
+                for i, s in zip(g, scores):
+                    per[i] = s
+                res.undo(model)
+            else:
+                results.append(res)
+                if every and (done % every < len(g) or done == len(requests)) and done < len(requests):
+                    past = request_metrics(model, tok, requests[:done], pre[:done], _prompt_fn(results))
+                    retention.append({"edits": done, **{k: v["mean"] for k, v in summarize(past, 0).items()}})
+            bar.advance(len(g))
+            if progress:
+                progress(done, len(requests))
     if mode == "sequential":
         per = request_metrics(model, tok, requests, pre, _prompt_fn(results), fluency_tokens)
         retention.append({"edits": done, **{k: v["mean"] for k, v in summarize(per, 0).items()}})

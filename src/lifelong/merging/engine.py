@@ -24,6 +24,7 @@ from lifelong.faults import fault_point
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import TensorContext
 from lifelong.merging.st_io import CODES, DTYPES, LazyModel, StreamingWriter, copy_model_files, finalize, parse_size
+from lifelong.progress import progress
 
 
 class ModelEntry(Strict):
@@ -146,9 +147,9 @@ def global_thresholds(
     return out
 
 
-def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) -> Path:
+def merge_models(cfg: MergeConfig, out_dir: str | Path, quiet: bool = False, console: Optional[Any] = None) -> Path:
     """Merge as configured into a new HF model directory `out_dir` (written under a temporary name and
-    renamed when complete)."""
+    renamed when complete). Progress per tensor (`lifelong.progress`; `quiet`: none)."""
     method_cls = MERGE_METHODS.get(cfg.merge_method)
     method = method_cls(method_cls.Params(**cfg.parameters))
     if method_cls.uses_base and not cfg.base_model:
@@ -170,7 +171,7 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
     if out.exists():
         raise ValueError(f"{out} already exists; choose another --out (merges never overwrite)")
     if cfg.merge_method == "greedy_soup":
-        return _greedy_soup(cfg, method, out)
+        return _greedy_soup(cfg, method, out, quiet, console)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     work = Path(tempfile.mkdtemp(prefix="lifelong-merge-"))
@@ -192,28 +193,30 @@ def merge_models(cfg: MergeConfig, out_dir: str | Path, progress: bool = False) 
                 code = CODES[getattr(torch, cfg.dtype)]
             plan.append((n, code, shape))
         writer = StreamingWriter(tmp, plan, parse_size(cfg.max_shard_size))
-        for n, code, _ in plan:
-            rule = next((o for o in cfg.overrides if fnmatch.fnmatchcase(n, o.pattern)), None)
-            src_dtype = DTYPES[ref.meta(n)[0]]
-            if not src_dtype.is_floating_point:
-                merged = ref.get(n)
-            elif rule is not None and rule.use is not None:
-                if rule.use == "base":
-                    if base is None:
-                        raise ValueError(f"override {rule.pattern!r}: `use: base` needs base_model")
-                    merged = base.get(n)
+        with progress(len(plan), f"merge {cfg.merge_method}", quiet, console, unit="tensors") as bar:
+            for n, code, _ in plan:
+                rule = next((o for o in cfg.overrides if fnmatch.fnmatchcase(n, o.pattern)), None)
+                src_dtype = DTYPES[ref.meta(n)[0]]
+                if not src_dtype.is_floating_point:
+                    merged = ref.get(n)
+                elif rule is not None and rule.use is not None:
+                    if rule.use == "base":
+                        if base is None:
+                            raise ValueError(f"override {rule.pattern!r}: `use: base` needs base_model")
+                        merged = base.get(n)
+                    else:
+                        merged = models[int(rule.use)].get(n)
                 else:
-                    merged = models[int(rule.use)].get(n)
-            else:
-                w = rule.weights if rule is not None and rule.weights else weights
-                ctx = TensorContext(name=n, seed=cfg.seed, threshold=thresholds)
-                inputs = [m.get(n).float() for m in models] + ([base.get(n).float()] if base is not None else [])
-                merged = method.merge(inputs[: len(models)], list(w), inputs[-1] if base is not None else None, ctx)
-                check_finite(n, merged, inputs)
-                del inputs
-            writer.write(n, merged.to(DTYPES[code]))
-            del merged
-            fault_point("merge-tensor")  # a testing hook (lifelong.faults): killed with some tensors written
+                    w = rule.weights if rule is not None and rule.weights else weights
+                    ctx = TensorContext(name=n, seed=cfg.seed, threshold=thresholds)
+                    inputs = [m.get(n).float() for m in models] + ([base.get(n).float()] if base is not None else [])
+                    merged = method.merge(inputs[: len(models)], list(w), inputs[-1] if base is not None else None, ctx)
+                    check_finite(n, merged, inputs)
+                    del inputs
+                writer.write(n, merged.to(DTYPES[code]))
+                del merged
+                bar.advance()
+                fault_point("merge-tensor")  # a testing hook (lifelong.faults): killed with some tensors written
         writer.close()
         copy_model_files(paths[0] if base is None else Path(cfg.base_model), tmp)  # type: ignore[arg-type]
         finalize(tmp, out)
@@ -259,7 +262,7 @@ def load_merge_config(path: str | Path, overrides: Optional[list[str]] = None) -
     return cfg
 
 
-def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
+def _greedy_soup(cfg: MergeConfig, method: Any, out: Path, quiet: bool = False, console: Optional[Any] = None) -> Path:
     """Select the soup's ingredients by held-out score, then stream their uniform average."""
     from lifelong.config import EvalTaskConfig
     from lifelong.data.formats import Formatter
@@ -287,7 +290,7 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
                     "models": [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in key],
                 }
             )
-            merge_models(sub, d)
+            merge_models(sub, d, quiet=True)  # trials: the final merge shows progress
             tok_dir = cfg.base_model or cfg.models[0].model
             model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
             tok = AutoTokenizer.from_pretrained(tok_dir)
@@ -308,7 +311,7 @@ def _greedy_soup(cfg: MergeConfig, method: Any, out: Path) -> Path:
                 "models": [ModelEntry(model=cfg.models[i].model, parameters={"weight": 1.0}) for i in kept],
             }
         )
-        merge_models(final, out)
+        merge_models(final, out, quiet, console)
         import json
 
         (out / "greedy_soup.json").write_text(

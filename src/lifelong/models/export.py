@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional
 from lifelong.config import DataConfig, ModelConfig, RunConfig
 from lifelong.faults import fault_point
 from lifelong.fileio import folder_bytes
+from lifelong.progress import progress
 
 __all__ = ["content_hash", "describe_base", "export_stage_model", "stage_parent", "tensor_digest"]
 
@@ -269,10 +270,13 @@ def export_stage_model(
     fmt: str = "hf",
     merged: bool = False,
     parent_hash: Optional[str] = None,
+    quiet: bool = False,
+    console: Optional[Any] = None,
 ) -> dict:
     """Write stage `index`'s model to `out` (atomically: a temporary folder renamed into place) as `fmt`
     (`hf` or `peft`, plus `merged/` full weights on request) with README.md and lineage.json; `results` holds
-    the run's `rows`, `tasks`, `matrix`. Returns the lineage record."""
+    the run's `rows`, `tasks`, `matrix`. Returns the lineage record. Progress per model folder written
+    (`lifelong.progress`; `quiet`: none)."""
     import lifelong
 
     out = Path(out)
@@ -297,15 +301,20 @@ def export_stage_model(
     }
     if stage.merge is not None:
         lineage["merged_from"] = list(stage.merge.models)
-    if fmt == "peft":
-        write_peft(model, tokenizer, tmp, adapters)
-        if merged:
-            (tmp / "merged").mkdir()
-            write_hf(model, tokenizer, tmp / "merged", adapters, cfg.export.max_shard_size)
-            _finish(tmp / "merged", cfg, index, results, {**lineage, "format": "hf", "merged": True})
-    else:
-        write_hf(model, tokenizer, tmp, adapters, cfg.export.max_shard_size)
-    lineage = _finish(tmp, cfg, index, results, lineage)
+    parts = 2 if fmt == "peft" and merged else 1
+    with progress(parts, f"export {stage.name} ({fmt})", quiet, console, unit="folders") as bar:
+        if fmt == "peft":
+            write_peft(model, tokenizer, tmp, adapters)
+            bar.advance()
+            if merged:
+                (tmp / "merged").mkdir()
+                write_hf(model, tokenizer, tmp / "merged", adapters, cfg.export.max_shard_size)
+                _finish(tmp / "merged", cfg, index, results, {**lineage, "format": "hf", "merged": True})
+                bar.advance()
+        else:
+            write_hf(model, tokenizer, tmp, adapters, cfg.export.max_shard_size)
+            bar.advance()
+        lineage = _finish(tmp, cfg, index, results, lineage)
     fault_point("export-write")  # the export complete in its temporary folder, not renamed yet
     if out.exists():
         shutil.rmtree(out)

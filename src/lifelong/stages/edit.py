@@ -68,7 +68,16 @@ class Edit(StageKind):
         was_training = run.model.training
         run.model.eval()
         out = run_protocol(
-            run.model, run.tokenizer, editor, prepared, "sequential", group, bootstrap=0, seed=run.cfg.seed
+            run.model,
+            run.tokenizer,
+            editor,
+            prepared,
+            "sequential",
+            group,
+            bootstrap=0,
+            seed=run.cfg.seed,
+            quiet=run.quiet or not run.accelerator.is_main_process,
+            console=run.console,
         )
         run.model.train(was_training)
         changed = sum(r.changed_parameters() for r in out["results"])

@@ -17,6 +17,7 @@ from lifelong.data import load_rows
 from lifelong.data.formats import shown
 from lifelong.faults import fault_point
 from lifelong.fileio import atomic_write_text
+from lifelong.progress import progress
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageKind, StageState
 from lifelong.train.context import StageEnv
@@ -116,7 +117,9 @@ class Memory(StageKind):
         if index in state.applied:  # resumed after this stage's memory was already written
             return {"wall_s": 0.0, "steps": 0, "tokens": 0, "trainable_params": 0}
         texts = [r["text"] for r in prepared if not r.get("delete")]
-        vecs = state.embedder(texts)
+        quiet = run.quiet or not run.accelerator.is_main_process
+        with progress(len(texts), f"memory {run.cfg.stages[index].name}: embed", quiet, run.console) as bar:
+            vecs = state.embedder(texts, bar)
         it = iter(vecs)
         full = [next(it) if not r.get("delete") else None for r in prepared]
         counts = mem.add(prepared, full, index)

@@ -64,7 +64,7 @@ class Merge(StageKind):
                 seed=run.cfg.seed,
                 max_shard_size="100000GB",
             )
-            merge_models(cfg, out)
+            merge_models(cfg, out, run.quiet, run.console)
         run.accelerator.wait_for_everyone()
         load_model(run.model, str(out / "model.safetensors"), strict=False)
         run.log(type="merge", stage=index, method=m.method, models=m.models)
