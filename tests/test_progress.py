@@ -149,3 +149,23 @@ def test_memory_embedding_advances_per_batch_and_equals_one_call():
     np.testing.assert_array_equal(vecs, plain)
     assert e.model.calls == [4, 4, 2]  # 10 distinct texts in batches of 4
     assert task is not None and task.completed == len(texts) == task.total
+
+
+def _leaves_out(xs: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    """A scorer like `edit`: a row (and record) only for items that have what it needs; none at all refused."""
+    kept = [n for n, x in enumerate(xs) if x["keep"]]
+    if not kept:
+        raise ValueError("no item has what the metric needs")
+    return np.array([[float(len(xs[n]["text"]))] for n in kept]), [{"index": n, "text": xs[n]["text"]} for n in kept]
+
+
+def test_chunks_put_rows_of_a_scorer_that_leaves_items_out_back_in_order():
+    items = [{"text": "x" * (7 * i % 11 + 1), "keep": i % 3 != 1} for i in range(12)]
+    whole, whole_recs = _leaves_out(items)
+    for chunk in (1, 3, 5, 12):
+        bar = Bar(len(items))
+        stats, recs = scored_in_chunks(_leaves_out, items, bar, chunk)
+        np.testing.assert_array_equal(stats, whole)
+        assert recs == whole_recs and bar.completed == len(items)
+    with pytest.raises(ValueError, match="no item"):  # refused as a whole: the same error as one call
+        scored_in_chunks(_leaves_out, [{"text": "ab", "keep": False}] * 3, Bar(3), 1)

@@ -89,36 +89,68 @@ def progress(
         yield bar
 
 
+def _size(item: dict) -> int:
+    """Characters of an item's text fields: a proxy of its token length, to chunk items of similar length."""
+    return sum(
+        len(v) if isinstance(v, str) else sum(len(str(x)) for x in v) if isinstance(v, list) else 0
+        for v in item.values()
+    )
+
+
 def scored_in_chunks(
     score: Callable[[list[dict]], tuple[Any, Optional[list[dict]]]],
     items: Sequence[dict],
     bar: Bar,
     chunk: int,
 ) -> tuple[Any, Optional[list[dict]]]:
-    """`score(items)` (a scorer's `score_details` bound to an LM) run over consecutive chunks of `chunk` items,
-    advancing `bar` after each: statistics are per item, so the rows concatenate to those of one call; the
-    records' `index` (position in the list scored) is shifted by the chunk's offset. Records are None when
-    the scorer gives none."""
+    """`score(items)` (a scorer's `score_details` bound to an LM) run over chunks of `chunk` items, advancing
+    `bar` after each, with the result of one call. Items are chunked longest first (the LM pads within a
+    batch, so a chunk of similar lengths pads about as little as one call) and put back in order: statistics
+    are per item, so each row goes back to its item's position (a scorer that leaves items out, such as
+    `edit`, names each row's item by its record's `index`); records' `index` is mapped back likewise.
+    A chunk the scorer refuses (ValueError: e.g. no item of the chunk has what an edit metric needs) makes
+    the whole list be scored in one call, so errors and results are exactly those of one call."""
     import numpy as np
 
+    if not items:
+        return score([])
     chunk = max(1, chunk)
-    stats: list[Any] = []
+    order = sorted(range(len(items)), key=lambda i: -_size(items[i]))
+    rows: list[Any] = []
+    where: list[int] = []  # the item position of every statistics row
     records: Optional[list[dict]] = []
-    for start in range(0, len(items), chunk):
-        part = list(items[start : start + chunk])
-        s, recs = score(part)
-        stats.append(np.asarray(s))
+    for start in range(0, len(order), chunk):
+        idx = order[start : start + chunk]
+        try:
+            s, recs = score([items[i] for i in idx])
+        except ValueError:
+            whole = score(list(items))
+            bar.advance(len(items) - start)
+            return whole
+        s = np.asarray(s)
+        if len(s) == len(idx):
+            where.extend(idx)
+        elif recs is not None and len(recs) == len(s):
+            where.extend(idx[r["index"]] for r in recs)
+        else:  # rows that name no item: only one call keeps their meaning
+            whole = score(list(items))
+            bar.advance(len(items) - start)
+            return whole
+        rows.append(s)
         if recs is None:
             records = None
         elif records is not None:
-            records.extend({**r, "index": r["index"] + start} if "index" in r else r for r in recs)
-        bar.advance(len(part))
-    if not stats:
-        return score([])
-    return np.concatenate(stats), records
+            records.extend({**r, "index": idx[r["index"]]} for r in recs)
+        bar.advance(len(idx))
+    back = np.argsort(np.asarray(where), kind="stable")
+    stats = np.concatenate(rows)[back]
+    if records is not None:
+        records.sort(key=lambda r: r["index"])
+    return stats, records
 
 
-def chunk_size(n: int, batch_size: int) -> int:
-    """Items per scorer call when evaluation advances a bar: whole batches (4 of them, so few batches run
-    part-full) and at most about 25 updates per task."""
-    return max(4 * max(1, batch_size), -(-n // 25))
+def chunk_size(n: int, batch_size: int, batches: int = 4) -> int:
+    """Items per scorer call when evaluation advances a bar: whole batches (`batches` of them: the LM sorts
+    by length within a call, so smaller chunks pad more; bench/eval_progress_overhead.py) and at most about
+    25 updates per task."""
+    return max(batches * max(1, batch_size), -(-n // 25))
