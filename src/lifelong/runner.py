@@ -23,7 +23,7 @@ from lifelong.data.formats import Formatter
 from lifelong.eval.lm import HFLM
 from lifelong.eval.metrics import score_ci
 from lifelong.eval.results import Results, example_records, write_examples
-from lifelong.eval.tasks import EvalTask, build_suite
+from lifelong.eval.tasks import EvalTask, build_suite, eval_context, fit_task, lengths_message
 from lifelong.faults import fault_point
 from lifelong.fileio import ensure_writable_dir, folder_bytes
 from lifelong.models import load_model_and_tokenizer
@@ -168,7 +168,21 @@ class Run:
         self.kinds = [STAGE_KINDS.get(s.kind)() for s in cfg.stages]
         self.cache_keys: dict[int, str] = {}  # content hash of each stage's tokenized examples
         self.prepared = [k.prepare(self, i) for i, k in enumerate(self.kinds)]
-        self.tasks: list[EvalTask] = build_suite(cfg, self.kinds)
+        self.context = eval_context(self.model)  # the model's context: eval items are fitted into it
+        self.tasks: list[EvalTask] = [fit_task(t, self.formatter, self.context) for t in build_suite(cfg, self.kinds)]
+        for t in self.tasks:  # items cut or dropped to fit: counted, said once, never silent
+            said = lengths_message(t)
+            if said and t.lengths is not None and self.accelerator.is_main_process:
+                self.console.print(f"[yellow]warning:[/yellow] {said}")
+                self.log(
+                    type="eval_fit",
+                    task=t.name,
+                    context=self.context,
+                    items=t.lengths.rows,
+                    truncated=t.lengths.truncated,
+                    dropped=t.lengths.dropped,
+                    first=t.lengths.first,
+                )
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
         self.inner_points: Optional[set[tuple[int, int]]] = None  # (stage, step) scored inside stages
         self.results: Optional[Results] = None
@@ -404,7 +418,7 @@ class Run:
         )
         model = self.strategy.eval_model(ctx, task)
         model.eval()
-        lm = HFLM(model, self.formatter, self.cfg.eval.batch_size)
+        lm = HFLM(model, self.formatter, self.cfg.eval.batch_size, max_length=self.context or 1024)
         items = task.items
         for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
             items = state.eval_items(task, row, items)
