@@ -15,7 +15,8 @@ The hand loop and the Trainer pad with `torch.nn.utils.rnn.pad_sequence` (writte
 collate). All three use torch's single-tensor AdamW (`lifelong`'s default), or with `--fused` its fused kernel
 (`train.fused_adamw: true`; the Trainer's default on torch >= 2.8); `--trainer-optim adamw_torch_fused` gives
 the Trainer alone its default. `--profile` adds a cProfile of one lifelong and one hand run (top functions by
-own time).
+own time). `--progress` lets `lifelong` draw its progress bar into a terminal-like console (the bench runs it
+quiet otherwise, like the hand loop and the Trainer without tqdm).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def pad(examples: list[dict]) -> dict[str, torch.Tensor]:
 class Bench:
     """One model config: the run, its examples, the initial weights, the planned batches."""
 
-    def __init__(self, name: str, steps: int, threads: int, out: Path, fused: bool) -> None:
+    def __init__(self, name: str, steps: int, threads: int, out: Path, fused: bool, progress: bool = False) -> None:
         from lifelong.runner import Run
         from lifelong.testing import tiny_run_config
         from lifelong.train.loop import micro_batches
@@ -69,11 +70,14 @@ class Bench:
 
         raw = tiny_run_config("naive", n_stages=1, steps=steps, name=f"bench-{name}", output_dir=str(out))
         raw["torch_threads"] = threads
-        raw["train"].update(max_length=64, batch_size=16, lr=1e-3, fused_adamw=fused)
+        raw["train"].update(max_length=64, batch_size=16, lr=1e-3, **({"fused_adamw": True} if fused else {}))
         if CONFIGS[name]:
             raw["model"]["tiny_config"] = CONFIGS[name]
         self.cfg = validate_raw(raw)
-        self.run = Run(self.cfg, quiet=True)
+        from rich.console import Console
+
+        terminal = Console(file=io.StringIO(), force_terminal=True, width=100)  # the bar as a terminal gets it
+        self.run = Run(self.cfg, quiet=not progress, console=terminal)
         self.examples: list[dict] = self.run.prepared[0]
         self.init = copy.deepcopy(self.run.model.state_dict())
         self.tc = self.cfg.stage_train(0)
@@ -180,6 +184,7 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="fused AdamW on all three sides (train.fused_adamw)")
     ap.add_argument("--trainer-optim", default="", help="the Trainer's `optim` (default: the others' AdamW)")
     ap.add_argument("--no-trainer", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="lifelong draws its progress bar (as on a terminal)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
@@ -189,7 +194,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="lifelong-train-bench-"))
     try:
         for name in a.configs.split(","):
-            b = Bench(name, a.steps, a.threads, out / name, a.fused)
+            b = Bench(name, a.steps, a.threads, out / name, a.fused, a.progress)
             sides: dict[str, Callable[[], None]] = {"hand": b.hand, "lifelong": b.lifelong}
             if not a.no_trainer:
                 sides["trainer"] = partial(b.trainer, a.trainer_optim)
