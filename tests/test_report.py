@@ -160,3 +160,34 @@ def test_text_colour_meets_wcag_contrast_on_every_background():
     for i in range(101):
         bg = cell_colour(i / 100)
         assert contrast(hex_rgb(bg), hex_rgb(text_colour(bg))) >= 4.5
+
+
+def test_costs_table_never_cuts_a_name_at_80_columns():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from lifelong.report.table import print_costs
+
+    costs = {
+        name: {
+            "wall_s": 41.2,
+            "steps": 12,
+            "tokens": 5000,
+            "trainable_params": 134515008,
+            "peak_memory_mb": 3100.5,
+            "disk_mb": 513.4,
+            "checkpoint_mb": 513.4,
+            "export_mb": 0.0,
+            "dropped": 0,
+            "rows": 300,
+            "truncated": 0,
+        }
+        for name in ("news_topic", "review_sentiment", "assistant_intent")
+    }
+    out = StringIO()
+    print_costs(costs, Console(file=out, width=80, force_terminal=False))
+    text = out.getvalue()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    for word in ("trainable_params", "peak_memory_mb", "review_sentiment", "assistant_intent"):
+        assert word in text

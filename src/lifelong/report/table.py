@@ -105,11 +105,18 @@ def print_costs(costs: dict[str, dict], console: Optional[Console] = None) -> No
         key=lambda k: (COST_FIRST.index(k) if k in COST_FIRST else len(COST_FIRST), k),
     )
     t = Table(title="cost per stage (disk in MiB)")
-    t.add_column("stage")
-    for k in keys:
-        t.add_column(escape(k), justify="right")
-    for stage, c in costs.items():
-        t.add_row(escape(stage), *[_num(c.get(k)) for k in keys])
+    if len(keys) > len(costs):  # many figures, few stages: one row per figure, so names are never cut
+        t.add_column("cost", overflow="fold")
+        for stage in costs:
+            t.add_column(escape(stage), justify="right", overflow="fold")
+        for k in keys:
+            t.add_row(escape(k), *[_num(c.get(k)) for c in costs.values()])
+    else:
+        t.add_column("stage", overflow="fold")
+        for k in keys:
+            t.add_column(escape(k), justify="right", overflow="fold")
+        for stage, c in costs.items():
+            t.add_row(escape(stage), *[_num(c.get(k)) for k in keys])
     console.print(t)
 
 
