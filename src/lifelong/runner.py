@@ -523,6 +523,7 @@ class Run:
                 "stage": t.stage,
                 "scorer": t.scorer.registered_name,  # type: ignore[attr-defined]
                 "n": len(t.items),
+                "also": t.scorer.also_reported(),
             }
             for t in self.tasks
         ]  # type: ignore

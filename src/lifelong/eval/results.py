@@ -51,6 +51,9 @@ class Results:
         agg = SCORERS.get(t["scorer"]).aggregate
         self.matrix[r][j] = float(agg(stats))
         self.stats[t["name"]][self.rows[r]] = stats.tolist()
+        if t.get("also") and stats.ndim == 2 and stats.shape[1] > 1 and len(stats):  # e.g. choice's acc_norm
+            also = self.extra.setdefault("also", {}).setdefault(t["name"], {"metric": t["also"], "rows": {}})
+            also["rows"][self.rows[r]] = float(100 * stats[:, 1].mean())
 
     # ---- metrics --------------------------------------------------------------------------------
     def compute_metrics(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

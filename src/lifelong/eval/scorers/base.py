@@ -32,6 +32,11 @@ class Scorer:
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    def also_reported(self) -> Optional[str]:
+        """The name of a second score this scorer keeps in statistics column 1, reported beside the matrix
+        (e.g. `acc_norm` for `choice`), or None."""
+        return None
+
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
         """Per-example statistics, shape (n, k). Built-in scorers implement `score_details` instead."""
         if type(self).score_details is Scorer.score_details:

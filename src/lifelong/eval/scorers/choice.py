@@ -32,6 +32,10 @@ class Choice(Scorer):
     metric = "accuracy"
     formats = ("classification", "choice")
 
+    def also_reported(self) -> Optional[str]:
+        """Column 1: acc_norm per character when the matrix shows plain acc, else plain acc."""
+        return "acc_norm" if self.params.length_norm == "none" else "acc"  # type: ignore[attr-defined]
+
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         norm = self.params.length_norm  # type: ignore[attr-defined]
         conts = [[lm.fm.response_ids(o, eos=False) for o in it["options"]] for it in items]
