@@ -17,17 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SMOLLM2_135M = {  # HuggingFaceTB/SmolLM2-135M(-Instruct) config.json, the fields that set the shapes
-    "model_type": "llama",
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "vocab_size": 49152,
-    "tie_word_embeddings": True,
-}
+from lifelong.testing import SMOLLM2_135M_SHAPE as SMOLLM2_135M
 
 
 def mib(n: float) -> str:

@@ -95,16 +95,9 @@ def main() -> None:
 
 # ---- issue 16 item 5: EWC state, per-stage layout against the closed form ------------------------------
 
-SMOLLM2_135M = {  # HuggingFaceTB/SmolLM2-135M config.json, the fields that set the shapes
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "vocab_size": 49152,
-    "tie_word_embeddings": True,
-}
+from lifelong.testing import SMOLLM2_135M_SHAPE  # noqa: E402
+
+SMOLLM2_135M = {k: v for k, v in SMOLLM2_135M_SHAPE.items() if k != "model_type"}  # LlamaConfig kwargs
 EWC_SPEC = {"weight": 1000.0, "normalize": True, "fisher_samples": 32}
 
 

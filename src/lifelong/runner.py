@@ -174,15 +174,7 @@ class Run:
             said = lengths_message(t)
             if said and t.lengths is not None and self.accelerator.is_main_process:
                 self.console.print(f"[yellow]warning:[/yellow] {said}")
-                self.log(
-                    type="eval_fit",
-                    task=t.name,
-                    context=self.context,
-                    items=t.lengths.rows,
-                    truncated=t.lengths.truncated,
-                    dropped=t.lengths.dropped,
-                    first=t.lengths.first,
-                )
+                self.log(type="eval_fit", task=t.name, **t.lengths.as_dict())  # max_length: the model's context
         self.optimizer_state: Optional[dict] = None  # AdamW state carried across stages (optimizer_state: keep)
         self.inner_points: Optional[set[tuple[int, int]]] = None  # (stage, step) scored inside stages
         self.results: Optional[Results] = None

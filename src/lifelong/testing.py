@@ -11,7 +11,21 @@ from typing import Any
 
 from lifelong.models.tiny import CHARS, SPECIALS, tiny_config, tiny_gpt2, tiny_llama, tiny_model, tiny_tokenizer
 
+SMOLLM2_135M_SHAPE = {  # HuggingFaceTB/SmolLM2-135M(-Instruct) config.json: the fields that set the shapes
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+}
+"""Sizes counted at SmolLM2-135M's shape (benches) without downloading it."""
+
 __all__ = [
+    "SMOLLM2_135M_SHAPE",
     "CHARS",
     "SPECIALS",
     "fact_corpus",

@@ -183,14 +183,5 @@ def record_lengths(run: StageEnv, index: int, found: Optional[Lengths]) -> dict[
     costs: `rows` read, `truncated` (kept, cut), `dropped` (left out)."""
     if found is None:
         return {}
-    run.log(
-        type="data",
-        stage=index,
-        rows=found.rows,
-        truncated=found.truncated,
-        dropped=found.dropped,
-        first=found.first,
-        max_length=found.max_length,
-        truncate=found.truncate,
-    )
+    run.log(type="data", stage=index, **found.as_dict())
     return {"rows": found.rows, "truncated": found.truncated, "dropped": found.dropped}
