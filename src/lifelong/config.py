@@ -131,7 +131,27 @@ class ModelConfig(Strict):
         return self
 
 
-FormatName = Literal["auto", "text", "prompt_response", "messages", "classification", "choice", "preference", "edit"]
+FormatName = Literal[
+    "auto",
+    "text",
+    "prompt_response",
+    "messages",
+    "classification",
+    "choice",
+    "preference",
+    "edit",
+    # scenario formats (lifelong/data/scenarios, `lifelong ls formats`)
+    "ner",
+    "relation",
+    "triples",
+    "translation",
+    "qa",
+    "summarization",
+    "simplification",
+    "code",
+    "temporal",
+    "tool_call",
+]
 
 
 class DataConfig(Strict):

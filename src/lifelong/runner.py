@@ -515,7 +515,8 @@ class Run:
                 "stage": t.stage,
                 "scorer": t.scorer.registered_name,  # type: ignore[attr-defined]
                 "n": len(t.items),
-                "also": t.scorer.also_reported(),
+                "also": list(t.scorer.also_reported()) or None,
+                **({"signature": t.scorer.signature()} if t.scorer.signature() else {}),
             }
             for t in self.tasks
         ]  # type: ignore

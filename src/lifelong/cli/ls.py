@@ -1,4 +1,4 @@
-"""`lifelong ls strategies|stages|scorers|merges|editors|config`: registered methods with their documented
+"""`lifelong ls strategies|stages|scorers|merges|editors|formats|config`: registered methods with their documented
 parameters."""
 
 from __future__ import annotations
@@ -7,7 +7,24 @@ import argparse
 import inspect
 from typing import Any
 
-WHAT = ("strategies", "stages", "scorers", "merges", "editors", "config")
+WHAT = ("strategies", "stages", "scorers", "merges", "editors", "formats", "config")
+
+BASE_EXAMPLES = {
+    "text": ('{"text": "A document to learn as language modelling."}', "packed into blocks; every token is learned"),
+    "prompt_response": ('{"prompt": "Capital of France?", "response": "Paris"}', "learns the response"),
+    "messages": (
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}',
+        "learns the assistant turns",
+    ),
+    "classification": ('{"text": "Great film!", "label": "positive"}', "the label set becomes the options"),
+    "choice": ('{"prompt": "2+2=", "options": ["3", "4"], "answer": 1}', "scored by option log-likelihood"),
+    "preference": ('{"prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away."}', "DPO pairs"),
+    "edit": (
+        '{"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Rome"}',
+        "a knowledge-edit request (docs/editing.md)",
+    ),
+}
+"""Two lines per base format for `lifelong ls formats`: a row, and what happens to it."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +52,18 @@ def main(args: argparse.Namespace) -> int:
     from lifelong.strategies import STRATEGIES
 
     lines: list[str] = []
-    if args.what == "config":
+    if args.what == "formats":
+        from lifelong.data.scenarios import SCENARIOS
+
+        for name, (row, what) in BASE_EXAMPLES.items():
+            lines += [f"{name}:", f"    {row}", f"    {what}"]
+        for name, cls in SCENARIOS.items():
+            first, _, second = cls.example.partition("\n")
+            fields = " | ".join(" + ".join(f) for f in cls.fields)
+            lines += [f"{name} (scenario; fields {fields}; scorer {cls.scorer}):", f"    {first}", f"    {second}"]
+            if cls.protocol:
+                lines.append(f"    protocol: {cls.protocol}")
+    elif args.what == "config":
         for title, model in (
             ("run", RunConfig),
             ("model", ModelConfig),

@@ -30,9 +30,16 @@ ORDER = ("edit", "preference", "messages", "choice", "prompt_response", "classif
 
 
 def infer_format(rows: Rows, declared: str) -> str:
+    """`declared` unless `auto`; else the format of the first row's fields: a scenario format first (their
+    fields are the more specific), then the base formats in `ORDER`."""
+    from lifelong.data.scenarios import SCENARIOS
+
     if declared != "auto":
         return declared
     keys = set(rows.rows[0])
+    for name, cls in SCENARIOS.items():
+        if cls().matches(keys):
+            return name
     for fmt in ORDER:
         if set(REQUIRED[fmt]) <= keys:
             return fmt
@@ -105,6 +112,13 @@ def _check_label_kinds(rows: Rows) -> None:
 
 def check_rows(rows: Rows, fmt: str) -> None:
     """Raise a ValueError naming file, line and field for the first malformed row."""
+    from lifelong.data.scenarios import scenario
+
+    sf = scenario(fmt)
+    if sf is not None:
+        for r, where in zip(rows.rows, rows.where):
+            sf.check(r, where)
+        return
     need = REQUIRED[fmt]
     gone = [f for f in need if rows.columns is not None and f not in rows.columns]
     if gone:
@@ -254,7 +268,11 @@ def label_set(rows: Rows, cfg: DataConfig) -> list[str]:
 
 def to_examples(rows: Rows, fmt: str, cfg: DataConfig, fm: Formatter, max_length: int) -> Examples:
     """Tokenize training rows, each fitted into `max_length` by `cfg.truncate` (`data.lengths`); the result
-    carries the `Lengths` record of rows cut and dropped. `text` rows are packed (never cut or dropped)."""
+    carries the `Lengths` record of rows cut and dropped. `text` rows are packed (never cut or dropped). Rows
+    of a scenario format become prompt/response rows first (`as_base_rows`)."""
+    if fmt not in REQUIRED:
+        base, rows = as_base_rows(rows, fmt, cfg)
+        return to_examples(rows, base, cfg.model_copy(update={"template": None}), fm, max_length)
     if fmt == "text":
         blocks = pack([r["text"] for r in rows.rows], fm, max_length)
         return Examples(blocks, Lengths(rows=len(rows), max_length=max_length, truncate=cfg.truncate))
@@ -328,8 +346,31 @@ def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
+def as_base_rows(rows: Rows, fmt: str, cfg: DataConfig) -> tuple[str, Rows]:
+    """Rows of the scenario format `fmt` as rows of its base format: `prompt` (the format's default prompt, or
+    `data.template` over the row's fields), `response` (its training target) and `targets` (its references),
+    plus `_item`, the eval-item fields its scorers read. Each row keeps its origin."""
+    from lifelong.data.scenarios import scenario
+
+    sf = scenario(fmt)
+    if sf is None:
+        raise ValueError(f"{rows.source}: unknown format {fmt!r}")
+    out = []
+    for r, where in zip(rows.rows, rows.where):
+        try:
+            prompt = _prompt(r, cfg.template, "") if cfg.template else sf.prompt(r)
+            out.append({"prompt": prompt, "response": sf.response(r), "targets": sf.targets(r), "_item": sf.item(r)})
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return sf.base, Rows(out, list(rows.where), rows.source, None)
+
+
 def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[str]] = None) -> list[dict]:
-    """Eval items: `{prompt, options, answer}` (choice), `{prompt, targets}` (generation) or `{text}`."""
+    """Eval items: `{prompt, options, answer}` (choice), `{prompt, targets}` (generation) or `{text}`; a
+    scenario format's items add the fields its scorers read (`ScenarioFormat.item`)."""
+    if fmt not in REQUIRED:
+        _, base_rows = as_base_rows(rows, fmt, cfg)
+        return [{"prompt": r["prompt"], "targets": r["targets"], **r["_item"]} for r in base_rows.rows]
     items = []
     label_opts = (labels or label_set(rows, cfg)) if fmt == "classification" else []
     for r, where in zip(rows.rows, rows.where):

@@ -22,8 +22,22 @@ from lifelong.eval.metrics import bootstrap_cis, continual_metrics
 from lifelong.eval.scorers import SCORERS
 from lifelong.fileio import atomic_write_json, atomic_write_text
 
-PERCENT = {"accuracy", "exact_match", "preference_accuracy"}
-"""Metrics in percent, higher is better: averaged together in the `score` group."""
+PERCENT = {
+    "accuracy",
+    "exact_match",
+    "preference_accuracy",
+    "f1",
+    "bleu",
+    "chrf",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "rougeLsum",
+    "sari",
+    "edit_similarity",
+}
+"""Metrics on a 0-100 scale, higher is better: averaged together in the `score` group (as TRACE's overall
+performance averages accuracy, ROUGE-L, SARI and edit similarity)."""
 
 
 class Results:
@@ -51,9 +65,16 @@ class Results:
         agg = SCORERS.get(t["scorer"]).aggregate
         self.matrix[r][j] = float(agg(stats))
         self.stats[t["name"]][self.rows[r]] = stats.tolist()
-        if t.get("also") and stats.ndim == 2 and stats.shape[1] > 1 and len(stats):  # e.g. choice's acc_norm
-            also = self.extra.setdefault("also", {}).setdefault(t["name"], {"metric": t["also"], "rows": {}})
-            also["rows"][self.rows[r]] = float(100 * stats[:, 1].mean())
+        names = [t["also"]] if isinstance(t.get("also"), str) else list(t.get("also") or [])
+        if names and stats.ndim == 2 and stats.shape[1] > 1 and len(stats):  # e.g. choice's acc_norm
+            cls = SCORERS.get(t["scorer"])
+            kept = self.extra.setdefault("also", {})
+            if len(names) == 1:  # one score: {metric, rows}; several: a list of them
+                entries = [kept.setdefault(t["name"], {"metric": names[0], "rows": {}})]
+            else:
+                entries = kept.setdefault(t["name"], [{"metric": n, "rows": {}} for n in names])
+            for k, entry in enumerate(entries):
+                entry["rows"][self.rows[r]] = float(cls.also_aggregate(stats, k))
 
     # ---- metrics --------------------------------------------------------------------------------
     def compute_metrics(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

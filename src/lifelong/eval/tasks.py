@@ -9,6 +9,7 @@ from lifelong.config import EvalTaskConfig, RunConfig, StageConfig
 from lifelong.data import check_rows, infer_format, load_rows, to_eval_items
 from lifelong.data.formats import Formatter, fit_eval_items, label_set
 from lifelong.data.lengths import Lengths
+from lifelong.data.scenarios import accepts, scenario
 from lifelong.eval.scorers import SCORERS, Scorer
 
 DEFAULT_SCORER = {
@@ -66,9 +67,10 @@ def build_task(
     rows = load_rows(cfg)
     fmt = infer_format(rows, cfg.format)
     check_rows(rows, fmt)
-    scorer_name = DEFAULT_SCORER[fmt] if cfg.scorer == "auto" else cfg.scorer
+    sf = scenario(fmt)
+    scorer_name = (sf.scorer if sf is not None else DEFAULT_SCORER[fmt]) if cfg.scorer == "auto" else cfg.scorer
     cls = SCORERS.get(scorer_name)
-    if fmt not in cls.formats:
+    if not accepts(cls.formats, fmt):
         raise ValueError(
             f"{where}: scorer {scorer_name} takes formats {', '.join(cls.formats)}; {rows.source} has format {fmt}"
         )

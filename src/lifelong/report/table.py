@@ -59,9 +59,10 @@ def print_run(run_dir: Path, console: Optional[Console] = None) -> None:
     for r, row in enumerate(res["rows"]):
         t.add_row(row, *[_fmt(v) for v in res["matrix"][r]])
     console.print(t)
-    for task, also in (res.get("also") or {}).items():  # a second score kept beside the matrix (acc_norm)
-        shown = ", ".join(f"{escape(row)} {_fmt(v)}" for row, v in also["rows"].items())
-        console.print(f"{escape(task)}: {escape(also['metric'])} (beside the matrix's score): {shown}", markup=True)
+    for task, kept in (res.get("also") or {}).items():  # further scores kept beside the matrix (acc_norm, P, R)
+        for also in [kept] if isinstance(kept, dict) else kept:
+            shown = ", ".join(f"{escape(row)} {_fmt(v)}" for row, v in also["rows"].items())
+            console.print(f"{escape(task)}: {escape(also['metric'])} (beside the matrix's score): {shown}", markup=True)
     for group, g in res.get("metrics", {}).items():
         if not (isinstance(g, dict) and "metrics" in g):
             continue

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from lifelong.config import Strict
 from lifelong.data import check_rows, infer_format, load_rows, to_examples
 from lifelong.data.lengths import Examples, Lengths, warn
+from lifelong.data.scenarios import accepts
 from lifelong.train.context import StageEnv
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class TrainableStage(StageKind):
             return blocks
         rows = load_rows(data)
         fmt = infer_format(rows, data.format)
-        if fmt not in self.formats:
+        if not accepts(self.formats, fmt):
             raise ValueError(
                 f"stages.{index} ({stage.name}): a {stage.kind} stage takes formats "
                 f"{', '.join(self.formats)}; {rows.source} has format {fmt}"

@@ -32,9 +32,21 @@ class Scorer:
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def also_reported(self) -> Optional[str]:
-        """The name of a second score this scorer keeps in statistics column 1, reported beside the matrix
-        (e.g. `acc_norm` for `choice`), or None."""
+    def also_reported(self) -> tuple[str, ...]:
+        """Names of further scores computed from the same statistics and reported beside the matrix (results.json
+        `also`, `lifelong show`): e.g. `acc_norm` for `choice`, precision and recall beside an F1. The k-th is
+        `also_aggregate(stats, k)`. Default: none."""
+        return ()
+
+    @classmethod
+    def also_aggregate(cls, stats: np.ndarray, k: int) -> float:
+        """The k-th score of `also_reported` from statistics (n, columns). Default: the mean of column k + 1 in
+        percent (a per-example 0/1 score kept beside column 0)."""
+        return float(100.0 * stats[..., k + 1].mean(axis=-1))
+
+    def signature(self) -> Optional[str]:
+        """What makes this scorer's number comparable across papers (e.g. sacrebleu's signature: tokenizer,
+        smoothing, version), recorded with the task in results.json; None when there is nothing to record."""
         return None
 
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:

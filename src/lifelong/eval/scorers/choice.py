@@ -32,9 +32,9 @@ class Choice(Scorer):
     metric = "accuracy"
     formats = ("classification", "choice")
 
-    def also_reported(self) -> Optional[str]:
+    def also_reported(self) -> tuple[str, ...]:
         """Column 1: acc_norm per character when the matrix shows plain acc, else plain acc."""
-        return "acc_norm" if self.params.length_norm == "none" else "acc"  # type: ignore[attr-defined]
+        return ("acc_norm",) if self.params.length_norm == "none" else ("acc",)  # type: ignore[attr-defined]
 
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         norm = self.params.length_norm  # type: ignore[attr-defined]
