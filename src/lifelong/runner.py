@@ -411,7 +411,7 @@ class Run:
         model = self.strategy.eval_model(ctx, task)
         model.eval()
         lm = HFLM(model, self.formatter, self.cfg.eval.batch_size, max_length=self.context or 1024)
-        items = task.items
+        items = task.items_at(row)  # per-row options (relation classification over the relations seen so far)
         for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
             items = state.eval_items(task, row, items)
         part = np.array_split(np.arange(len(items)), world)[rank]

@@ -346,15 +346,17 @@ def pack(texts: list[str], fm: Formatter, block: int) -> list[dict]:
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
-def as_base_rows(rows: Rows, fmt: str, cfg: DataConfig) -> tuple[str, Rows]:
+def as_base_rows(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[str]] = None) -> tuple[str, Rows]:
     """Rows of the scenario format `fmt` as rows of its base format: `prompt` (the format's default prompt, or
     `data.template` over the row's fields), `response` (its training target) and `targets` (its references),
-    plus `_item`, the eval-item fields its scorers read. Each row keeps its origin."""
+    plus `_item`, the eval-item fields its scorers read. Each row keeps its origin. The format's label set
+    (`ScenarioFormat.labels`) is `data.labels`, else `labels` (the one a stage's eval task shares)."""
     from lifelong.data.scenarios import scenario
 
     sf = scenario(fmt)
     if sf is None:
         raise ValueError(f"{rows.source}: unknown format {fmt!r}")
+    sf.labels = list(cfg.labels) if cfg.labels else (list(labels) if labels else None)
     out = []
     for r, where in zip(rows.rows, rows.where):
         try:
@@ -369,7 +371,7 @@ def to_eval_items(rows: Rows, fmt: str, cfg: DataConfig, labels: Optional[list[s
     """Eval items: `{prompt, options, answer}` (choice), `{prompt, targets}` (generation) or `{text}`; a
     scenario format's items add the fields its scorers read (`ScenarioFormat.item`)."""
     if fmt not in REQUIRED:
-        _, base_rows = as_base_rows(rows, fmt, cfg)
+        _, base_rows = as_base_rows(rows, fmt, cfg, labels)
         return [{"prompt": r["prompt"], "targets": r["targets"], **r["_item"]} for r in base_rows.rows]
     items = []
     label_opts = (labels or label_set(rows, cfg)) if fmt == "classification" else []

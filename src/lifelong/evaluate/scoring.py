@@ -9,7 +9,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -133,6 +133,8 @@ def score(
                 m = strategy.eval_model(ctx, t)
             m.eval()
             t = fit_task(t, fm, context)  # the items a run fits into this model's context
+            if stage is not None:  # a run's stage: the items as its matrix row scores them (per-row options)
+                t = replace(t, items=t.items_at(stage + 1))
             lm = HFLM(m, fm, p.batch_size, max_length=context or 1024)
             with progress(len(t.items), f"eval {t.name}", quiet, console) as bar:
                 score_items = partial(t.scorer.score_details, lm)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 
 class ScenarioFormat:
@@ -21,6 +21,14 @@ class ScenarioFormat:
     """Two lines for `lifelong ls formats`: a row as JSON, then what the model is asked and answers."""
     protocol: ClassVar[str] = ""
     """The paper or benchmark that defines the scenario's protocol (one line)."""
+    choice_labels: ClassVar[bool] = False
+    """Eval items choose among the labels seen so far in the stream (class-incremental classification, e.g.
+    relation classification): `item` gives the row's `label`; the eval suite sets the items' `options` and
+    `answer` per matrix row (`lifelong.eval.tasks.EvalTask.items_at`)."""
+    labels: Optional[list[str]] = None
+    """The data section's label set (`data.labels`, or the one a stage's eval task shares with its training
+    rows), for formats that have one: NER keeps only these entity types, triples only these relations. None:
+    all. Set on the instance before its rows are turned into examples or items."""
 
     def matches(self, keys: set[str]) -> bool:
         """Whether a row with fields `keys` is of this format (format inference)."""
@@ -47,3 +55,8 @@ class ScenarioFormat:
     def item(self, row: dict[str, Any]) -> dict[str, Any]:
         """Eval-item fields beyond `prompt` and `targets` that this format's scorers read (JSON values)."""
         return {}
+
+    def row_labels(self, row: dict[str, Any]) -> list[str]:
+        """The labels a (checked) row holds, from which a stage's label set is built (NER: its entity types;
+        relations: its relation). Default: none, the format has no label set."""
+        return []
