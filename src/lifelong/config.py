@@ -174,7 +174,9 @@ class DataConfig(Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     """Rename source columns to the format's fields, e.g. `{sentence: text}`."""
     labels: Optional[list[str]] = None
-    """Label set of a classification task (default: sorted labels seen in the stage's training rows)."""
+    """Label set of a classification task (default: sorted labels seen in the stage's training rows); for
+    `ner` the entity types kept, for `triples` the relations kept (others are not annotated nor scored), for
+    `relation` the options of every row (default: the relations seen so far), docs/scenarios.md."""
     template: Optional[str] = None
     """Prompt template over the row's fields for classification / prompt rows, e.g.
     `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
