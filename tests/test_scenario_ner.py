@@ -336,4 +336,4 @@ def test_new_types_in_stage_two_naive_forgets_the_old_types_replay_keeps_them(tm
     assert naive[1][0] > naive[0][0] + 40, naive  # stage 1's types are learned (F1 above the baseline row)
     assert naive[2][1] > naive[0][1] + 40, naive  # and stage 2's
     assert naive[2][0] < naive[1][0] - 40, naive  # naive: the old types are no longer found
-    assert replay[2][0] > naive[2][0] + 40, (naive, replay)  # replay still finds them
+    assert replay[2][0] > naive[2][0] + 30, (naive, replay)  # replay still finds them
