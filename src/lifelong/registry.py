@@ -36,6 +36,7 @@ ENTRY_POINT_GROUPS: dict[str, str] = {
     "merge method": "lifelong.merges",
     "editing method": "lifelong.editors",
     "format": "lifelong.formats",
+    "benchmark": "lifelong.benchmarks",
 }
 """Entry-point group of each registry, keyed by the registry's `kind` (used when a registry is created
 without an explicit `group`). The group's last part is the word `lifelong ls` takes."""

@@ -1,8 +1,9 @@
-"""Validating a run config completely, before anything loads: the schema and cross-references
-(`lifelong.configio`), then every check that the registries' owners define: strategy names and parameters
-(`lifelong.strategies.check_config`), scorers (`lifelong.eval.scorers.check_config`), and each stage kind's
-own section (`StageKind.check`). `lifelong validate` runs this and then `check_data`: what the eval suite
-would fail on once the model is loaded, found by reading data rows only (no tokenizer, no model)."""
+"""Validating a run config completely, before anything loads: a `benchmark:` section expanded into stages
+(`lifelong.benchmarks.expand_config`), the schema and cross-references (`lifelong.configio`), then every check
+that the registries' owners define: strategy names and parameters (`lifelong.strategies.check_config`),
+scorers (`lifelong.eval.scorers.check_config`), and each stage kind's own section (`StageKind.check`).
+`lifelong validate` runs this and then `check_data`: what the eval suite would fail on once the model is
+loaded, found by reading data rows only (no tokenizer, no model)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,12 @@ def validate_raw(
 ) -> RunConfig:
     """Validate a raw config mapping (from a file or built in code)."""
     from lifelong import strategies
+    from lifelong.benchmarks import expand_config
     from lifelong.eval import scorers
     from lifelong.stages import STAGE_KINDS
 
     at = Locator(source, lines)
+    raw = expand_config(raw, at, base_dir)  # `benchmark:` becomes ordinary stages before anything else
     cfg, msgs = parse(raw, at, base_dir)
     msgs += strategies.check_config(cfg, at) + scorers.check_config(cfg, at)
     evaluated = bool(cfg.eval.probes)

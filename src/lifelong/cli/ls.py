@@ -1,5 +1,5 @@
-"""`lifelong ls strategies|stages|scorers|merges|editors|formats|config`: registered methods with their documented
-parameters."""
+"""`lifelong ls strategies|stages|scorers|merges|editors|formats|benchmarks|config`: registered methods with their
+documented parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import inspect
 from typing import Any
 
-WHAT = ("strategies", "stages", "scorers", "merges", "editors", "formats", "config")
+WHAT = ("strategies", "stages", "scorers", "merges", "editors", "formats", "benchmarks", "config")
 
 BASE_EXAMPLES = {
     "text": ('{"text": "A document to learn as language modelling."}', "packed into blocks; every token is learned"),
@@ -28,7 +28,9 @@ BASE_EXAMPLES = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ls", help="list strategies, stage kinds, scorers, merge or editing methods, or config fields")
+    p = sub.add_parser(
+        "ls", help="list strategies, stage kinds, scorers, merges, editors, formats, benchmarks or config fields"
+    )
     p.add_argument("what", choices=WHAT)
 
 
@@ -63,6 +65,17 @@ def main(args: argparse.Namespace) -> int:
             lines += [f"{name} (scenario; fields {fields}; scorer {cls.scorer}):", f"    {first}", f"    {second}"]
             if cls.protocol:
                 lines.append(f"    protocol: {cls.protocol}")
+    elif args.what == "benchmarks":
+        from lifelong.benchmarks import BENCHMARKS
+
+        for name, bench in BENCHMARKS.items():
+            doc = inspect.getdoc(bench) or ""
+            lines.append(f"{name}: {' '.join(doc.split(chr(10) * 2)[0].split()) if doc else ''}")
+            if bench.tasks:
+                lines.append(f"    tasks: {', '.join(bench.tasks)}")
+            for number, order in sorted(bench.orders.items()):
+                lines.append(f"    order {number}: {' -> '.join(order)}")
+            lines += _fields(bench.Params)
     elif args.what == "config":
         for title, model in (
             ("run", RunConfig),
