@@ -182,6 +182,11 @@ class DataConfig(Strict):
     `"Headline: {text}\nTopic:"` (default: the text or prompt as is)."""
     max_examples: Optional[int] = Field(default=None, ge=1, le=10**10)
     """Use at most this many rows (the first ones, in file order)."""
+    where: dict[str, Union[str, int, float, bool, list[Union[str, int, float, bool]]]] = Field(default_factory=dict)
+    """Keep only the rows whose fields have these values, e.g. `{label: changed}` (one column per group of a
+    probe file), `{time: [2018, 2021]}` (a list: any of its values); several fields must all match. Values
+    compare as text (`2021` matches `"2021"`); applied before `max_examples`. A value no row has is an error
+    naming the values the rows have."""
     weight: float = Field(default=1.0, gt=0, le=1e6)
     """Mixing weight of this source when a stage lists several (`mix`)."""
     streaming: bool = False

@@ -151,7 +151,22 @@ def _rename(row: dict, columns: dict[str, str]) -> dict:
 
 def iter_rows(cfg: DataConfig) -> Iterator[tuple[dict, str]]:
     """(row, where) pairs without loading the source: inline rows, a hub dataset (`streaming=True`) or a
-    line-based file; columns renamed as configured."""
+    line-based file; columns renamed as configured, only the rows `cfg.where` keeps, at most `max_examples`."""
+    if not cfg.where:
+        yield from _iter_all(cfg)
+        return
+    keep = RowFilter(cfg.where)
+    n = 0
+    for row, where in _iter_all(cfg.model_copy(update={"max_examples": None})):
+        if keep(row):
+            yield row, where
+            n += 1
+            if cfg.max_examples and n >= cfg.max_examples:
+                return
+    keep.check(cfg.path or cfg.hub or "inline rows")
+
+
+def _iter_all(cfg: DataConfig) -> Iterator[tuple[dict, str]]:
     limit = cfg.max_examples
     if cfg.rows is not None:
         for i, r in enumerate(cfg.rows[:limit] if limit else cfg.rows):
@@ -247,8 +262,16 @@ def _saved(path: Path, split: str, limit: int | None) -> Rows:
 
 
 def load_rows(cfg: DataConfig) -> Rows:
-    """Load rows as configured, renaming columns per `cfg.columns`. Every problem with the file is one
-    ValueError naming the file and, where there is one, the line."""
+    """Load rows as configured, renaming columns per `cfg.columns`, keeping the rows `cfg.where` selects (then
+    at most `max_examples` of them). Every problem with the file is one ValueError naming the file and, where
+    there is one, the line."""
+    if cfg.where:
+        out = load_rows(cfg.model_copy(update={"where": {}, "max_examples": None}))
+        keep = RowFilter(cfg.where)
+        kept = [k for k, r in enumerate(out.rows) if keep(r)]
+        keep.check(out.source)
+        kept = kept[: cfg.max_examples] if cfg.max_examples else kept
+        return Rows([out.rows[k] for k in kept], [out.where[k] for k in kept], out.source, out.columns)
     limit = cfg.max_examples
     if cfg.rows is not None:
         out = Rows(
@@ -288,3 +311,51 @@ def load_rows(cfg: DataConfig) -> Rows:
     if not out.rows:
         raise ValueError(f"{out.source}: no rows")
     return out
+
+
+def _as_text(v: Any) -> str:
+    """A field value as `where` compares it: booleans as `true`/`false` (so a CSV's text matches), the rest
+    as their text."""
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+class RowFilter:
+    """`data.where`: a row is kept when every named field has one of the given values (compared as text).
+    Called on every row, it notes the values each field takes, so `check` can say which given value no row
+    has and what the rows have instead."""
+
+    def __init__(self, where: dict[str, Any]) -> None:
+        self.want = {f: {_as_text(x) for x in (v if isinstance(v, list) else [v])} for f, v in where.items()}
+        self.given = where
+        self.seen: dict[str, set[str]] = {f: set() for f in where}
+        self.kept = 0
+
+    def __call__(self, row: dict) -> bool:
+        ok = True
+        for f, want in self.want.items():
+            if f not in row or row[f] is None:
+                ok = False
+                continue
+            v = _as_text(row[f])
+            if len(self.seen[f]) < 1000:
+                self.seen[f].add(v)
+            ok = ok and v in want
+        self.kept += ok
+        return ok
+
+    def check(self, source: str) -> None:
+        """Raise the located error for a value no row has, or a filter that keeps no row."""
+        for f, want in self.want.items():
+            have = self.seen[f]
+            if not have:
+                raise ValueError(f"{source}: where: no row has the field {f!r}; name a field of the rows")
+            missing = sorted(want - have)
+            if missing:
+                values = ", ".join(sorted(have)[:20]) + (", ..." if len(have) > 20 else "")
+                raise ValueError(
+                    f"{source}: where: no row has {f}: {missing[0]} (the rows' values of {f!r}: {values}); "
+                    "correct the value"
+                )
+        if not self.kept:
+            given = ", ".join(f"{f}: {v}" for f, v in self.given.items())
+            raise ValueError(f"{source}: where: no row has all of {given}; loosen the filter")

@@ -1,8 +1,9 @@
 """Memory stage: add documents or facts to the external memory (no weight changes). Rows have `text`, an
 optional `key` (a row with a key already in memory supersedes it from this stage on) and an optional
 `delete: true` (removes the key). Tool rows (`name`, `signature`, `doc`) become documents
-`Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs. Eval
-tasks with `retrieve: {k}` then see the memory as of each stage."""
+`Tool name(signature): doc` keyed by the tool's name, so a tool-use eval task retrieves their docs; so do the
+tool objects of the `tool_call` format (`name`, `description`, `parameters`: `Tool name: description
+Parameters: {schema}`). Eval tasks with `retrieve: {k}` then see the memory as of each stage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Optional
 
 from lifelong.data import load_rows
 from lifelong.data.formats import shown
+from lifelong.data.scenarios.tool_call import check_tool, tool_document
 from lifelong.faults import fault_point
 from lifelong.fileio import atomic_write_text
 from lifelong.progress import progress
@@ -153,6 +155,10 @@ def check_row(r: dict, where: str) -> None:
             if f in r and (not isinstance(r[f], str) or not r[f].strip()):
                 raise ValueError(f"{where}: field {f!r} of a tool must be a non-empty string, got {shown(r[f])}")
         r["text"] = f"Tool {r['name']}{r.get('signature', '()')}: {r['doc']}"
+        r.setdefault("key", f"tool:{r['name']}")
+    elif {"name", "description", "parameters"} <= set(r) and "text" not in r:  # a tool_call format's tool
+        check_tool(r, where)
+        r["text"] = tool_document(r)
         r.setdefault("key", f"tool:{r['name']}")
     if "delete" in r:
         r["delete"] = _flag(r["delete"], where)
