@@ -236,6 +236,34 @@ class EvalTaskConfig(DataConfig):
     retrieve: Optional["RetrieveConfig"] = None
     """Retrieval-augmented evaluation: prompts get the top-k passages of the run's memory (as of the row's
     stage) in the template `Context:\n- passage ...\n\n<prompt>`; scorers are unchanged."""
+    lm_eval: Optional[str] = Field(default=None, min_length=1)
+    """An lm-evaluation-harness task or group (e.g. `hellaswag`), run by lm-eval on the in-memory model with its
+    own prompts and metrics; instead of path, hub or rows (`pip install lm-eval`; docs/benchmarks.md)."""
+    limit: Optional[int] = Field(default=None, ge=1, le=10**8)
+    """With `lm_eval`: the first N documents of each task's eval split (lm-eval's `--limit`)."""
+    num_fewshot: Optional[int] = Field(default=None, ge=0, le=1000)
+    """With `lm_eval`: few-shot examples per prompt (default: the task's own; a task that fixes 0 keeps it)."""
+    include_path: Optional[str] = Field(default=None, min_length=1)
+    """With `lm_eval`: a folder of your own lm-eval task YAMLs (lm-eval's `--include_path`; relative paths are
+    read from the config file's folder)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EvalTaskConfig":
+        given = [k for k in ("path", "hub", "rows") if getattr(self, k) is not None]
+        if self.lm_eval is not None:
+            if given:
+                raise ValueError(f"lm_eval names the task's data; drop {', '.join(given)}")
+            if self.scorer not in ("auto", "lm_eval"):
+                raise ValueError(f"an lm_eval task is scored by lm-eval's own metrics; drop scorer: {self.scorer}")
+            if self.retrieve is not None:
+                raise ValueError("retrieved passages do not reach lm-eval's prompts; drop retrieve")
+            return self
+        lm_only = [k for k in ("limit", "num_fewshot", "include_path") if getattr(self, k) is not None]
+        if lm_only:
+            raise ValueError(f"{', '.join(lm_only)}: only for an lm_eval task; cap data rows with max_examples")
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, hub, rows or lm_eval; got {given or 'none'}")
+        return self
 
 
 class TrainConfig(Strict):

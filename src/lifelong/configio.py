@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -252,6 +253,22 @@ def check_paths(cfg: RunConfig, at: Locator) -> list[str]:
                 f"{where(loc + ('path',))}: {_fmt_loc(loc + ('path',))}: no such file or folder "
                 f"{d.path!r} (relative paths are read from the config file's folder)"
             )
+        inc = getattr(d, "include_path", None)  # an lm_eval task's folder of task YAMLs
+        if inc and not Path(inc).is_dir():
+            msgs.append(
+                at(
+                    loc + ("include_path",),
+                    f"no such folder {inc!r} (relative paths are read from the config file's folder)",
+                )
+            )
+        if getattr(d, "lm_eval", None) and importlib.util.find_spec("lm_eval") is None:
+            msgs.append(
+                at(
+                    loc + ("lm_eval",),
+                    "lm-eval is not installed, and this task runs through it; "
+                    "pip install lm-eval (an optional dependency of lifelong)",
+                )
+            )
     return msgs
 
 
@@ -278,6 +295,10 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
         fix(s.eval)
     for t in cfg.eval.probes:
         fix(t)
+    for task in [s.eval for s in cfg.stages] + list(cfg.eval.probes):  # lm_eval task folders
+        if task is not None and task.include_path and not Path(task.include_path).is_absolute():
+            if (base / task.include_path).exists() or not Path(task.include_path).exists():
+                task.include_path = str((base / task.include_path).resolve())
     model = cfg.model
     if model.path and not Path(model.path).is_absolute() and (base / model.path).exists():
         model.path = str((base / model.path).resolve())

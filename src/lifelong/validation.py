@@ -94,6 +94,9 @@ def check_data(cfg: RunConfig, at: Locator) -> list[str]:
             continue
         loc: tuple = ("stages", i, "eval")
         dotted = f"stages.{i}.eval"
+        if task.lm_eval is not None:
+            msgs += _check_harness(task, at, loc)
+            continue
         try:
             labels = None if s.data is None or s.data.hub is not None else stage_labels(s, kind)
         except ValueError as e:
@@ -108,12 +111,26 @@ def check_data(cfg: RunConfig, at: Locator) -> list[str]:
         except ValueError as e:
             msgs += task_problem(e, at, loc)
     for k, p in enumerate(cfg.eval.probes):
-        if p.hub is None:
+        if p.lm_eval is not None:
+            msgs += _check_harness(p, at, ("eval", "probes", k))
+        elif p.hub is None:
             try:
                 build_task(p, p.name or f"probe{k}", None, None, cap, f"eval.probes.{k}")
             except ValueError as e:
                 msgs += task_problem(e, at, ("eval", "probes", k))
     return msgs
+
+
+def _check_harness(task: EvalTaskConfig, at: Locator, loc: tuple) -> list[str]:
+    """An lm_eval task, checked without loading its documents (a hub dataset needs the network; a run loads
+    them as it starts): lm-eval installed, the task name known, the scorer's params valid."""
+    from lifelong.eval.harness import check_probe
+
+    try:
+        check_probe(task, ".".join(map(str, loc)))
+    except ValueError as e:
+        return task_problem(e, at, loc)
+    return []
 
 
 def task_problem(err: ValueError, at: Locator, loc: tuple) -> list[str]:

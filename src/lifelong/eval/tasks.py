@@ -76,6 +76,8 @@ def build_task(
 ) -> EvalTask:
     """The task of `cfg`; given the run's `formatter` and the model's `context` (`eval_context`), items longer
     than the context are cut or dropped by `cfg.truncate` and counted in `EvalTask.lengths`."""
+    if cfg.lm_eval is not None:  # an lm-evaluation-harness task: its documents, its scorer (eval/harness.py)
+        return _harness_task(cfg, name, stage, cap, where)
     if cap and (cfg.max_examples is None or cfg.max_examples > cap):
         cfg = cfg.model_copy(update={"max_examples": cap})
     rows = load_rows(cfg)
@@ -115,6 +117,24 @@ def build_task(
         truncate=cfg.truncate,
         format=fmt,
         fixed_labels=bool(cfg.labels),
+    )
+
+
+def _harness_task(cfg: EvalTaskConfig, name: str, stage: Optional[int], cap: Optional[int], where: str) -> EvalTask:
+    """The eval task of an `lm_eval:` config: one item per document, scored by lm-eval (`lifelong.eval.harness`);
+    lm-eval fits its own requests into the model's context, so the items count as fitted, none cut."""
+    from lifelong.eval.harness import build_probe
+
+    scorer, items = build_probe(cfg, cap if cfg.max_examples is None else min(cfg.max_examples, cap or 10**10), where)
+    return EvalTask(
+        name=name,
+        scorer=scorer,
+        items=items,
+        stage=stage,
+        lengths=Lengths(rows=len(items)),
+        where=where,
+        origins=[f"{it['task']} document {it['doc_id']}" for it in items],
+        format="lm_eval",
     )
 
 
@@ -196,7 +216,7 @@ def _labelled(fmt: str) -> bool:
 def _eval_format(stage: StageConfig) -> Optional[str]:
     """The row format of a stage's eval task (None: no eval task, or a hub dataset not read here)."""
     ev = stage.eval
-    if ev is None or ev.hub is not None:
+    if ev is None or ev.hub is not None or ev.lm_eval is not None:
         return None
     return ev.format if ev.format != "auto" else infer_format(load_rows(ev), "auto")
 

@@ -220,6 +220,8 @@ def _plan_tasks(
             t.path = str((base / t.path).resolve())
         if t.path and not Path(t.path).exists():
             msgs.append(at(loc + ("path",), f"no such file or folder {t.path!r} (relative to the tasks file's folder)"))
+        if t.include_path and not Path(t.include_path).is_absolute() and (base / t.include_path).exists():
+            t.include_path = str((base / t.include_path).resolve())  # an lm_eval task's folder of task YAMLs
         if t.scorer != "auto" and t.scorer not in SCORERS:
             msgs.append(at(loc + ("scorer",), SCORERS.unknown_message(t.scorer)))
         elif t.scorer != "auto":
