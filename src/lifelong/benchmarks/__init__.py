@@ -1,5 +1,6 @@
 """Benchmarks by name: one file each, registered by file name; `benchmark: {name: ..., <params>}` in a config
-expands into ordinary stages when the raw config is read (`expand_config`), before validation.
+expands into ordinary stages (and the probes it adds to `eval.probes`) when the raw config is read (`expand_config`),
+before validation.
 
 Plugins: entry-point group `lifelong.benchmarks` (docs/architecture.md), or `BENCHMARKS.register(name)(cls)`.
 """
@@ -50,8 +51,10 @@ def expand_config(raw: dict, at: Locator, base_dir: Optional[Path] = None) -> di
     params, msgs = at.params(cls.Params, {k: v for k, v in spec.items() if k != "name"}, ("benchmark",))
     if msgs:
         raise ConfigError("\n".join(msgs))
+    bench = cls()
     try:
-        stages = cls().expand(params, base_dir if base_dir is not None else Path.cwd())
+        stages = bench.expand(params, base_dir if base_dir is not None else Path.cwd())
+        probes = bench.probes(params, base_dir if base_dir is not None else Path.cwd())
     except BenchmarkError as e:
         raise ConfigError(at(("benchmark",) + ((e.field,) if e.field else ()), str(e))) from None
     line = next((at.lines[k] for k in (("benchmark",), ("benchmark", "name")) if k in at.lines), None)
@@ -59,6 +62,13 @@ def expand_config(raw: dict, at: Locator, base_dir: Optional[Path] = None) -> di
         at.lines[("stages",)] = line
     out = {k: v for k, v in raw.items() if k != "benchmark"}
     out["stages"] = stages
+    ev = raw.get("eval", {})
+    own = (ev.get("probes") or []) if isinstance(ev, dict) else None
+    if probes and isinstance(ev, dict) and isinstance(own, list):  # after the config's own, at the benchmark's line
+        out["eval"] = {**ev, "probes": own + probes}
+        for k in range(len(own), len(own) + len(probes)):
+            if line is not None:
+                at.lines[("eval", "probes", k)] = line
     return out
 
 

@@ -66,6 +66,12 @@ class Benchmark:
         do not fit the data (a missing file, an unknown task), naming the field."""
         raise NotImplementedError
 
+    def probes(self, params: Any, base_dir: Path) -> list[dict]:
+        """Eval tasks the benchmark adds to `eval.probes`, after the config's own (raw probe dicts): scores of the
+        whole stream that no single stage owns, e.g. an edit benchmark's paraphrase and neighbourhood scores.
+        Called after `expand`, on the same object. Default: none."""
+        return []
+
     # ---- helpers for subclasses ------------------------------------------------------------------------
     def task_list(self, params: Any) -> list[str]:
         """`params.tasks` (checked against `tasks`), else the published order `params.order` (default: the
