@@ -3,7 +3,7 @@ markdown section per config with the results matrix (each cell with its 95% boot
 examples) and the continual-learning metrics with theirs, for docs/scenarios.md.
 
     python bench/scenario_runs.py examples/ner.yaml examples/translation.yaml ... [--out runs/scenarios]
-        [--md docs/scenario-runs.md] [--replay-fraction 0.3]
+        [--md docs/scenario-runs.md] [--replay-fraction 0.3] [--set torch_threads=1 ...]
 
 Runs already finished in `--out` are reused (`lifelong run --resume` says "already finished" at once), so the
 script can be stopped and started again; `--md` is rewritten with every config that has both runs.
@@ -82,12 +82,13 @@ def main() -> None:
     ap.add_argument("--md", type=Path, default=Path("runs/scenarios/scenario-runs.md"))
     ap.add_argument("--replay-fraction", type=float, default=0.3)
     ap.add_argument("--strategies", default="naive,replay")
+    ap.add_argument("--set", nargs="*", default=[], help="overrides for every run, e.g. torch_threads=1")
     a = ap.parse_args()
     sections = []
     for cfg in a.configs:
         runs = {}
         for strategy in a.strategies.split(","):
-            extra = [f"strategy.0.name={strategy}"]
+            extra = [f"strategy.0.name={strategy}", *a.set]
             if strategy == "replay":
                 extra.append(f"strategy.0.fraction={a.replay_fraction}")
             runs[strategy] = run(cfg, a.out, f"{cfg.stem}-{strategy}", extra)
