@@ -48,6 +48,15 @@ def test_the_completion_follows_the_code_without_an_inserted_space():
         assert code.endswith(learned) and learned.startswith("\n")
 
 
+def test_prompt_completion_rows_are_code_only_when_declared():
+    """`prompt + completion` is also the shape of general instruction data: inference does not make it code."""
+    r = rows({"prompt": "Name a colour.", "completion": "Blue"})
+    with pytest.raises(ValueError, match="cannot infer the format"):
+        infer_format(r, "auto")
+    assert infer_format(r, "code") == "code"
+    check_rows(r, "code")
+
+
 @pytest.mark.parametrize(
     "row,message",
     [

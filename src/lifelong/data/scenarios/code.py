@@ -32,6 +32,11 @@ class Code(ScenarioFormat):
         "(fuzz.ratio, as CodeXGLUE line completion, Lu et al. 2021)"
     )
 
+    def matches(self, keys: set[str]) -> bool:
+        """Inferred from `prefix + completion` only: `prompt + completion` is also the usual shape of general
+        instruction data, which must not turn into code by inference (declare `data.format: code` for it)."""
+        return {"prefix", "completion"} <= keys
+
     def field(self, row: dict[str, Any]) -> str:
         """The field holding the code context: `prefix`, else `prompt`."""
         return "prefix" if "prefix" in row else "prompt"
