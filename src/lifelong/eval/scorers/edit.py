@@ -7,6 +7,11 @@ neighbour's own answer stays more likely than the new target) or `top1` (token a
 forcing of the new target; locality: of the neighbour's own answer — the matrix has no pre-edit run per
 row, so this is accuracy of the known answer, not agreement with pre-edit predictions). The column is
 named `<metric>[<variant>]`.
+
+With `cf_prob`, each request's magnitude is kept beside its score (`also_reported`: `magnitude[cf_prob]`):
+ROME's efficacy / paraphrase / neighbourhood magnitude (Meng et al. 2022, sec. 3; `experiments/summarize.py`),
+the mean over the request's prompts of P(new) - P(old) (locality: P(neighbour's answer) - P(new)), each P the
+exponential of the mean log-probability per target token, in percentage points.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class EditScorer(Scorer):
         p: EditScorerParams = self.params  # type: ignore[assignment]
         self.metric = f"{p.metric}[{p.variant}]"  # type: ignore[misc]
 
+    def also_reported(self) -> tuple[str, ...]:
+        """`cf_prob`: the magnitude of the probability difference (column 1)."""
+        return ("magnitude[cf_prob]",) if self.params.variant == "cf_prob" else ()  # type: ignore[attr-defined]
+
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         """All requests' (prompt, target) pairs are scored in one batched pass (`score_targets` with the LM's
         batch size), then grouped back per request; a request without what the metric needs is left out."""
@@ -64,13 +73,15 @@ class EditScorer(Scorer):
             scored = iter(score_targets(lm.model, lm.tok, pairs, batch_size=lm.batch_size) if pairs else [])
         first = [[next(scored) for _ in plan] for plan in plans]
         versus = [[next(scored) if o is not None else None for _, _, o in plan] for plan in plans]
-        out = np.full((len(items), 1), np.nan)
+        out = np.full((len(items), 2 if p.variant == "cf_prob" else 1), np.nan)
         records: list[dict] = []
         for n, (plan, a, b) in enumerate(zip(plans, first, versus)):
             if not plan:
                 continue
             hits = [s["acc"] if v is None else float(s["logp"] > v["logp"]) for s, v in zip(a, b)]
             out[n, 0] = float(np.mean(hits))
+            if p.variant == "cf_prob":  # ROME's magnitude: P(counted) - P(compared), P = exp(mean log-prob)
+                out[n, 1] = float(np.mean([np.exp(s["logp"]) - np.exp(v["logp"]) for s, v in zip(a, b) if v]))
             records.append(
                 {
                     "index": n,
@@ -83,6 +94,7 @@ class EditScorer(Scorer):
                     "compared_with": [o for _, _, o in plan],
                     "compared_logp": [None if v is None else v["logp"] for v in b],
                     "hits": hits,
+                    **({"magnitude": out[n, 1]} if p.variant == "cf_prob" else {}),
                 }
             )
         missing = np.isnan(out[:, 0])
