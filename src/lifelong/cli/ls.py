@@ -38,7 +38,8 @@ def _fields(model: Any, indent: str = "    ") -> list[str]:
     out = []
     for name, f in model.model_fields.items():
         default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
-        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        args = getattr(f.annotation, "__args__", None)  # Optional[int], Literal[...]: show the arguments too
+        ann = (None if args else getattr(f.annotation, "__name__", None)) or str(f.annotation).replace("typing.", "")
         out.append(f"{indent}{name}: {ann} ({default})")
         if f.description:
             out.append(f"{indent}    {' '.join(f.description.split())}")
