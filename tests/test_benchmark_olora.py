@@ -163,8 +163,14 @@ def test_bad_paths_and_tasks_are_located(tmp_path: Path) -> None:
     broken.mkdir(parents=True)
     (broken / "labels.json").write_text('["Company"]', encoding="utf-8")
     (broken / "train.json").write_text('[{"sentence": "x", "label": "Plant"}]', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"benchmark\.path: .*train\.json: row 0 has label 'Plant', not in labels"):
+    with pytest.raises(ConfigError, match=r"benchmark\.path: .*train\.json: no row with a label of labels\.json"):
         validate_raw({**raw, "benchmark": {"name": "standard_cl", "path": str(tmp_path), "tasks": ["dbpedia"]}})
+    # rows labelled outside labels.json (MNLI's test set has 131 labelled "-") are left out, with a warning
+    (broken / "train.json").write_text('[{"sentence": "x", "label": "-"}, {"sentence": "y", "label": "Company"}]')
+    (broken / "test.json").write_text('[{"sentence": "z", "label": "Company"}]', encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"train\.json: 1 of 2 rows have a label not in labels\.json .*row 0, '-'"):
+        cfg = validate_raw({**raw, "benchmark": {"name": "standard_cl", "path": str(tmp_path), "tasks": ["dbpedia"]}})
+    assert [json.loads(x)["text"] for x in Path(cfg.stages[0].data.path).read_text().splitlines()] == ["y"]  # type: ignore[union-attr,arg-type]
     with pytest.raises(ConfigError, match=r"benchmark\.tasks: unknown task 'MNLI'"):
         _cfg({"name": "standard_cl", "tasks": ["MNLI"]})  # a long-sequence task, not a standard_cl one
     with pytest.raises(ConfigError, match=r"benchmark\.order: no published order 4; orders: 1, 2, 3"):
