@@ -148,7 +148,7 @@ class OLoRABenchmark(Benchmark):
                 dropped.append((k, r["label"]))
         if not out:
             raise BenchmarkError("path", f"{path}: no row with a label of labels.json {labels}")
-        if dropped:  # MNLI's test.json has 131 rows labelled "-" (no annotator majority); O-LoRA scores them wrong
+        if dropped:  # MNLI's test.json: 131 rows labelled "-" (no annotator majority), which O-LoRA keeps
             import warnings
 
             k, label = dropped[0]
