@@ -35,7 +35,7 @@ def run(cfg: Path, out: Path, name: str, extra: list[str]) -> tuple[Path, float]
 
 
 def cell(res: dict, task: dict, row: str, seed: int) -> str:
-    stats = res["stats"].get(task["name"], {}).get(row)
+    stats = res["per_example"].get(task["name"], {}).get(row)
     if stats is None:
         return "—"
     stats = np.asarray(stats, dtype=float)
@@ -48,6 +48,7 @@ def section(cfg: Path, runs: dict[str, tuple[Path, float]]) -> str:
     lines = [f"### {cfg.stem} (`{cfg}`)", ""]
     for strategy, (run_dir, wall) in runs.items():
         res = json.loads((run_dir / "results.json").read_text())
+        res["per_example"] = json.loads((run_dir / "per_example.json").read_text())
         tasks = res["tasks"]
         lines += [
             f"**{strategy}** (wall {wall / 60:.1f} min on this machine)",
