@@ -206,6 +206,7 @@ def test_a_tiny_run(tmp_path):
         ("arithmetic.2_digit_addition", "bigbench_match", "exact_str_match"),
     ]
     assert len(res["matrix"]) == 3 and all(v is not None for row in res["matrix"] for v in row)
+    assert res["metrics"]["score"]["tasks"] == [t["name"] for t in res["tasks"]]  # one group: both in percent
     rec = json.loads(
         (tmp_path / "runs" / "bb" / "examples" / "sports_understanding" / "baseline.jsonl").read_text().splitlines()[0]
     )

@@ -35,6 +35,11 @@ PERCENT = {
     "rougeLsum",
     "sari",
     "edit_similarity",
+    "acc",  # lm-eval's names (`lm_eval` tasks)
+    "acc_norm",
+    "exact_str_match",  # BIG-bench's string metrics (`bigbench_match`)
+    "case_insensitive_str_match",
+    "numeric_match_with_0_1_relative_error",
 }
 """Metrics on a 0-100 scale, higher is better: averaged together in the `score` group (as TRACE's overall
 performance averages accuracy, ROUGE-L, SARI and edit similarity)."""
