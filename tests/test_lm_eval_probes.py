@@ -62,6 +62,17 @@ metadata:
 """
 
 
+SUMS_FILTERED = SUMS.replace("task: tiny_sums", "task: tiny_sums_filtered").replace(
+    "metric_list:",
+    """filter_list:
+  - name: strict
+    filter: [{{function: regex, regex_pattern: "^ ?(\\\\d+)$"}}, {{function: take_first}}]
+  - name: loose
+    filter: [{{function: regex, regex_pattern: "(\\\\d)"}}, {{function: take_first}}]
+metric_list:""",
+)
+
+
 @pytest.fixture(scope="module")
 def tasks_dir(tmp_path_factory):
     """A folder of lm-eval task YAMLs over the local dataset files (lm-eval reads `data_files` from the working
@@ -69,6 +80,7 @@ def tasks_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("lm_eval_tasks")
     (d / "sounds.yaml").write_text(SOUNDS.format(data=DATA))
     (d / "sums.yaml").write_text(SUMS.format(data=DATA))
+    (d / "sums_filtered.yaml").write_text(SUMS_FILTERED.format(data=DATA))
     return d
 
 
@@ -128,6 +140,20 @@ def test_generation_equals_lm_eval_simple_evaluate(tasks_dir):
     assert [r["prediction"] for r in recs] == [s["filtered_resps"][0] for s in ref]
     assert any(r["prediction"] for r in recs)  # the random model does generate something
     np.testing.assert_array_equal(stats[:, 0], [float(s["exact_match"]) for s in ref])
+
+
+def test_metrics_after_named_filters(tasks_dir):
+    """A task with filters: each metric after each filter, named as lm-eval names them in its results, equal to
+    lm-eval's per-document values; `params.metric` picks the column."""
+    model, tok = tiny_llama(seed=2).eval(), tiny_tokenizer()
+    task = _probe(tasks_dir, "tiny_sums_filtered", None, None, metric="exact_match,loose")
+    assert task.metric == "exact_match,loose" and task.scorer.also_reported() == ("exact_match,strict",)
+    stats, _ = task.scorer.score_details(HFLM(model, Formatter(tok), batch_size=8, max_length=512), task.items)
+    ref, out = _reference(model, tok, tasks_dir, "tiny_sums_filtered", 0, None)
+    by = {(s["doc_id"], s["filter"]): float(s["exact_match"]) for s in ref}
+    np.testing.assert_array_equal(stats[:, 0], [by[(it["doc_id"], "loose")] for it in task.items])
+    np.testing.assert_array_equal(stats[:, 1], [by[(it["doc_id"], "strict")] for it in task.items])
+    assert 100 * stats[:, 0].mean() == pytest.approx(100 * out["results"]["tiny_sums_filtered"]["exact_match,loose"])
 
 
 def test_a_document_scores_the_same_in_any_chunk(tasks_dir):

@@ -94,15 +94,16 @@ class LMEval(Scorer):
         finally:
             quiet.setLevel(level)
         logged = (out or {}).get("samples", {})
-        found: dict[tuple[str, int], dict[str, Any]] = {}  # (task, doc id) -> {metric key: value, "_": a sample}
+        shown = self.keys[0].split(",", 1)[1] if "," in self.keys[0] else "none"  # the primary metric's filter
+        found: dict[tuple[str, int], dict[str, Any]] = {}  # (task, doc id) -> {metric key: value, "_": its sample}
         for t, rows in logged.items():
             for s in rows:
                 f = s.get("filter", "none")
                 got = found.setdefault((t, int(s["doc_id"])), {"_": s})
                 for m in s.get("metrics", []):
                     got[m if f == "none" else f"{m},{f}"] = s[m]
-                    if f == "none" or "_" not in got:
-                        got["_"] = s
+                if f == shown:
+                    got["_"] = s
         stats = np.zeros((len(items), len(self.keys)))
         records = []
         for n, it in enumerate(items):
