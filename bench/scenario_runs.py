@@ -82,14 +82,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/scenarios"))
     ap.add_argument("--md", type=Path, default=Path("runs/scenarios/scenario-runs.md"))
     ap.add_argument("--replay-fraction", type=float, default=0.3)
-    ap.add_argument("--strategies", default="naive,replay")
+    ap.add_argument(
+        "--strategies", default="naive,replay", help="comma-separated; `name:key=value:...` adds overrides to one"
+    )
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every run, e.g. torch_threads=1")
     a = ap.parse_args()
     sections = []
     for cfg in a.configs:
         runs = {}
-        for strategy in a.strategies.split(","):
-            extra = [f"strategy.0.name={strategy}", *a.set]
+        for spec in a.strategies.split(","):
+            strategy, *own = spec.split(":")  # `lora:train.lr=1e-3`: overrides for this strategy's run only
+            extra = [f"strategy.0.name={strategy}", *a.set, *own]
             if strategy == "replay":
                 extra.append(f"strategy.0.fraction={a.replay_fraction}")
             runs[strategy] = run(cfg, a.out, f"{cfg.stem}-{strategy}", extra)
