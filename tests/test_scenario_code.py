@@ -226,3 +226,16 @@ def test_replay_keeps_the_first_style_that_naive_fine_tuning_forgets(runs):
     forgot_replay = replay.matrix[1][0] - replay.matrix[2][0]
     assert forgot_naive > 40, naive.matrix
     assert forgot_replay < forgot_naive - 20, (naive.matrix, replay.matrix)
+
+
+def test_codexglue_literals_are_written_back_as_trace_does():
+    """TRACE's Py150 evaluator writes CodeXGLUE's literal placeholders back before fuzz.ratio; `literals:
+    codexglue` does the same on both sides, `keep` compares the lines as written."""
+    from lifelong.eval.scorers.edit_similarity import EditSimilarity, codexglue_literals
+
+    assert codexglue_literals('x = <NUM_LIT> + f(<STR_LIT>, <STR_LIT:"a b">, <NUM_LIT:3>)') == 'x = 0 + f(, "a b", 3)'
+    pred, gold = 'print(<STR_LIT:"hi">)', 'print("hi")'
+    kept = EditSimilarity.stats([pred], [[gold]])
+    fixed = EditSimilarity.stats([pred], [[gold]], "codexglue")
+    assert kept[0, 0] < 100 and kept[0, 1] == 0
+    assert fixed.tolist() == [[100.0, 1.0]]

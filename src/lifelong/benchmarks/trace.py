@@ -12,8 +12,8 @@ Metrics (TRACE's `evaluations/eval_<task>.py` and `metrics.py`, the numbers of t
 - ScienceQA: accuracy of the answer letter, the first character of generation and reference (scorer
   `answer_accuracy`, regex `\\A\\s*(\\S)`; letters compared case-insensitively);
 - MeetingBank: ROUGE-L F (scorer `rouge`; TRACE computes it with the `rouge` package, we with `rouge-score`);
-- Py150: edit similarity, fuzz.ratio (scorer `edit_similarity`; TRACE first replaces the literal placeholders
-  `<STR_LIT>`, `<NUM_LIT>`, `<CHAR_LIT>` in both strings, which our scorer does not);
+- Py150: edit similarity, fuzz.ratio (scorer `edit_similarity` with `literals: codexglue`: the literal
+  placeholders `<STR_LIT>`, `<NUM_LIT>`, `<CHAR_LIT>` written back in both strings first, as TRACE does);
 - 20Minuten: SARI (scorer `sari`) with the prompt as the source sentence, as TRACE passes its prompts as `sources`
   to `evaluate`'s sari."""
 
@@ -68,7 +68,7 @@ def _eval(task: str, max_new: int) -> tuple[str, dict, str]:
     if task == "MeetingBank":
         return "rouge", {"variant": "rougeL", "max_new_tokens": max_new}, "prompt_response"
     if task == "Py150":
-        return "edit_similarity", {"max_new_tokens": max_new}, "prompt_response"
+        return "edit_similarity", {"max_new_tokens": max_new, "literals": "codexglue"}, "prompt_response"
     return "sari", {"max_new_tokens": max_new}, "simplification"
 
 

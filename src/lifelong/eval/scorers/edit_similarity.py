@@ -10,7 +10,8 @@ best. Exact match of the line (CodeXGLUE's: equal whitespace-separated tokens) i
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import re
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -24,6 +25,19 @@ from lifelong.eval.scorers.base import Scorer
 class EditSimilarityParams(Strict):
     max_new_tokens: int = Field(default=48, ge=1, le=65536)
     """Generation budget per example (one line of code)."""
+    literals: Literal["keep", "codexglue"] = "keep"
+    """`codexglue`: both sides have the literal placeholders of CodeXGLUE's Py150 / TRACE's code task written
+    back first, as TRACE's evaluator does (`<NUM_LIT>` -> `0`, `<STR_LIT>` and `<CHAR_LIT>` -> nothing,
+    `<STR_LIT:v>` / `<NUM_LIT:v>` / `<CHAR_LIT:v>` -> `v`); `keep`: lines compared as written."""
+
+
+LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
+
+
+def codexglue_literals(code: str) -> str:
+    """CodeXGLUE's literal placeholders written back, as TRACE's Py150 evaluator does before `fuzz.ratio`."""
+    code = code.replace("<NUM_LIT>", "0").replace("<STR_LIT>", "").replace("<CHAR_LIT>", "")
+    return LITERAL.sub(lambda m: m.group(2), code)
 
 
 def first_line(text: str) -> str:
@@ -54,13 +68,15 @@ class EditSimilarity(Scorer):
         return f"rapidfuzz {version}|fuzz.ratio|first line, stripped|best of refs"
 
     @staticmethod
-    def stats(predictions: list[str], references: list[list[str]]) -> np.ndarray:
-        """Statistics (n, 2): edit similarity (0-100) and exact match (0/1) of first lines, best reference."""
+    def stats(predictions: list[str], references: list[list[str]], literals: str = "keep") -> np.ndarray:
+        """Statistics (n, 2): edit similarity (0-100) and exact match (0/1) of first lines, best reference;
+        `literals: codexglue` writes the literal placeholders back on both sides first."""
         fuzz = need("rapidfuzz.fuzz", "edit_similarity")
+        fix = codexglue_literals if literals == "codexglue" else (lambda x: x)
         out = np.zeros((len(predictions), 2))
         for n, (pred, refs) in enumerate(zip(predictions, references)):
-            line = first_line(pred)
-            gold = [first_line(r) for r in refs]
+            line = fix(first_line(pred))
+            gold = [fix(first_line(r)) for r in refs]
             out[n, 0] = max(float(fuzz.ratio(line, g)) for g in gold)
             out[n, 1] = float(any(line.split() == g.split() for g in gold))
         return out
@@ -69,7 +85,7 @@ class EditSimilarity(Scorer):
         p: EditSimilarityParams = self.params  # type: ignore[assignment]
         raws = generations(lm, items, p.max_new_tokens)
         refs = [[str(t) for t in it["targets"]] for it in items]
-        out = self.stats(raws, refs)
+        out = self.stats(raws, refs, p.literals)
         records = [
             {
                 "index": n,
