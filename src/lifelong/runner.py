@@ -516,7 +516,7 @@ class Run:
                 "scorer": t.scorer.registered_name,  # type: ignore[attr-defined]
                 "n": len(t.items),
                 "also": list(t.scorer.also_reported()) or None,
-                **({"signature": t.scorer.signature()} if t.scorer.signature() else {}),
+                **t.scorer.signature_field(),
             }
             for t in self.tasks
         ]  # type: ignore

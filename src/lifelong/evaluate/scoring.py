@@ -154,7 +154,7 @@ def score(
                     "ci95": score_ci(stats, t.scorer.aggregate, p.bootstrap, p.seed),
                     "scorer": getattr(cls, "registered_name", cls.__name__),
                     "stage": t.stage,
-                    **({"signature": t.scorer.signature()} if t.scorer.signature() else {}),
+                    **t.scorer.signature_field(),
                 }
             )
             stats_of[t.name] = {row: stats.tolist()}

@@ -10,6 +10,8 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from lifelong.eval.scorers.base import Scorer
+
 
 def sums(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tp, fp, fn) summed over examples: stats (..., n, 3+) -> three arrays (...)."""
@@ -42,3 +44,22 @@ def counts(predicted: Sequence[Hashable], gold: Sequence[Hashable], extra_fp: in
     copies; `extra_fp` adds answers that name nothing comparable (unparsed lines)."""
     tp = sum((Counter(predicted) & Counter(gold)).values())
     return tp, len(predicted) - tp + extra_fp, len(gold) - tp
+
+
+class MicroPRF(Scorer):
+    """Base of the extraction scorers: statistics are per-example (tp, fp, fn); the matrix shows micro F1, and
+    micro precision and recall are reported beside it."""
+
+    metric = "f1"
+
+    def also_reported(self) -> tuple[str, ...]:
+        return ("precision", "recall")
+
+    @staticmethod
+    def aggregate(stats: np.ndarray) -> np.ndarray:
+        """Micro F1 in percent from the summed (tp, fp, fn) columns: stats (..., n, 3) -> (...)."""
+        return f1(stats)
+
+    @classmethod
+    def also_aggregate(cls, stats: np.ndarray, k: int) -> float:
+        return float((precision, recall)[k](stats))

@@ -49,6 +49,11 @@ class Scorer:
         smoothing, version), recorded with the task in results.json; None when there is nothing to record."""
         return None
 
+    def signature_field(self) -> dict[str, str]:
+        """`{"signature": ...}` for a task's record in results.json, or `{}` without one (computed once)."""
+        sig = self.signature()
+        return {"signature": sig} if sig else {}
+
     def score(self, lm: Any, items: list[dict]) -> np.ndarray:
         """Per-example statistics, shape (n, k). Built-in scorers implement `score_details` instead."""
         if type(self).score_details is Scorer.score_details:

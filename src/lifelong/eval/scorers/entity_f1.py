@@ -23,7 +23,6 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.data.scenarios.ner import locate, mention_key, parse_answer
 from lifelong.eval.scorers import SCORERS, _prf
-from lifelong.eval.scorers.base import Scorer
 
 
 class EntityF1Params(Strict):
@@ -62,22 +61,9 @@ def entity_counts(item: dict, generation: str) -> tuple[tuple[int, int, int], di
 
 
 @SCORERS.register("entity_f1")
-class EntityF1(Scorer):
+class EntityF1(_prf.MicroPRF):
     Params = EntityF1Params
-    metric = "f1"
     formats = ("ner",)
-
-    def also_reported(self) -> tuple[str, ...]:
-        return ("precision", "recall")
-
-    @staticmethod
-    def aggregate(stats: np.ndarray) -> np.ndarray:
-        """Micro F1 in percent from the summed (tp, fp, fn) columns: stats (..., n, 3) -> (...)."""
-        return _prf.f1(stats)
-
-    @classmethod
-    def also_aggregate(cls, stats: np.ndarray, k: int) -> float:
-        return float((_prf.precision, _prf.recall)[k](stats))
 
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         p: EntityF1Params = self.params  # type: ignore[assignment]

@@ -20,7 +20,6 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.data.scenarios.triples import normalize, parse_answer
 from lifelong.eval.scorers import SCORERS, _prf
-from lifelong.eval.scorers.base import Scorer
 from lifelong.eval.scorers.entity_f1 import generations
 
 
@@ -51,22 +50,9 @@ def triple_counts(item: dict, generation: str) -> tuple[tuple[int, int, int], di
 
 
 @SCORERS.register("triple_f1")
-class TripleF1(Scorer):
+class TripleF1(_prf.MicroPRF):
     Params = TripleF1Params
-    metric = "f1"
     formats = ("triples",)
-
-    def also_reported(self) -> tuple[str, ...]:
-        return ("precision", "recall")
-
-    @staticmethod
-    def aggregate(stats: np.ndarray) -> np.ndarray:
-        """Micro F1 in percent from the summed (tp, fp, fn) columns: stats (..., n, 3) -> (...)."""
-        return _prf.f1(stats)
-
-    @classmethod
-    def also_aggregate(cls, stats: np.ndarray, k: int) -> float:
-        return float((_prf.precision, _prf.recall)[k](stats))
 
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         p: TripleF1Params = self.params  # type: ignore[assignment]
