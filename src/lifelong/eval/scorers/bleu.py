@@ -21,7 +21,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.eval.scorers import SCORERS
 from lifelong.eval.scorers import chrf as chrf_block
-from lifelong.eval.scorers._greedy import answer_text, generations, need
+from lifelong.eval.scorers._greedy import need
 from lifelong.eval.scorers.base import Scorer
 
 HEAD = 3
@@ -137,21 +137,14 @@ class Bleu(Scorer):
 
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         p: BleuParams = self.params  # type: ignore[assignment]
-        raws = generations(lm, items, p.max_new_tokens)
-        hyps = [answer_text(r, p.first_line) for r in raws]
-        refs = [[str(t) for t in it["targets"]] for it in items]
+        raws, hyps, refs = chrf_block.translations(lm, items, p)
         bleu = block(metric(p), hyps, refs)
         chrf = chrf_block.block(chrf_block.metric(self.chrf_params()), hyps, refs)
         records = [
-            {
-                "index": n,
-                "score": float(corpus(bleu[n : n + 1])),  # the sentence alone as a corpus (no effective order)
-                "prediction": hyps[n],
-                "gold": refs[n],
-                "generation": raws[n],
+            {  # score: the sentence alone as a corpus (no effective order)
+                **chrf_block.record(n, float(corpus(bleu[n : n + 1])), raws, hyps, refs, it),
                 "chrf": float(chrf_block.corpus(chrf[n : n + 1])),
-                **{k: items[n][k] for k in ("pair", "source") if k in items[n]},
             }
-            for n in range(len(items))
+            for n, it in enumerate(items)
         ]
         return np.concatenate([bleu, chrf], axis=1), records

@@ -94,6 +94,26 @@ def corpus(stats: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=float).reshape(lead)
 
 
+def translations(lm: Any, items: list[dict], p: Any) -> tuple[list[str], list[str], list[list[str]]]:
+    """Greedy generations of `items` (budget `p.max_new_tokens`), the scored text of each (`p.first_line`) and
+    each item's references: what BLEU and chrF both score."""
+    raws = generations(lm, items, p.max_new_tokens)
+    return raws, [answer_text(r, p.first_line) for r in raws], [[str(t) for t in it["targets"]] for it in items]
+
+
+def record(n: int, score: float, raws: list[str], hyps: list[str], refs: list[list[str]], item: dict) -> dict:
+    """The audit record of item `n`: its own score, the scored text, the references, the generation, and its
+    pair and source when the item has them."""
+    return {
+        "index": n,
+        "score": score,
+        "prediction": hyps[n],
+        "gold": refs[n],
+        "generation": raws[n],
+        **{k: item[k] for k in ("pair", "source") if k in item},
+    }
+
+
 def signature(m: Any) -> str:
     """sacrebleu's signature of a chrF metric without the number of references (known per item only)."""
     m.num_refs = 1
@@ -118,19 +138,8 @@ class ChrF(Scorer):
 
     def score_details(self, lm: Any, items: list[dict]) -> tuple[np.ndarray, Optional[list[dict]]]:
         p: ChrFParams = self.params  # type: ignore[assignment]
-        raws = generations(lm, items, p.max_new_tokens)
-        hyps = [answer_text(r, p.first_line) for r in raws]
-        refs = [[str(t) for t in it["targets"]] for it in items]
+        raws, hyps, refs = translations(lm, items, p)
         out = block(metric(p), hyps, refs)
-        records = [
-            {
-                "index": n,
-                "score": float(corpus(out[n : n + 1])),  # the sentence's own chrF
-                "prediction": hyps[n],
-                "gold": refs[n],
-                "generation": raws[n],
-                **{k: items[n][k] for k in ("pair", "source") if k in items[n]},
-            }
-            for n in range(len(items))
-        ]
+        # each record's score: the sentence's own chrF
+        records = [record(n, float(corpus(out[n : n + 1])), raws, hyps, refs, it) for n, it in enumerate(items)]
         return out, records
