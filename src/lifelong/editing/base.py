@@ -70,6 +70,23 @@ class EditResult:
         if other.prompt_fn is not None:
             self.prompt_fn = other.prompt_fn
 
+    def note_convergence(self, request: EditRequest, loss: float, threshold: float, what: str = "target NLL") -> None:
+        """Record whether the optimisation behind one request reached its goal (`loss <= threshold`), so
+        callers can warn about an edit that did not converge (with its final loss) and count them."""
+        self.info.setdefault("convergence", []).append(
+            {
+                "id": request.id,
+                "subject": request.subject,
+                "loss": float(loss),
+                "threshold": float(threshold),
+                "what": what,
+                "converged": bool(loss <= threshold),
+            }
+        )
+
+    def not_converged(self) -> list[dict]:
+        return [c for c in self.info.get("convergence", []) if not c["converged"]]
+
     def changed_parameters(self) -> int:
         return sum(int((d != 0).sum()) for d in self.deltas.values())
 
@@ -106,3 +123,14 @@ class Editor:
 
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a sequential run must keep to resume this editor exactly after a restart: tensors, strings,
+        numbers and lists/dicts of them (loadable with `torch.load(weights_only=True)`), e.g. the prefixes and
+        key statistics shared across edits, AlphaEdit's past keys, GRACE's codebook. Empty: nothing to keep."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        """Restore what `state_dict` returned (after the model's weights were restored)."""
+        if state:
+            raise ValueError(f"{self.name} keeps no state, but a saved state was given")
