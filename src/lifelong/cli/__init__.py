@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Optional
 
-COMMANDS = ("run", "validate", "eval", "ls", "show", "runs", "report", "compare", "merge", "edit", "export")
+COMMANDS = ("run", "validate", "eval", "ls", "show", "runs", "report", "compare", "merge", "edit", "export", "trace")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
