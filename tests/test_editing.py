@@ -123,7 +123,7 @@ def test_rome_on_gpt2_conv1d_hits_the_value_exactly():
         model(input_ids=x)
     (name,) = res.deltas
     assert name == "transformer.h.0.mlp.c_proj.weight" and res.deltas[name].shape == module.weight.shape
-    assert RomeParams().layer is None and res.info["layer"] == [0]
+    assert RomeParams().layer == "auto" and res.info["layer"] == [0]
     got = seen[0][0, pos] - before
     assert got.norm() > 0 and torch.allclose(got.norm(), torch.tensor(res.info["delta_norm"][0]), rtol=1e-3)
 

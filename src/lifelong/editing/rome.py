@@ -12,7 +12,8 @@ authors' implementation) so the edit prompt's own key k gets exactly its value p
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from typing import Any, Literal, Optional, Union
 
 import torch
 from pydantic import BaseModel, Field
@@ -64,8 +65,39 @@ class ValueParams(Strict):
 
 
 class RomeParams(ValueParams):
-    layer: Optional[int] = None
-    """Layer whose MLP output projection is edited (default: about 1/6 of the depth; 5 for 30 layers)."""
+    layer: Union[int, Literal["auto", "depth"]] = "auto"
+    """Layer whose MLP output projection is edited. `auto`: the layer where causal tracing of the model (over
+    the shipped common facts it knows; `lifelong trace`) finds the MLP's indirect effect at the last subject
+    token peaking, run once per model and cached; when the model knows fewer than 5 of those facts, `depth`.
+    `depth`: about 1/6 of the depth (5 of 30, as ROME's 5 of GPT-J's 28)."""
+
+
+CONVERGED_NLL = math.log(2)
+"""An edit's value optimisation converged when its final target NLL per token is at most ln 2 (the new
+target at least as likely as not, per token, in the prompts it was optimised on): the early stop
+(`stop_loss`) is stricter, but an edit between the two lands; above ln 2 it is reported as not converged."""
+
+MIN_TRACED_FACTS = 5
+"""Causal tracing picks the layer only from at least this many facts the model knows."""
+
+
+def resolve_layers(model: Any, tok: Any, spec: Any, n: int, fallback: list[int]) -> tuple[list[int], str]:
+    """The edited layers and how they were chosen: an explicit list/int, `depth` (the fallback rule) or `auto`
+    (causal tracing: ROME's peak layer for n = 1, MEMIT's window of n layers centred on the peak)."""
+    if isinstance(spec, int):
+        return [spec % n_layers(model)], "given"
+    if isinstance(spec, list):
+        return sorted({lay % n_layers(model) for lay in spec}), "given"
+    if spec == "depth":
+        return fallback, "depth"
+    from lifelong.editing import trace as tr
+
+    res = tr.trace(model, tok, None, ["mlp"], scope="last_subject", window=10 if n == 1 else n)["kinds"]["mlp"]
+    if len(res["facts_used"]) < MIN_TRACED_FACTS:
+        return fallback, f"depth (the model knows {len(res['facts_used'])} of the traced facts)"
+    if n == 1:
+        return [int(res["picked_layer"])], "traced"
+    return tr.pick_layers(model, tok, None, n=n), "traced"
 
 
 def solve_c(c: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -81,6 +113,36 @@ class EditorCache:
     def __init__(self) -> None:
         self._templates: dict[int, list[str]] = {}
         self._stats: dict[tuple[int, int], torch.Tensor] = {}
+        self._layers: dict[int, tuple[list[int], str]] = {}
+
+    def layers(self, model: Any, tok: Any, spec: Any, n: int, fallback: list[int]) -> tuple[list[int], str]:
+        """Chosen once per model (before its first edit), so sequential edits keep their layers."""
+        if id(model) not in self._layers:
+            self._layers[id(model)] = resolve_layers(model, tok, spec, n, fallback)
+        return self._layers[id(model)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Prefixes, layers and key statistics (one model per editor in a run), for a resumed run."""
+        if len(self._templates) > 1 or len(self._layers) > 1:
+            raise ValueError("this editor has edited several models; its state is per model")
+        state: dict[str, Any] = {}
+        for t in self._templates.values():
+            state["templates"] = list(t)
+        for lays, how in self._layers.values():
+            state["layers"], state["layers_how"] = list(lays), how
+        for (_, lay), c in self._stats.items():
+            state[f"stats.{lay}"] = c
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        key = id(model)
+        if "templates" in state:
+            self._templates[key] = list(state["templates"])
+        if "layers" in state:
+            self._layers[key] = (list(state["layers"]), str(state["layers_how"]))
+        for name, c in state.items():
+            if name.startswith("stats."):
+                self._stats[(key, int(name.split(".", 1)[1]))] = c
 
     def templates(self, model: Any, tok: Any, p: ValueParams) -> list[str]:
         key = id(model)
@@ -111,7 +173,7 @@ class Rome(Editor):
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         p: RomeParams = self.params  # type: ignore[assignment]
         (req,) = requests
-        layer = (p.layer if p.layer is not None else default_layer(model)) % n_layers(model)
+        (layer,), how = self.cache.layers(model, tok, p.layer, 1, [default_layer(model)])
         module = mlp_out(model, layer)
         templates = self.cache.templates(model, tok, p)
         stats_log: dict = {}
@@ -121,6 +183,13 @@ class Rome(Editor):
         delta, v0, info = optimize_delta(model, tok, req, module, templates, p)
         ck = solve_c(c.to(k.device), k_star, p.ridge)
         dw = torch.outer(delta, ck) / torch.dot(ck, k)
-        result = EditResult("rome", [req], info={"layer": layer, "stats": stats_log, **info})
+        result = EditResult("rome", [req], info={"layer": layer, "layer_choice": how, "stats": stats_log, **info})
         result.record(model, mlp_out_name(model, layer), to_param_layout(module, dw))
+        result.note_convergence(req, info["nll"], CONVERGED_NLL)
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.cache.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        self.cache.load_state_dict(state, model)
