@@ -8,7 +8,21 @@ import os
 import sys
 from typing import Optional
 
-COMMANDS = ("run", "validate", "eval", "ls", "show", "runs", "report", "compare", "merge", "edit", "export", "trace")
+COMMANDS = (
+    "run",
+    "validate",
+    "eval",
+    "ls",
+    "show",
+    "runs",
+    "report",
+    "compare",
+    "merge",
+    "edit",
+    "edit-bench",
+    "export",
+    "trace",
+)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -16,7 +30,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name in COMMANDS:
-        mod = importlib.import_module(f"lifelong.cli.{name}")
+        mod = importlib.import_module(f"lifelong.cli.{name.replace('-', '_')}")
         mod.add_parser(sub)
         modules[name] = mod
     args, unknown = parser.parse_known_args(argv)

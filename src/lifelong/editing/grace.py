@@ -26,11 +26,14 @@ changed) and removes the hook once the codebook is empty.
 Limitations: a paraphrase is edited only if its key falls inside a radius (eps_init is an absolute
 distance whose scale depends on the model and layer: tune it); the value acts only at the last prompt
 token, so later tokens of a multi-token target must follow through attention, which may fail (the final
-`nll` in `info` shows it); the codebook is not saved by `save_pretrained`.
+`nll` in `info` shows it, and `note_convergence` records it against `stop_loss`); the codebook is not saved
+by `save_pretrained`: `state_dict` holds it (what `lifelong edit` keeps to resume, and writes as
+`editor_state.pt`).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional
 
 import torch
@@ -102,6 +105,24 @@ class Codebook:
         self.next_id += 1
         return len(self.ids) - 1
 
+    def state(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys.clone(),
+            "values": self.values.clone(),
+            "eps": self.eps.clone(),
+            "labels": list(self.labels),
+            "ids": list(self.ids),
+            "next_id": self.next_id,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.keys, self.values, self.eps = (state[k].to(self.keys.device).float() for k in ("keys", "values", "eps"))
+        self.labels, self.ids, self.next_id = (
+            list(state["labels"]),
+            [int(i) for i in state["ids"]],
+            int(state["next_id"]),
+        )
+
     def remove(self, entry: int) -> None:
         j = self.ids.index(entry)
         keep = [i for i in range(len(self.ids)) if i != j]
@@ -139,10 +160,33 @@ class Grace(Editor):
 
     Params = GraceParams
     changes_weights = False
+    model_ref: Optional[weakref.ref] = None
+    """The model last edited: its codebooks are what `state_dict` saves."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The codebooks on the model last edited (keys, values, radii, labels, entry ids per layer)."""
+        model = self.model_ref() if self.model_ref is not None else None
+        books = model.__dict__.get(ATTR, {}) if model is not None else {}
+        return {"codebooks": {str(layer): book.state() for layer, book in books.items()}} if books else {}
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        """Put saved codebooks on `model` (replacing any it has), hooks included."""
+        books = model.__dict__.setdefault(ATTR, {})
+        for book in books.values():
+            book.handle.remove()
+        books.clear()
+        for layer, saved in state.get("codebooks", {}).items():
+            book = Codebook(mlp_out(model, int(layer)))
+            book.load(saved)
+            books[int(layer)] = book
+        if not books:
+            model.__dict__.pop(ATTR, None)
+        self.model_ref = weakref.ref(model)
 
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         p: GraceParams = self.params  # type: ignore[assignment]
         (req,) = requests
+        self.model_ref = weakref.ref(model)
         layer = (p.layer if p.layer is not None else n_layers(model) // 2) % n_layers(model)
         module = mlp_out(model, layer)
         books = model.__dict__.setdefault(ATTR, {})
@@ -187,7 +231,7 @@ class Grace(Editor):
                 if not books:
                     model.__dict__.pop(ATTR, None)
 
-        return EditResult(
+        result = EditResult(
             "grace",
             [req],
             restore=[restore],
@@ -200,6 +244,8 @@ class Grace(Editor):
                 "steps": steps,
             },
         )
+        result.note_convergence(req, nll, p.stop_loss)
+        return result
 
     @staticmethod
     def train_value(

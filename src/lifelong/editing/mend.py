@@ -266,6 +266,25 @@ class MendEditor(Editor):
         self.loaded[id(model)] = (net, names, meta)
         return net
 
+    def state_dict(self) -> dict[str, Any]:
+        """The trained editor network in use (weights and its json description), so a resumed run edits with
+        exactly the same network even when the cache it came from is gone."""
+        if not self.loaded:
+            return {}
+        net, _, meta = list(self.loaded.values())[-1]
+        return {
+            "net": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "meta": json.loads(json.dumps(meta)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        if not state:
+            return
+        meta = dict(state["meta"])
+        net = MendNet([tuple(s) for s in meta["shapes"]], int(meta["rank"]), 1.0)
+        net.load_state_dict(state["net"])
+        self.loaded[id(model)] = (net.to(device_of(model)), list(meta["names"]), meta)
+
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
         net, names, meta = self.editor_for(model, tok)
         ud = u_delta(model, tok, requests, names)
