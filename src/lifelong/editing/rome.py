@@ -81,9 +81,12 @@ MIN_TRACED_FACTS = 5
 """Causal tracing picks the layer only from at least this many facts the model knows."""
 
 
-def resolve_layers(model: Any, tok: Any, spec: Any, n: int, fallback: list[int]) -> tuple[list[int], str]:
+def resolve_layers(
+    model: Any, tok: Any, spec: Any, n: int, fallback: list[int], facts: Any = None
+) -> tuple[list[int], str]:
     """The edited layers and how they were chosen: an explicit list/int, `depth` (the fallback rule) or `auto`
-    (causal tracing: ROME's peak layer for n = 1, MEMIT's window of n layers centred on the peak)."""
+    (causal tracing over `facts`, default the shipped common facts: ROME's peak layer for n = 1, MEMIT's
+    window of n layers centred on the peak)."""
     if isinstance(spec, int):
         return [spec % n_layers(model)], "given"
     if isinstance(spec, list):
@@ -92,12 +95,17 @@ def resolve_layers(model: Any, tok: Any, spec: Any, n: int, fallback: list[int])
         return fallback, "depth"
     from lifelong.editing import trace as tr
 
-    res = tr.trace(model, tok, None, ["mlp"], scope="last_subject", window=10 if n == 1 else n)["kinds"]["mlp"]
-    if len(res["facts_used"]) < MIN_TRACED_FACTS:
-        return fallback, f"depth (the model knows {len(res['facts_used'])} of the traced facts)"
+    try:
+        res = tr.trace(model, tok, facts, ["mlp"], scope="last_subject", window=10 if n == 1 else n)["kinds"]["mlp"]
+    except ValueError as e:
+        if "gets none of" not in str(e):
+            raise
+        return fallback, "depth (the model knows 0 of the traced facts)"
+    if int(res["facts_used"]) < MIN_TRACED_FACTS:
+        return fallback, f"depth (the model knows {res['facts_used']} of the traced facts)"
     if n == 1:
         return [int(res["picked_layer"])], "traced"
-    return tr.pick_layers(model, tok, None, n=n), "traced"
+    return tr.pick_layers(model, tok, facts, n=n), "traced"
 
 
 def solve_c(c: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
