@@ -96,3 +96,31 @@ def test_rome_records_convergence_per_request(fact_setup):
     model = fact_setup.load()
     done = build_editor("rome", dict(base, v_steps=40, clamp_norm_factor=10)).edit(model, tok, reqs)
     assert not done.not_converged() and all(c["loss"] <= math.log(2) for c in done.info["convergence"])
+
+
+def test_rome_maps_the_subject_at_the_start_of_a_text_too(fact_setup):
+    """With `start_key`, the edit prompt's key and the subject's key at the start of a text (the subject
+    alone) both get exactly W k + delta; without it, only the edit prompt's key (ROME's rank-one update)."""
+    from lifelong.editing.common import at_subject
+
+    tok = fact_setup.tok
+    (req,) = known(fact_setup, 1)
+    req.prompt = "Everyone knows that {} lives in"  # the subject mid-text in the edit prompt
+    got = {}
+    for start in (True, False):
+        model = fact_setup.load()
+        module = mlp_out(model, 0)
+        keys = {
+            "prompt": at_subject(model, tok, module, [(req.prompt, req.subject)], "input")[0],
+            "start": at_subject(model, tok, module, [("{}", req.subject)], "input")[0],
+        }
+        w0 = module.weight.detach().clone()
+        res = build_editor(
+            "rome", dict(layer=0, n_prefixes=2, v_steps=10, start_key=start, stats=fact_setup.stats)
+        ).edit(model, tok, [req])
+        dw = module.weight.detach() - w0
+        delta = torch.tensor(res.info["delta_norm"])
+        got[start] = {name: float((dw @ k).norm()) / float(delta) for name, k in keys.items()}
+        assert res.info["keys"] == [2 if start else 1]
+    assert got[True]["prompt"] == pytest.approx(1, abs=1e-3) and got[True]["start"] == pytest.approx(1, abs=1e-3)
+    assert got[False]["prompt"] == pytest.approx(1, abs=1e-3) and abs(got[False]["start"] - 1) > 0.05

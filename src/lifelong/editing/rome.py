@@ -23,6 +23,7 @@ from lifelong.data.edit_requests import EditRequest
 from lifelong.editing import EDITORS
 from lifelong.editing.base import Editor, EditResult
 from lifelong.editing.common import (
+    at_subject,
     context_templates,
     default_layer,
     mean_at_subject,
@@ -70,6 +71,13 @@ class RomeParams(ValueParams):
     the shipped common facts it knows; `lifelong trace`) finds the MLP's indirect effect at the last subject
     token peaking, run once per model and cached; when the model knows fewer than 5 of those facts, `depth`.
     `depth`: about 1/6 of the depth (5 of 30, as ROME's 5 of GPT-J's 28)."""
+    start_key: bool = True
+    """Also map the subject's key at the start of a text (the subject alone, with nothing before it) to the
+    new value, a second equality constraint when it differs from the edit prompt's key. A prompt that begins
+    with the subject reaches the layer with other tokens (BPE tokenizers without a beginning-of-text token
+    split " Germany" and "Germany", " Somalia" and "Som|al|ia" differently) and at the attention-sink position:
+    on SmolLM2 such keys have cosine 0.09-0.53 with the prefix-averaged k*, so paraphrases that open with the
+    subject missed the edit. `false`: the paper's rank-one update."""
 
 
 CONVERGED_NLL = math.log(2)
@@ -189,8 +197,18 @@ class Rome(Editor):
         k_star = mean_at_subject(model, tok, module, [req], templates, "input")[0]
         k = mean_at_subject(model, tok, module, [req], ["{}"], "input")[0]  # the edit prompt itself
         delta, v0, info = optimize_delta(model, tok, req, module, templates, p)
-        ck = solve_c(c.to(k.device), k_star, p.ridge)
-        dw = torch.outer(delta, ck) / torch.dot(ck, k)
+        dirs, exact = [k_star], [k]
+        if p.start_key:  # the subject alone at the start of a text (a causal model's key there ignores the rest)
+            k0 = at_subject(model, tok, module, [("{}", req.subject)], "input")[0]
+            if float(torch.nn.functional.cosine_similarity(k0, k, 0)) < 0.999:
+                dirs.append(k0)
+                exact.append(k0)
+        # dW = delta a^T with a in the span of C^-1 [k*, k0] and a.k = 1 for every key in `exact`: with one key,
+        # ROME's update delta (C^-1 k*)^T / (k^T C^-1 k*); with two, both keys get exactly W k + delta
+        u = solve_c(c.to(k.device), torch.stack(dirs, 1), p.ridge)  # (d_in, m)
+        g = torch.linalg.solve((torch.stack(exact) @ u).double(), torch.ones(len(exact), dtype=torch.float64))
+        dw = torch.outer(delta, (u.double() @ g).float())
+        info["keys"] = len(exact)
         result = EditResult("rome", [req], info={"layer": layer, "layer_choice": how, "stats": stats_log, **info})
         result.record(model, mlp_out_name(model, layer), to_param_layout(module, dw))
         result.note_convergence(req, info["nll"], CONVERGED_NLL)
