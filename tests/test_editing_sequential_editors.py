@@ -24,7 +24,7 @@ def test_r_rome_maps_the_averaged_key_exactly_where_rome_misses_it(fact_setup):
     """W' k* = v* (r-ROME); ROME's asymmetric form hits W' k = W k + delta for the plain prompt's key k
     instead and misses v* by 1/rome_ratio - 1."""
     fs = fact_setup
-    params = dict(layer=0, n_prefixes=5, stats=fs.stats)
+    params = dict(layer=0, n_prefixes=5, start_key=False, stats=fs.stats)  # the papers' single-key forms
     (req,) = requests(fs, list(fs.facts)[1:2])
     base = fs.load()
     module = mlp_out(base, 0)

@@ -12,28 +12,14 @@ with v* = W k* + delta: the value optimisation (`common.optimize_delta`) adds de
 output at the subject behind each prefix, and W k* is the mean of those outputs (the projection is linear),
 so v* - W k* = delta. (The authors' code takes v*'s base from the plain prompt's output instead, mixing the
 two again in the numerator; we follow the equation.) Everything else (layer, prefixes, value optimisation,
-C and its ridge) is ROME's, from `rome.py`.
+C, its ridge and the second key at the start of a text, `start_key`) is ROME's, from `rome.py`: r-ROME is
+`Rome` with the exactness at k* instead of k.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
-import torch
-from pydantic import BaseModel
-
-from lifelong.data.edit_requests import EditRequest
 from lifelong.editing import EDITORS
-from lifelong.editing.base import Editor, EditResult
-from lifelong.editing.common import (
-    default_layer,
-    mean_at_subject,
-    mlp_out,
-    mlp_out_name,
-    optimize_delta,
-    to_param_layout,
-)
-from lifelong.editing.rome import CONVERGED_NLL, EditorCache, RomeParams, solve_c
+from lifelong.editing.rome import Rome, RomeParams
 
 
 class RRomeParams(RomeParams):
@@ -41,40 +27,9 @@ class RRomeParams(RomeParams):
 
 
 @EDITORS.register("r_rome")
-class RRome(Editor):
+class RRome(Rome):
     """r-ROME: ROME's rank-one update with the averaged key k* in numerator and denominator, so W' k* = v*
     exactly and no edit can blow up through a small denominator (Gupta et al. 2024)."""
 
     Params = RRomeParams
-
-    def __init__(self, params: Optional[BaseModel] = None) -> None:
-        super().__init__(params)
-        self.cache = EditorCache()
-
-    def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
-        p: RRomeParams = self.params  # type: ignore[assignment]
-        (req,) = requests
-        (layer,), how = self.cache.layers(model, tok, p.layer, 1, [default_layer(model)])
-        module = mlp_out(model, layer)
-        templates = self.cache.templates(model, tok, p)
-        stats_log: dict = {}
-        c = self.cache.moments(model, tok, [layer], p, stats_log)[layer]
-        k_star = mean_at_subject(model, tok, module, [req], templates, "input")[0]
-        delta, v0, info = optimize_delta(model, tok, req, module, templates, p)
-        ck = solve_c(c.to(k_star.device), k_star, p.ridge)
-        denom = torch.dot(ck, k_star)
-        dw = torch.outer(delta, ck) / denom
-        k = mean_at_subject(model, tok, module, [req], ["{}"], "input")[0]  # the edit prompt alone
-        result = EditResult("r_rome", [req], info={"layer": layer, "layer_choice": how, "stats": stats_log})
-        # ROME's asymmetric form would have scaled this update by 1 / rome_ratio (a disabling edit: near 0)
-        result.info["rome_ratio"] = float(torch.dot(ck, k) / denom)
-        result.info.update(info)
-        result.note_convergence(req, info["nll"], CONVERGED_NLL)
-        result.record(model, mlp_out_name(model, layer), to_param_layout(module, dw))
-        return result
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.cache.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
-        self.cache.load_state_dict(state, model)
+    exact_at_average = True

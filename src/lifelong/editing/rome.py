@@ -181,6 +181,9 @@ class Rome(Editor):
     """ROME: a rank-one update of one MLP output projection per edit (Meng et al. 2022)."""
 
     Params = RomeParams
+    exact_at_average: bool = False
+    """Which key gets exactly W k + delta: the edit prompt's (ROME's implementation) or the prefix-averaged
+    k* (the paper's closed form; r-ROME)."""
 
     def __init__(self, params: Optional[BaseModel] = None) -> None:
         super().__init__(params)
@@ -197,7 +200,7 @@ class Rome(Editor):
         k_star = mean_at_subject(model, tok, module, [req], templates, "input")[0]
         k = mean_at_subject(model, tok, module, [req], ["{}"], "input")[0]  # the edit prompt itself
         delta, v0, info = optimize_delta(model, tok, req, module, templates, p)
-        dirs, exact = [k_star], [k]
+        dirs, exact = [k_star], [k_star if self.exact_at_average else k]
         if p.start_key:  # the subject alone at the start of a text (a causal model's key there ignores the rest)
             k0 = at_subject(model, tok, module, [("{}", req.subject)], "input")[0]
             if float(torch.nn.functional.cosine_similarity(k0, k, 0)) < 0.999:
@@ -209,7 +212,9 @@ class Rome(Editor):
         g = torch.linalg.solve((torch.stack(exact) @ u).double(), torch.ones(len(exact), dtype=torch.float64))
         dw = torch.outer(delta, (u.double() @ g).float())
         info["keys"] = len(exact)
-        result = EditResult("rome", [req], info={"layer": layer, "layer_choice": how, "stats": stats_log, **info})
+        if self.exact_at_average:  # ROME's form would have scaled the update by 1 / rome_ratio
+            info["rome_ratio"] = float(torch.dot(u[:, 0], k) / torch.dot(u[:, 0], k_star))
+        result = EditResult(self.name, [req], info={"layer": layer, "layer_choice": how, "stats": stats_log, **info})
         result.record(model, mlp_out_name(model, layer), to_param_layout(module, dw))
         result.note_convergence(req, info["nll"], CONVERGED_NLL)
         return result
