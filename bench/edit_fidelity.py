@@ -92,7 +92,7 @@ def main() -> None:
             "seconds": time.perf_counter() - t0,
             "summary": out["summary"],
             "not_converged": out.get("not_converged"),
-            "layers": out.get("layers"),
+            "per_request": out["per_request"],
         }
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(info) + "\n")

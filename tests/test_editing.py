@@ -228,7 +228,7 @@ def test_cli_edit_writes_model_deltas_and_metrics(fact_setup, tmp_path, capsys):
         assert torch.allclose(p + deltas[name], want, atol=1e-6) if name in deltas else torch.equal(p, want)
     assert metrics["model_written"] and "No model written" not in (out / "metrics.md").read_text()
     assert main(["edit"] + args) == 2  # never overwrites
-    assert "not empty" in capsys.readouterr().err
+    assert "holds a finished edit run" in capsys.readouterr().err
     assert (
         main(
             ["edit", str(path), "--model", fact_setup.path, "--method", "rome", "--out", str(tmp_path / "o2"), "layr=0"]

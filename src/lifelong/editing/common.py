@@ -117,6 +117,25 @@ def capture(module: Any, what: str = "input") -> Iterator[list[torch.Tensor]]:
         h.remove()
 
 
+class StopForward(Exception):
+    """Raised by `stop_after` once the module of interest has run."""
+
+
+@contextlib.contextmanager
+def stop_after(module: Any) -> Iterator[None]:
+    """End a forward pass (with `StopForward`) right after `module` runs: reading a layer's input or output
+    needs none of the layers above it (for an early layer of a 30-layer model, most of the cost)."""
+
+    def hook(m: Any, args: Any, out: Any) -> None:
+        raise StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @contextlib.contextmanager
 def add_at(module: Any, delta: torch.Tensor, rows: Sequence[int], positions: Sequence[int]) -> Iterator[None]:
     """Add `delta` (one vector, or one per row) to the module's output at (row, position) pairs."""
@@ -185,8 +204,11 @@ def at_subject(
         for b in range(0, len(enc), batch_size):
             chunk = enc[b : b + batch_size]
             ids, mask = pad_batch([e[0] for e in chunk], pad_id(tok), device)
-            with capture(module, what) as seen:
-                model(input_ids=ids, attention_mask=mask)
+            with capture(module, what) as seen, stop_after(module):
+                try:  # the layers after `module` and the output head are not run
+                    model(input_ids=ids, attention_mask=mask)
+                except StopForward:
+                    pass
             h = seen[0]
             out.append(h[torch.arange(len(chunk)), torch.tensor([e[1] for e in chunk])])
     return torch.cat(out).float()
