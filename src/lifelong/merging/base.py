@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Optional
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from pydantic import BaseModel
@@ -33,6 +33,19 @@ class TensorContext:
     seed: int = 0
     threshold: Optional[list[float]] = None
     """Per-model magnitude thresholds computed over all tensors (TIES with global trim)."""
+    model_params: list[dict[str, Any]] = field(default_factory=list)
+    """One dict per input tensor (same order as `tensors`): that model's parameters resolved for this tensor
+    (mergekit's per-model `parameters:` after `filter:` and gradient lists, falling back to the slice's and
+    the config's global `parameters:` for the names in the method's `model_params`); `weight` is always set.
+    Empty when a method is called outside the engine: read it with `ctx.model_param(i, name, default)`."""
+    t: float = 0.0
+    """Position of this tensor's layer in its slice, 0..1 (mergekit's gradient position; 0 outside layers)."""
+
+    def model_param(self, i: int, name: str, default: Any) -> Any:
+        """Model i's resolved parameter `name` for this tensor, or `default`."""
+        if i < len(self.model_params) and name in self.model_params[i]:
+            return self.model_params[i][name]
+        return default
 
 
 class MergeMethod:
@@ -40,7 +53,15 @@ class MergeMethod:
     uses_base: ClassVar[bool] = False
     """Works on deltas against a base model (the YAML's `base_model` is required)."""
     n_models: ClassVar[Optional[int]] = None
-    """Exact number of input models the method takes (None: any)."""
+    """Exact number of input models the method takes, not counting the base (None: any)."""
+    model_params: ClassVar[dict[str, Any]] = {"weight": 1.0}
+    """Per-model parameters and their defaults (mergekit's "input parameters", e.g. weight, density,
+    epsilon, gamma). A name listed here may be given per model or in the global `parameters:` (then it is
+    every model's default); any other name in `parameters:` is a global parameter validated by `Params`."""
+    base_in_models: ClassVar[Literal["base", "input"]] = "base"
+    """When `base_model` is also listed under `models:` (as mergekit configs do): "base" passes it only as
+    `base` (task-vector methods, SLERP: mergekit drops it from the inputs); "input" also merges it as one
+    of `tensors` with its weight (linear)."""
 
     def __init__(self, params: Optional[BaseModel] = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -48,7 +69,11 @@ class MergeMethod:
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        """Merged tensor (float32 in, float32 out; the driver casts to the output dtype)."""
+        """Merged tensor (float32 in, float32 out; the driver casts to the output dtype). `tensors` are the
+        input models (without the base, unless `base_in_models == "input"` and it is listed); `weights[i]`
+        is model i's resolved `weight`; `base` is the base model's tensor when `base_model` is set. The
+        engine builds one method instance per distinct set of resolved global parameters, so `self.params`
+        already holds this tensor's values (gradients and filters applied)."""
         raise NotImplementedError
 
     def check_weights(self, weights: list[float]) -> Optional[str]:
