@@ -113,7 +113,7 @@ def resolve_layers(
         return fallback, f"depth (the model knows {res['facts_used']} of the traced facts)"
     if n == 1:
         return [int(res["picked_layer"])], "traced"
-    return tr.pick_layers(model, tok, facts, n=n), "traced"
+    return tr.layers_from_trace(res, n, n_layers(model)), "traced"  # the window-n trace above, not a second lookup
 
 
 def solve_c(c: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:

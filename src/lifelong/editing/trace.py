@@ -580,9 +580,16 @@ def pick_layers(model: Any, tok: Any, facts: Any = None, n: int = 5, kind: str =
         raise ValueError(f"cannot pick {n} layers: the model has {L}")
     settings = dict(settings, window=n)
     res = trace(model, tok, facts, [kind], scope="last_subject", **settings)["kinds"][kind]
+    return layers_from_trace(res, n, L)
+
+
+def layers_from_trace(res: dict, n: int, n_layers_: int) -> list[int]:
+    """The `n` consecutive layers centred on the peak of a trace result taken with `window = n`."""
+    if not 1 <= n <= n_layers_:
+        raise ValueError(f"cannot pick {n} layers: the model has {n_layers_}")
     row = res["indirect_effect"][LAST_SUBJECT]
-    centre = _argmax(row, range(n // 2, L - n + n // 2 + 1))
-    return window_layers(centre, n, L)
+    centre = _argmax(row, range(n // 2, n_layers_ - n + n // 2 + 1))
+    return window_layers(centre, n, n_layers_)
 
 
 def traced_layer(model: Any, tok: Any, kind: str = "mlp", facts: Any = None) -> int:
