@@ -22,6 +22,7 @@ COMMANDS = (
     "edit-bench",
     "export",
     "trace",
+    "extract-lora",
 )
 
 
