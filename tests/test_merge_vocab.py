@@ -189,6 +189,12 @@ def test_fill_rules_only_holder_then_base_then_mean_then_zero(models, tmp_path):
     for t in SHARED:  # everybody has it: own rows
         assert torch.equal(xa[v[t]], st["a"][va[t]]) and torch.equal(xb[v[t]], st["b"][vb[t]])
 
+    bare = save_model(tmp_path / "bare", SHARED + A_ONLY, 12, tokenizer=False)  # e.g. a merged-in adapter
+    plan = plan_vocab("union", base, [bare, b])  # aligned as having the base's vocabulary (as mergekit)
+    sbare = load_file(str(bare / "model.safetensors"))[n]
+    xbare, _ = plan.align([sbare, st["b"]], 0, [str(bare), str(b)])
+    assert torch.equal(xbare[: len(va)], sbare) and torch.equal(xbare[plan.vocab["cherry"]], st["b"][vb["cherry"]])
+
     plan = plan_vocab("union", None, [a, a2, b])  # no base: the mean of the holders
     xa, xa2, xb = plan.align([st["a"], st["a2"], st["b"]], 0, [str(a), str(a2), str(b)])
     for t in A_ONLY:
@@ -289,6 +295,77 @@ def test_union_model_loads_and_its_logits_are_the_merge_by_token(models, tmp_pat
     assert torch.allclose(got[0, :, w5], want[0, :, w5], atol=1e-5) and va["w5"] != vb["w5"]
 
 
+# ---- through the engine and the CLI ----------------------------------------------------------------------
+def merge_config(source, base, dirs, weights, method, **extra):
+    from lifelong.merging.engine import MergeConfig
+
+    cfg = {
+        "merge_method": method,
+        "models": [{"model": str(d), "parameters": {"weight": w}} for d, w in zip(dirs, weights)],
+        "dtype": "float32",
+        **extra,
+    }
+    if source is not None:
+        cfg["tokenizer_source"] = source
+    if base is not None:
+        cfg["base_model"] = str(base)
+    return cfg, MergeConfig.model_validate(cfg)
+
+
+def task_arithmetic(weights):
+    return lambda ts: ts[-1] + sum(w * (t - ts[-1]) for w, t in zip(weights, ts[:-1]))
+
+
+def test_merge_models_refuses_then_aligns_like_the_plan(models, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lifelong.merging.engine import merge_models
+
+    base, a, b = models["base"], models["a"], models["b"]
+    _, cfg = merge_config(None, base, [a, b], [0.7, 0.5], "task_arithmetic")
+    with pytest.raises(ValueError, match=rf"tokenizer_source.*models {base} and {b} have different vocabularies"):
+        merge_models(cfg, tmp_path / "refused", quiet=True)
+    assert not (tmp_path / "refused").exists()
+    _, cfg = merge_config("union", base, [a, b], [0.7, 0.5], "task_arithmetic")
+    out = merge_models(cfg, tmp_path / "e", quiet=True)
+    want = merge_with_plan(
+        plan_vocab("union", base, [a, b]), [a, b, base], task_arithmetic([0.7, 0.5]), tmp_path / "ref", base
+    )
+    got = load_file(str(Path(out) / "model.safetensors"))
+    assert set(got) == set(want) and all(torch.allclose(got[n], want[n], atol=1e-6) for n in want)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert tok.get_vocab() == AutoTokenizer.from_pretrained(str(tmp_path / "ref")).get_vocab()
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.config.vocab_size == 33 and model.get_input_embeddings().weight.shape == (33, 64)
+    # a word only b has: a's and the base's rows are b's, so the merge keeps b's row
+    vb = own_vocab(b)
+    for n in EMB:
+        assert torch.allclose(
+            got[n][tok.get_vocab()["cherry"]], load_file(str(b / "model.safetensors"))[n][vb["cherry"]]
+        )
+
+
+def test_cli_merge_with_mergekit_tokenizer_block(models, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from lifelong.cli import main
+
+    a, b = models["a"], models["b"]
+    cfg, _ = merge_config(None, a, [a, b], [1.0, 1.0], "linear")
+    y = tmp_path / "merge.yaml"
+    y.write_text(yaml.safe_dump(cfg))
+    assert main(["merge", str(y), "--out", str(tmp_path / "no")]) == 2
+    assert "tokenizer_source: base | union | model:<path>" in capsys.readouterr().err
+    y.write_text(yaml.safe_dump({**cfg, "tokenizer": {"source": "base"}}))
+    assert main(["merge", str(y), "--out", str(tmp_path / "m")]) == 0
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "m")).get_vocab() == own_vocab(a)
+    got = load_file(str(tmp_path / "m" / "model.safetensors"))["lm_head.weight"]
+    sa, sb = (load_file(str(d / "model.safetensors"))["lm_head.weight"] for d in (a, b))
+    va, vb = own_vocab(a), own_vocab(b)
+    assert got.shape == (30, 64)
+    assert torch.allclose(got[va["w9"]], (sa[va["w9"]] + sb[vb["w9"]]) / 2, atol=1e-7)
+
+
 # ---- parity with mergekit (skipped without it) ---------------------------------------------------------
 CASES = {  # source, base, models, weights, method, pad_to_multiple_of
     "union-linear": ("union", None, ["a", "b"], [1.0, 1.0], "linear", None),
@@ -335,11 +412,14 @@ def test_matches_mergekit(models, tmp_path, case):
     run_mergekit(cfg, tmp_path / "mk")
 
     plan = plan_vocab(source, base, dirs, pad_to_multiple_of=pad)
-    if method == "linear":  # the base, passed last, is merged as one of the models
+    if pad:  # the engine does not take tokenizer.pad_to_multiple_of: the plan through the reference driver
         combine = lambda ts: sum(w * t for w, t in zip(weights, ts)) / sum(weights)  # noqa: E731
+        ours = merge_with_plan(plan, dirs + ([base] if base else []), combine, tmp_path / "ours", base or dirs[0])
     else:
-        combine = lambda ts: ts[-1] + sum(w * (t - ts[-1]) for w, t in zip(weights, ts[:-1]))  # noqa: E731
-    ours = merge_with_plan(plan, dirs + ([base] if base else []), combine, tmp_path / "ours", base or dirs[0])
+        from lifelong.merging.engine import MergeConfig, merge_models
+
+        merge_models(MergeConfig.model_validate(cfg), tmp_path / "ours", quiet=True)
+        ours = load_file(str(tmp_path / "ours" / "model.safetensors"))
     theirs = load_file(str(tmp_path / "mk" / "model.safetensors"))
     mk_vocab = AutoTokenizer.from_pretrained(str(tmp_path / "mk")).get_vocab()
     assert set(mk_vocab) == set(plan.vocab) == set(AutoTokenizer.from_pretrained(str(tmp_path / "ours")).get_vocab())
