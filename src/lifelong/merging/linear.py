@@ -1,9 +1,19 @@
-"""Linear merge: the weighted average of the models (a uniform model soup, Wortsman et al. 2022, when
-the weights are equal)."""
+"""Linear merge: the weighted average of the models (Wortsman et al. 2022, "Model soups: averaging weights of
+multiple fine-tuned models improves accuracy without increasing inference time", arXiv:2203.05482; a uniform
+soup when the weights are equal):
+
+    theta = sum_i w_i theta_i / sum_i w_i        (normalize: true, the default)
+    theta = sum_i w_i theta_i                    (normalize: false)
+
+mergekit 0.1.5's `linear`: `weight` is per model, `normalize` global (default true); a `base_model` is no
+special input to linear and is averaged like any other model (`base_in_models = "input"`). The sum is
+accumulated in float32 in model order starting from zeros and divided once by the float32 sum of the weights,
+as mergekit does, so outputs equal mergekit's bit for bit on float32 inputs. Unlike mergekit, weights summing
+to zero with `normalize: true` are refused before any tensor is read (mergekit writes inf/NaN)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 
@@ -22,6 +32,8 @@ class Linear(MergeMethod):
     """sum_i w_i theta_i (/ sum_i w_i)."""
 
     Params = LinearParams
+    model_params: ClassVar[dict[str, Any]] = {"weight": 1.0}
+    base_in_models: ClassVar[Literal["base", "input"]] = "input"
 
     def check_weights(self, weights: list[float]) -> Optional[str]:
         return zero_sum(weights) if self.params.normalize else None  # type: ignore[attr-defined]
@@ -29,7 +41,10 @@ class Linear(MergeMethod):
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        out: torch.Tensor = sum(w * t for w, t in zip(weights, tensors))  # type: ignore[assignment]
+        w = torch.tensor(weights, dtype=torch.float32)
+        out = torch.zeros_like(tensors[0], dtype=torch.float32)
+        for x, c in zip(tensors, w.unbind(0)):
+            out.addcmul_(x, c)
         if self.params.normalize:  # type: ignore[attr-defined]
-            out = out / sum(weights)
-        return out  # type: ignore[return-value]
+            out.div_(w.sum())
+        return out
