@@ -423,6 +423,8 @@ def test_matches_mergekit(models, tmp_path, case):
     theirs = load_file(str(tmp_path / "mk" / "model.safetensors"))
     mk_vocab = AutoTokenizer.from_pretrained(str(tmp_path / "mk")).get_vocab()
     assert set(mk_vocab) == set(plan.vocab) == set(AutoTokenizer.from_pretrained(str(tmp_path / "ours")).get_vocab())
+    if source == "base":
+        assert mk_vocab == plan.vocab
     by_token = [mk_vocab[t] for t, _ in sorted(plan.vocab.items(), key=lambda kv: kv[1])]
     by_token = torch.tensor(by_token + list(range(len(by_token), plan.size)))  # then the padding rows
     assert set(theirs) == set(ours)
