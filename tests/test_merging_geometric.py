@@ -372,21 +372,65 @@ def test_nearswap_takes_near_entries_and_moves_far_ones_by_t():
         method("nearswap", t=t).merge([other], [1.0], None, CTX)
 
 
+# ---- through the engine -------------------------------------------------------------------------------
+def test_slerp_yaml_runs_from_base_model_to_the_other_model_as_in_mergekit(tmp_path):
+    """A mergekit SLERP config (base listed among the two models) through merge_models: t = 0 writes the base,
+    t = 1 the other model, whether the base is listed or not; a gradient [0, 1] goes from the base at the first
+    layer to the other model at the last; without base_model, models[0] is the t = 0 end."""
+    from safetensors.torch import load_file
+
+    from lifelong.merging.engine import MergeConfig, merge_models
+
+    _save_tiny(tmp_path / "base", 0, 0.0)
+    _save_tiny(tmp_path / "ft", 1, 0.05)
+    sd = lambda p: load_file(p / "model.safetensors")  # noqa: E731
+    base, ft = sd(tmp_path / "base"), sd(tmp_path / "ft")
+    b, f = str(tmp_path / "base"), str(tmp_path / "ft")
+
+    def run(tag, t, models, base_model):
+        cfg = MergeConfig.model_validate(
+            {"merge_method": "slerp", "base_model": base_model, "models": [{"model": m} for m in models],
+             "parameters": {"t": t}}
+        )  # fmt: skip
+        return sd(merge_models(cfg, tmp_path / tag, quiet=True))
+
+    for tag, t, models, bm, want in [
+        ("listed0", 0.0, [b, f], b, base),
+        ("listed0b", 0.0, [f, b], b, base),  # the base's position among the models does not matter
+        ("listed1", 1.0, [b, f], b, ft),
+        ("unlisted1", 1.0, [f], b, ft),
+        ("nobase0", 0.0, [f, b], None, ft),  # lifelong's convention without base_model: from models[0]
+    ]:
+        out = run(tag, t, models, bm)
+        assert all(torch.equal(out[n], want[n]) for n in want), tag
+    grad = run("grad", [0.0, 1.0], [b, f], b)
+    assert torch.equal(grad["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(grad["model.layers.1.mlp.up_proj.weight"], ft["model.layers.1.mlp.up_proj.weight"])
+    half = run("half", 0.5, [b, f], b)["model.layers.0.mlp.up_proj.weight"]
+    x, y = base["model.layers.0.mlp.up_proj.weight"], ft["model.layers.0.mlp.up_proj.weight"]
+    assert torch.equal(half, slerp(x, y, 0.5))
+    with pytest.raises(ValueError, match="exactly one other model"):
+        run("three", 0.5, [b, f, str(tmp_path / "ft")], b)
+
+
 # ---- parity with mergekit -----------------------------------------------------------------------------
 MERGEKIT = Path("/tmp/mkvenv/bin/mergekit-yaml")
 
 # method, global parameters, per-model weights (None: none given), layout: how the base appears
 # ("listed": base_model and listed first among models, as mergekit configs do; "input": base_model listed last
-# with a weight, averaged like a model; None: no base_model)
+# with a weight, averaged like a model; "unlisted": base_model not under models; None: no base_model)
 PARITY = [
     ("linear", {}, [0.3, 0.5, 0.7], "input"),
     ("slerp", {"t": 0.3}, None, "listed"),
+    ("slerp", {"t": [0.0, 0.5, 1.0]}, None, "listed"),  # a gradient over the layers, resolved per tensor
+    ("slerp", {"t": 0.7}, None, "unlisted"),
     ("nuslerp", {}, [0.4, 0.8], "listed"),
     ("nuslerp", {"nuslerp_flatten": False, "nuslerp_row_wise": True}, [0.4, 0.8], "listed"),
     ("nuslerp", {"nuslerp_flatten": False}, [0.6, 0.2], None),
     ("multislerp", {}, [0.2, 0.3, 0.5], "listed"),
     ("multislerp", {}, [0.2, 0.3, 0.5], None),
     ("karcher", {}, None, None),
+    ("karcher", {"max_iter": 3}, None, "unlisted"),  # mergekit averages the base too
     ("model_stock", {}, None, "listed"),
     ("model_stock", {"filter_wise": True}, None, "listed"),
     ("nearswap", {"t": 0.02}, None, "listed"),
@@ -430,6 +474,8 @@ def _config(root: Path, name: str, params: dict, weights, layout) -> dict:
     if layout == "listed":
         cfg["base_model"] = str(root / "base")
         cfg["models"] = [{"model": str(root / "base")}] + entries
+    elif layout == "unlisted":
+        cfg["base_model"] = str(root / "base")
     elif layout == "input":
         cfg["base_model"] = str(root / "base")
         cfg["models"] = entries + [{"model": str(root / "base"), "parameters": {"weight": 0.4}}]
@@ -471,24 +517,20 @@ def mergekit_outputs(tmp_path_factory):
 
 @pytest.mark.parametrize("k", range(len(PARITY)), ids=[f"{p[0]}-{i}" for i, p in enumerate(PARITY)])
 def test_equal_to_mergekit_on_tiny_checkpoints(mergekit_outputs, k):
+    """The same YAML through `lifelong merge`'s engine and through mergekit-yaml: equal tensor by tensor."""
     from safetensors.torch import load_file
 
+    from lifelong.merging.engine import load_merge_config, merge_models
+
     root, outs = mergekit_outputs
-    name, params, weights, layout = PARITY[k]
+    name, params, _, layout = PARITY[k]
     ref = outs[k]
-    # lifelong, tensor by tensor through the method (the engine's parameter resolution is tested elsewhere)
-    m = method(name, **params)
-    base_sd = load_file(root / "base" / "model.safetensors")
-    sds = [load_file(root / f"m{i}" / "model.safetensors") for i in range(N_INPUTS.get(name, 3))]
-    ws = list(weights or [1.0] * len(sds))
-    if layout == "input":  # the base is one more averaged input
-        sds, ws = sds + [base_sd], ws + [0.4]
-    base = base_sd if layout == "listed" else None
-    assert set(ref) == set(base_sd), sorted(set(ref) ^ set(base_sd))
-    worst = 0.0
-    for key, want in ref.items():
-        got = m.merge([sd[key] for sd in sds], ws, base[key] if base else None, TensorContext(key))
-        worst = max(worst, float((got - want).abs().max()))
+    out = merge_models(load_merge_config(root / f"cfg{k}.yaml"), root / f"ours{k}", quiet=True)
+    got: dict = {}
+    for f in sorted(out.glob("*.safetensors")):
+        got.update(load_file(f))
+    assert set(got) == set(ref), sorted(set(got) ^ set(ref))
+    worst = max(float((got[n] - ref[n]).abs().max()) for n in ref)
     print(f"{name} {params} base {layout}: max abs difference to mergekit {worst:.3g}")
     assert worst <= 1e-7, worst  # measured: 0 for every config (bit for bit) with one thread on both sides
 
