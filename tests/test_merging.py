@@ -23,21 +23,23 @@ def test_ties_hand_computed():
     a = torch.tensor([3.0, -1.0, 0.5, 2.0, -4.0, 0.1])
     b = torch.tensor([-2.0, -3.0, 0.2, 1.0, 5.0, 0.0])
     c = torch.tensor([1.0, 2.0, -0.4, -6.0, -1.0, 0.3])
-    # density 0.5 keeps the 3 largest magnitudes of each task vector:
-    # a -> [3, 0, 0, 2, -4, 0]; b -> [-2, -3, 0, 0, 5, 0]; c -> [0, 2, 0, -6, 0, 0] (|1|,|-1| tie below)
-    c_trim = torch.tensor([1.0, 2.0, 0, -6.0, -1.0, 0])  # c has |1| twice at the 3rd place: both kept
-    # mass election per entry: [3-2+1=2 (+), -3+2=-1 (-), 0, 2-6=-4 (-), -4+5-1=0 -> 0, 0]
-    # disjoint means: e0: mean(3, 1) = 2; e1: mean(-3) = -3; e3: -6; e4: sign 0 -> nothing agrees -> 0
-    out = method("ties", density=0.5).merge([a, b, c], [1, 1, 1], base, CTX)
-    assert torch.allclose(out, torch.tensor([2.0, -3.0, 0.0, -6.0, 0.0, 0.0]))
-    # frequency election: e0 signs (+,-,+) -> +; e1 (0,-,+) -> 0 -> nothing; e3 (+,0,-) -> 0;
-    # e4 (-,+,-) -> - : mean(-4,-1)
-    out_f = method("ties", density=0.5, sign="frequency").merge([a, b, c], [1, 1, 1], base, CTX)
-    assert torch.allclose(out_f, torch.tensor([2.0, 0.0, 0.0, 0.0, -2.5, 0.0]))
-    assert torch.equal(c_trim[:2], torch.tensor([1.0, 2.0]))
+    half = TensorContext(name="w", model_params=[{"weight": 1.0, "density": 0.5}] * 3)  # density per model
+    # density 0.5 keeps exactly int(0.5 * 6) = 3 entries of each task vector (mergekit):
+    # a -> [3, 0, 0, 2, -4, 0]; b -> [-2, -3, 0, 0, 5, 0]; c -> [1, 2, 0, -6, 0, 0] (|1| twice at the 3rd
+    # place: the first in torch's sort order is kept)
+    # mass election per entry: [3-2+1=2 (+), -3+2=-1 (-), 0, 2-6=-4 (-), -4+5=1 (+), 0]
+    # disjoint means (weights 1): e0: mean(3, 1) = 2; e1: -3; e3: -6; e4: 5
+    out = method("ties").merge([a, b, c], [1, 1, 1], base, half)
+    assert torch.allclose(out, torch.tensor([2.0, -3.0, 0.0, -6.0, 5.0, 0.0]))
+    # frequency election (a zero count elects +): e0 (+,-,+) +; e1 (0,-,+) +: 2; e3 (+,0,-) +: 2; e4 (-,+,0) +: 5
+    out_f = method("ties", sign="frequency").merge([a, b, c], [1, 1, 1], base, half)
+    assert torch.allclose(out_f, torch.tensor([2.0, 2.0, 0.0, 2.0, 5.0, 0.0]))
+    # lifelong's earlier trim keeps both tied |1| of c: e4 sums to 0, elected +: b's 5 alone
+    legacy = method("ties", trim_rule="threshold", average="count").merge([a, b, c], [1, 1, 1], base, half)
+    assert torch.allclose(legacy, torch.tensor([2.0, -3.0, 0.0, -6.0, 5.0, 0.0]))
     # lambda scales the merged task vector, added to the base
-    out_l = method("ties", density=0.5, **{"lambda": 0.5}).merge([a + 1, b + 1, c + 1], [1, 1, 1], base + 1, CTX)
-    assert torch.allclose(out_l, 1 + 0.5 * torch.tensor([2.0, -3.0, 0.0, -6.0, 0.0, 0.0]))
+    out_l = method("ties", **{"lambda": 0.5}).merge([a + 1, b + 1, c + 1], [1, 1, 1], base + 1, half)
+    assert torch.allclose(out_l, 1 + 0.5 * torch.tensor([2.0, -3.0, 0.0, -6.0, 5.0, 0.0]))
 
 
 def test_task_arithmetic_and_linear_hand_computed():
@@ -74,7 +76,7 @@ def test_slerp_endpoints_midpoint_and_parallel():
 
 
 @pytest.mark.parametrize(
-    "name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {"density": 1.0}), ("dare", {"p": 0.0})]
+    "name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {}), ("dare", {"p": 0.0})]
 )
 def test_merging_one_model_returns_it(name, params):
     base = torch.randn(4, 5)

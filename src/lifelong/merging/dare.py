@@ -2,11 +2,13 @@
 Free Lunch", ICML): Drop And REscale. Each entry of every task vector tau_i is dropped with probability p
 and the survivors are rescaled by 1 / (1 - p), so E[tau~_i] = tau_i; the sparsified task vectors are then
 merged with `combine` (linear average of the models, task arithmetic, or TIES). Masks are drawn from a
-generator seeded by (seed, tensor name, model index): reproducible and independent of tensor order."""
+generator seeded by (seed, tensor name, model index): reproducible and independent of tensor order.
+
+This is lifelong's own DARE (drop probability `p`, rescale by exactly 1/(1-p), a choice of combination);
+mergekit's DARE (keep probability `density` per model, L1-norm rescale) is `dare_ties` / `dare_linear`."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal, Optional
 
 import torch
@@ -15,7 +17,7 @@ from pydantic import ConfigDict, Field
 from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
 from lifelong.merging.base import MergeMethod, TensorContext, zero_sum
-from lifelong.merging.ties import elect_and_merge, trim_topk
+from lifelong.merging.sparsify import elect_and_merge, seeded_generator, trim_topk
 
 
 class DareParams(Strict):
@@ -35,9 +37,8 @@ class DareParams(Strict):
 
 
 def drop_mask(shape: torch.Size, p: float, seed: int, name: str, index: int) -> torch.Tensor:
-    digest = hashlib.sha256(f"{seed}|{name}|{index}".encode()).digest()
-    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-    return torch.rand(shape, generator=g) >= p
+    """Keep mask: u >= p with u uniform from the (seed, name, index) generator."""
+    return torch.rand(shape, generator=seeded_generator(seed, name, index)) >= p
 
 
 @MERGE_METHODS.register("dare")

@@ -1,33 +1,27 @@
-"""Task arithmetic (Ilharco et al. 2023, "Editing Models with Task Arithmetic"): add the scaled sum of task
-vectors tau_i = theta_i - theta_base to the base: theta = theta_base + lambda * sum_i w_i tau_i."""
+"""Task arithmetic (Ilharco et al. 2023, "Editing Models with Task Arithmetic", arXiv 2212.04089): add the
+weighted sum of task vectors tau_i = theta_i - theta_base to the base,
+
+    theta = theta_base + lambda * sum_i w_i tau_i   [/ sum_i w_i with `normalize`].
+
+mergekit 0.1.5's `task_arithmetic`: global `lambda` (1.0), `normalize` (false; a weight sum with |sum| < 1e-8
+counts as 1), `rescale` and `int8_mask` (accepted, no effect here); per-model `weight` (1.0; mergekit requires
+it) and `density` (1.0, accepted and unused: task arithmetic sparsifies nothing). Bit for bit equal to
+mergekit on float32 inputs.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
-from pydantic import Field
-
-from lifelong.config import Strict
 from lifelong.merging import MERGE_METHODS
-from lifelong.merging.base import MergeMethod, TensorContext
+from lifelong.merging.sparsify import TaskVectorMethod, TaskVectorParams
 
 
-class TaskArithmeticParams(Strict):
-    lambda_: float = Field(default=1.0, alias="lambda")
-    """Scaling of the summed task vectors (`lambda` in the YAML)."""
+class TaskArithmeticParams(TaskVectorParams):
+    normalize: bool = False
+    """Divide the summed task vectors by the sum of the weights."""
 
 
 @MERGE_METHODS.register("task_arithmetic")
-class TaskArithmetic(MergeMethod):
+class TaskArithmetic(TaskVectorMethod):
     """theta_base + lambda * sum_i w_i (theta_i - theta_base)."""
 
     Params = TaskArithmeticParams
-    uses_base = True
-
-    def merge(
-        self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
-    ) -> torch.Tensor:
-        assert base is not None
-        tau = sum(w * (t - base) for w, t in zip(weights, tensors))
-        return base + self.params.lambda_ * tau  # type: ignore[attr-defined]
