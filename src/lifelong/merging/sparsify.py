@@ -90,10 +90,15 @@ def rank_range_mask(tensor: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return torch.zeros(tensor.shape, dtype=torch.bool)
     if lo == 0 and hi == n:
         return torch.ones(tensor.shape, dtype=torch.bool)
-    a = w.kthvalue(lo + 1).values
-    b = w.kthvalue(hi).values
-    if int((w < a).sum()) == lo and int((w <= b).sum()) == hi:  # no tie straddles either end: unique set
-        return ((w >= a) & (w <= b)).view(tensor.shape)
+    # no tie straddles either end (checked one end at a time, the sort as soon as one does): a unique set
+    b = w.kthvalue(hi).values if hi < n else None
+    if b is None or int((w <= b).sum()) == hi:
+        a = w.kthvalue(lo + 1).values if lo > 0 else None
+        if a is None or int((w < a).sum()) == lo:
+            keep = torch.ones(n, dtype=torch.bool) if a is None else w >= a
+            if b is not None:
+                keep &= w <= b
+            return keep.view(tensor.shape)
     order = torch.sort(w, descending=False).indices
     mask = torch.zeros(n, dtype=torch.bool)
     mask[order[lo:hi]] = True
