@@ -75,9 +75,7 @@ def test_slerp_endpoints_midpoint_and_parallel():
     assert torch.allclose(s.merge([v0, 2 * v0], [1, 1], None, CTX), 1.5 * v0)  # parallel: linear
 
 
-@pytest.mark.parametrize(
-    "name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {}), ("dare", {"p": 0.0})]
-)
+@pytest.mark.parametrize("name,params", [("linear", {}), ("task_arithmetic", {}), ("ties", {}), ("dare", {"p": 0.0})])
 def test_merging_one_model_returns_it(name, params):
     base = torch.randn(4, 5)
     a = torch.randn(4, 5)
@@ -127,12 +125,13 @@ def test_engine_matches_in_memory_merge_and_loads(tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(out)
     tb, ta, tbb = (load_file(f"{d}/model.safetensors") for d in (base, a, b))
     got = merged.state_dict()
-    m = method("ties", density=0.5)
+    m = method("ties")
+    per_model = [{"weight": 1.0, "density": 0.5}] * 2  # a global density is every model's default (mergekit)
     for name in tb:
         if "embed_tokens" in name:
             assert torch.equal(got[name], tb[name])
         else:
-            want = m.merge([ta[name], tbb[name]], [1, 1], tb[name], TensorContext(name=name))
+            want = m.merge([ta[name], tbb[name]], [1, 1], tb[name], TensorContext(name=name, model_params=per_model))
             assert torch.allclose(got[name], want, atol=1e-6), name
     with pytest.raises(ValueError, match="already exists"):
         merge_models(cfg, tmp_path / "merged")

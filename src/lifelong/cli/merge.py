@@ -1,4 +1,5 @@
-"""`lifelong merge MERGE.yaml --out DIR [key=value ...]`: merge models as a mergekit user would write it."""
+"""`lifelong merge MERGE.yaml --out DIR [key=value ...]`: merge models from a mergekit YAML, taken as is
+(`models:` or `slices:`, parameters with gradients and filters, dtype, tokenizer_source, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="merge models (task arithmetic, TIES, DARE, SLERP, linear) into a new model dir")
+    p = sub.add_parser(
+        "merge",
+        help="merge models from a mergekit YAML (every method `lifelong ls merges` lists; slices, gradients, "
+        "filters) into a new model dir",
+    )
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")

@@ -159,14 +159,26 @@ class StreamingWriter:
             (self.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
-def copy_model_files(src: Path, dst: Path) -> None:
-    """Config, generation config and tokenizer files of a model directory (no weights)."""
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it does not exist; a located ValueError when it is not JSON."""
+    if not Path(path).exists():
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def copy_model_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """Config, generation config and tokenizer files of a model directory (no weights; not the names in
+    `skip`)."""
     for f in Path(src).iterdir():
         if (
             f.is_file()
             and not f.name.startswith(".")
             and f.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-            and f.name != "model.safetensors.index.json"
+            and f.name not in ("model.safetensors.index.json", "adapter_config.json")
+            and f.name not in skip
         ):
             shutil.copy2(f, dst / f.name)
 

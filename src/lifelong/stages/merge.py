@@ -29,8 +29,16 @@ class Merge(StageKind):
         loc = ("stages", index, "merge")
         if m.method not in MERGE_METHODS:
             return [at(loc + ("method",), MERGE_METHODS.unknown_message(m.method))]
+        from lifelong.merging.params import MethodParams, SettingError
+
         cls_ = MERGE_METHODS.get(m.method)
-        params, msgs = at.params(cls_.Params, m.parameters, loc + ("parameters",))
+        spec = MethodParams(m.method, cls_)
+        try:  # global names are the method's Params; per-model ones (density, ...) are every model's default
+            scope = spec.parse_scope(m.parameters, loc + ("parameters",), True, "")
+        except SettingError as e:
+            return [at(e.loc, e.message)]
+        fixed = {k: v for k, v in m.parameters.items() if spec.is_global(k) and not isinstance(scope[k], (list, tuple))}
+        params, msgs = at.params(cls_.Params, fixed, loc + ("parameters",))
         if params is not None:
             why = cls_(params).check_weights(m.weights or [1.0] * len(m.models))
             if why:
@@ -43,6 +51,7 @@ class Merge(StageKind):
     def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         from safetensors.torch import load_model
 
+        from lifelong.merging import MERGE_METHODS
         from lifelong.merging.engine import MergeConfig, ModelEntry, merge_models
 
         stage = run.cfg.stages[index]
@@ -53,9 +62,12 @@ class Merge(StageKind):
         out = run.run_dir / "keep" / f"{stage.name}-merged"
         if run.accelerator.is_main_process:
             shutil.rmtree(out, ignore_errors=True)
+            method_cls = MERGE_METHODS.get(m.method)
             cfg = MergeConfig(
                 merge_method=m.method,
-                base_model=str(run.kept_path(m.base).parent),
+                # only methods that merge against a base get one: mergekit would average a base into linear
+                # merges, and slerp without a base interpolates between the two stages
+                base_model=str(run.kept_path(m.base).parent) if method_cls.uses_base else None,
                 models=[
                     ModelEntry(model=str(run.kept_path(n).parent), parameters={"weight": w})
                     for n, w in zip(m.models, weights)
