@@ -81,7 +81,24 @@ class MergeMethod:
         zero divides by zero), or None. Checked before any tensor is read."""
         return None
 
-    def global_fraction(self) -> Optional[float]:
-        """If set, the driver first computes, per model, the magnitude threshold keeping this fraction of
-        all delta entries over every tensor, and passes it in `ctx.threshold`."""
+    adapter_space: ClassVar[bool] = False
+    """Merges PEFT LoRA adapters as adapters: the engine hands the whole config to
+    `lifelong.merging.adapters.merge_adapters` instead of streaming full tensors."""
+
+    @classmethod
+    def check_inputs(cls, n_models: int, has_base: bool) -> Optional[str]:
+        """Why this many input models (without the base) and this base presence cannot be merged, or None.
+        Checked per slice before any tensor is read."""
+        return None
+
+    @classmethod
+    def check_model_params(cls, params: dict[str, Any]) -> Optional[str]:
+        """Why one model's resolved per-model parameters cannot be used, or None (checked per tensor while
+        planning, so the error names the tensor, the model and the setting)."""
+        return None
+
+    def global_fractions(self, model_params: list[dict[str, Any]]) -> Optional[list[float]]:
+        """Per model, the fraction of all its delta entries to keep over the whole model (TIES `trim:
+        global`), or None (the default: no whole-model trim); the driver then passes each model's magnitude
+        threshold in `ctx.threshold`."""
         return None
