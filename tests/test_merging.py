@@ -240,6 +240,21 @@ def test_merge_stage_config_errors(tmp_path):
     raw["stages"][-1] = {"name": "m", "kind": "instruct"}
     with pytest.raises(ConfigError, match="stage kind 'instruct' trains, so it needs `data`"):
         validate_raw(raw)
+    raw["stages"][-1] = {"name": "m", "kind": "merge", "merge": {"method": "lora", "models": ["task0", "task1"]}}
+    with pytest.raises(ConfigError, match="merges PEFT LoRA adapter directories") as e:
+        validate_raw(raw)
+    assert "stages.2.merge.method" in str(e.value) or "method" in str(e.value)
+
+
+def test_ls_merges_shows_per_model_parameters_and_yaml_names(capsys):
+    from lifelong.cli import main
+
+    assert main(["ls", "merges"]) == 0
+    out = capsys.readouterr().out
+    block = out.split("\nties:")[1].split("\n", 1)[1].split("\ntask_arithmetic")[0]
+    assert "per-model parameters: weight (default 1.0), density (default 1.0); a listed base_model is base" in block
+    assert "\n    lambda: float (default 1.0)" in block and "lambda_" not in block  # the YAML's name, not Python's
+    assert "a listed base_model is input" in out.split("\nlinear:")[1].split("\nmodel_stock")[0]
 
 
 def test_greedy_selection_keeps_only_improving_candidates():

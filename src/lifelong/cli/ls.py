@@ -40,7 +40,7 @@ def _fields(model: Any, indent: str = "    ") -> list[str]:
         default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
         args = getattr(f.annotation, "__args__", None)  # Optional[int], Literal[...]: show the arguments too
         ann = (None if args else getattr(f.annotation, "__name__", None)) or str(f.annotation).replace("typing.", "")
-        out.append(f"{indent}{name}: {ann} ({default})")
+        out.append(f"{indent}{f.alias or name}: {ann} ({default})")
         if f.description:
             out.append(f"{indent}    {' '.join(f.description.split())}")
     return out
@@ -119,6 +119,9 @@ def main(args: argparse.Namespace) -> int:
             }
             if flags:
                 lines.append("    capabilities: " + ", ".join(f"{k}={v}" for k, v in flags.items()))
+            if args.what == "merges":  # mergekit's "input" parameters: per model, or every model's default
+                per_model = ", ".join(f"{k} (default {v})" for k, v in cls.model_params.items())
+                lines.append(f"    per-model parameters: {per_model}; a listed base_model is {cls.base_in_models}")
             if hasattr(cls, "Params"):
                 lines += _fields(cls.Params)
     print("\n".join(lines))

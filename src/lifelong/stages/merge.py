@@ -32,6 +32,15 @@ class Merge(StageKind):
         from lifelong.merging.params import MethodParams, SettingError
 
         cls_ = MERGE_METHODS.get(m.method)
+        if cls_.adapter_space:
+            return [
+                at(
+                    loc + ("method",),
+                    f"merge_method {m.method} merges PEFT LoRA adapter directories, and a stage merges the full "
+                    "weights its earlier stages kept; use a full-weight method (ties, linear, task_arithmetic, "
+                    "...) here, or `lifelong merge` on exported adapters (export.format: peft)",
+                )
+            ]
         spec = MethodParams(m.method, cls_)
         try:  # global names are the method's Params; per-model ones (density, ...) are every model's default
             scope = spec.parse_scope(m.parameters, loc + ("parameters",), True, "")
