@@ -349,7 +349,14 @@ def _count_nonfinite(t: torch.Tensor, step: int = 1 << 20) -> int:
     if not t.is_floating_point():
         return 0
     flat = t.reshape(-1)
-    return sum(int((~torch.isfinite(flat[a : a + step])).sum()) for a in range(0, flat.numel(), step))
+    bad = 0
+    for a in range(0, flat.numel(), step):
+        chunk = flat[a : a + step]
+        # a NaN or infinity anywhere makes the sum non-finite, so a finite sum (the usual case) settles the
+        # chunk in one pass without a mask; a non-finite sum (or a finite overflow) is then counted exactly
+        if not bool(torch.isfinite(chunk.sum())):
+            bad += int((~torch.isfinite(chunk)).sum())
+    return bad
 
 
 def global_thresholds(

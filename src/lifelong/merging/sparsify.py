@@ -257,12 +257,18 @@ def combine(
     normalize: bool = False,
     lambda_: float = 1.0,
     divide: Literal["weight", "count"] = "weight",
+    raw: bool = False,
 ) -> torch.Tensor:
     """base + lambda * (sum_i w_i delta_i [over agreeing entries]) [/ divisor], computed chunk by chunk.
 
     Divisor with consensus: the sum of the agreeing entries' weights (`divide: weight`) or their number
     (`divide: count`), 0 counting as 1; without consensus: the sum of the weights, |sum| < 1e-8 counting as 1.
-    Weights are float32, the weighted deltas are summed over the models in order (float32)."""
+    Weights are float32, the weighted deltas are summed over the models in order (float32).
+
+    `raw`: `deltas` are the models' tensors themselves and delta_i = theta_i - base is taken chunk by chunk
+    (the same float32 subtraction), so no task vector is ever held whole: for methods that do not sparsify,
+    this saves one tensor-sized allocation per model and its page faults (a fifth of task arithmetic's time
+    on SmolLM2-shaped checkpoints)."""
     w = torch.tensor(weights, dtype=torch.float32)
     total_w = w.sum(0, keepdim=True)
     if total_w.abs() < 1e-8:
@@ -271,8 +277,22 @@ def combine(
     out = torch.empty(base.shape, dtype=torch.float32)
     flat_out, flat_base = out.view(-1), base.reshape(-1)
     flat = [d.reshape(-1) for d in deltas]
+    width = min(CHUNK, flat_base.numel())
+    buf = torch.empty((len(flat), width), dtype=torch.float32)
     for a in range(0, flat_base.numel(), CHUNK):
-        stack = torch.stack([f[a : a + CHUNK] for f in flat]).mul_(col)
+        n = min(CHUNK, flat_base.numel() - a)
+        if n == width:  # one reused buffer for the stacked chunk: no allocation per chunk
+            stack = buf
+            for i, f in enumerate(flat):
+                if raw:
+                    torch.sub(f[a : a + n], flat_base[a : a + n], out=buf[i])
+                else:
+                    buf[i].copy_(f[a : a + n])
+        elif raw:  # the last, shorter chunk
+            stack = torch.stack([f[a : a + n] - flat_base[a : a + n] for f in flat])
+        else:
+            stack = torch.stack([f[a : a + n] for f in flat])
+        stack.mul_(col)
         if consensus is not None:
             agree = consensus_mask(stack, consensus)
             mixed = (stack * agree).sum(0)
@@ -387,12 +407,32 @@ class TaskVectorMethod(MergeMethod):
         assert base is not None
         if not tensors:
             return base.clone()
+        p: TaskVectorParams = self.params  # type: ignore[assignment]
+        if masks is None and self.keeps_whole(ctx, len(tensors)):  # no sparsifying: deltas taken per chunk
+            return combine(
+                tensors,
+                list(weights),
+                base,
+                self.consensus_rule(),
+                p.normalize,
+                p.lambda_,
+                self.divide_rule(),
+                raw=True,
+            )
         deltas = [
             self.sparsify(i, t - base, weights[i], ctx, masks[i] if masks is not None else None)
             for i, t in enumerate(tensors)
         ]
-        p: TaskVectorParams = self.params  # type: ignore[assignment]
         return combine(deltas, list(weights), base, self.consensus_rule(), p.normalize, p.lambda_, self.divide_rule())
+
+    def keeps_whole(self, ctx: TensorContext, n: int) -> bool:
+        """True when sparsifying leaves every task vector as it is: no sparsifier, or a magnitude / random one
+        at density >= 1 (both return the vector unchanged there, rescale included, as mergekit's do)."""
+        if self.sparsifier is None:
+            return True
+        if self.sparsifier not in ("magnitude", "random"):
+            return False
+        return all(float(self.resolved(ctx, i)["density"]) >= 1 for i in range(n))
 
 
 # ---- lifelong's earlier rules (kept under explicit options: ties' trim_rule: threshold / trim: global,

@@ -83,6 +83,10 @@ class Ties(TaskVectorMethod):
     def divide_rule(self) -> Literal["weight", "count"]:
         return self.params.average  # type: ignore[attr-defined,no-any-return]
 
+    def keeps_whole(self, ctx: TensorContext, n: int) -> bool:
+        p: TiesParams = self.params  # type: ignore[assignment]
+        return p.trim_rule == "topk" and p.trim == "tensor" and super().keeps_whole(ctx, n)
+
     def sparsify(
         self, i: int, delta: torch.Tensor, weight: float, ctx: TensorContext, mask: Optional[torch.Tensor]
     ) -> torch.Tensor:
