@@ -1,6 +1,10 @@
 """Merge stage: merge the end-of-stage weights of earlier stages (e.g. two branches tuned from the same
 base with `start_from: base`) with a registered merge method, and continue the stream from the result, so
-the merged model is scored in the same results matrix as everything else."""
+the merged model is scored in the same results matrix as everything else.
+
+The merge reads the kept safetensors files (written whole, also under sharding), never the live model.
+Sharded (FSDP2): every process streams the merged file one tensor at a time and keeps its shard of each
+(`sharding.assign_full_`, no communication), so no process holds a whole model."""
 
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ class Merge(StageKind):
 
         from lifelong.merging import MERGE_METHODS
         from lifelong.merging.engine import MergeConfig, ModelEntry, merge_models
+        from lifelong.train.sharding import is_sharded
 
         stage = run.cfg.stages[index]
         m = stage.merge
@@ -87,7 +92,10 @@ class Merge(StageKind):
             )
             merge_models(cfg, out, run.quiet, run.console)
         run.accelerator.wait_for_everyone()
-        load_model(run.model, str(out / "model.safetensors"), strict=False)
+        if is_sharded(run.model):
+            _stream_into(run.model, out / "model.safetensors")
+        else:
+            load_model(run.model, str(out / "model.safetensors"), strict=False)
         run.log(type="merge", stage=index, method=m.method, models=m.models)
         return {
             "wall_s": time.perf_counter() - t0,
@@ -96,3 +104,17 @@ class Merge(StageKind):
             "trainable_params": 0,
             "merged_models": len(m.models),
         }
+
+
+def _stream_into(model: Any, path: Any) -> None:
+    """Load a safetensors file into a (sharded) model one tensor at a time, each process writing its own
+    shards; names the model does not have are skipped, as `load_model(strict=False)` does."""
+    from safetensors import safe_open
+
+    from lifelong.train.sharding import assign_full_
+
+    targets = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            if name in targets:
+                assign_full_(targets[name], f.get_tensor(name))

@@ -38,7 +38,8 @@ class Preference(TrainableStage):
         counts = record_lengths(run, index, stage_lengths([prepared]))
         examples = list(prepared) + self._replayed(run, index, len(prepared))
         obj = DPOObjective(pcfg, pad)
-        obj.prepare(run.model, examples, run.run_dir / "keep" / f"dpo_ref_stage{index}.json")
+        store = run.run_dir / "keep" / f"dpo_ref_stage{index}.json"
+        obj.prepare(run.model, examples, store, write=run.accelerator.is_main_process)
         before = (
             {n: p.detach().cpu().clone() for n, p in run.model.named_parameters()}
             if (pcfg.average or pcfg.average_sweep)

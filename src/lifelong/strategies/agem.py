@@ -8,6 +8,11 @@ gradient g conflicts with it (g . g_ref < 0), g is projected (A-GEM eq. 11):
 
 so the loss on the memory does not increase to first order. The projection runs after the DDP all-reduce on
 every process with the same memory batch, so all processes apply the same update.
+
+Sharded (FSDP2): the reference gradient comes from a backward pass of the sharded model on the same memory
+batch on every process (FSDP2 averages equal gradients: the one-process gradient), each process holds its
+shards of g and g_ref, the two dot products are sums of per-shard partial sums all-reduced (one collective
+each), and the projection is elementwise on the shards: the update equals the unsharded one.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import trainable
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
 from lifelong.strategies.replay import Replay, ReplayParams
+from lifelong.train.sharding import full_tensor, is_sharded
 
 
 class AGEMParams(Strict):
@@ -32,12 +39,21 @@ class AGEMParams(Strict):
     """Memory examples per reference gradient."""
 
 
+def _dot(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+    """sum_i <x_i, y_i> as one float. Sharded gradients: the per-tensor sums are partial (this process's
+    shards), so they are added up and all-reduced once."""
+    if xs and is_sharded(xs[0]):
+        return float(full_tensor(sum((a * b).sum(dtype=torch.float64) for a, b in zip(xs, ys))))  # type: ignore[arg-type]
+    return sum(float((a * b).sum()) for a, b in zip(xs, ys))
+
+
 @STRATEGIES.register("agem")
 class AGEM(Strategy):
     """A-GEM: project the update when it conflicts with the gradient on an episodic-memory batch."""
 
     Params = AGEMParams
     stores_examples = True
+    supports_fsdp = True
 
     def __init__(self, params: AGEMParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -66,14 +82,15 @@ class AGEM(Strategy):
         for p in params:
             p.grad = None
         ctx.model(**batch).loss.backward()  # the unwrapped module: no DDP all-reduce, same on every process
+        reshard(ctx.model)
         g_ref = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
-        dot = sum(float((a * b).sum()) for a, b in zip(g, g_ref))
+        dot = _dot(g, g_ref)
         if dot < 0:
-            ref_sq = sum(float((b * b).sum()) for b in g_ref)
+            ref_sq = _dot(g_ref, g_ref)
             coef = dot / max(ref_sq, 1e-30)
             g = [a - coef * b for a, b in zip(g, g_ref)]
             self.projections += 1
-        self.last_dot_after = sum(float((a * b).sum()) for a, b in zip(g, g_ref))
+        self.last_dot_after = _dot(g, g_ref)
         for p, a in zip(params, g):
             p.grad = a
 

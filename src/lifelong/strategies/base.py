@@ -34,8 +34,10 @@ class Strategy:
     supports_distributed: ClassVar[bool] = True
     """Correct under DDP (`accelerate launch`): hooks see the same data and act the same on every process."""
     supports_fsdp: ClassVar[bool] = False
-    """Tested under FSDP / ZeRO-3 sharded parameters (none is yet: hooks that read full parameters by name
-    would see shards)."""
+    """Tested under sharded parameters (FSDP2): its hooks give the one-process result when every parameter is
+    a `DTensor` shard (tests/test_sharded_strategies.py). A sharded run refuses a strategy without it."""
+    fsdp_note: ClassVar[str] = ""
+    """Why it cannot run sharded (said when a sharded run refuses it); empty when `supports_fsdp`."""
     stores_examples: ClassVar[bool] = False
     """Keeps training examples of earlier stages (privacy / storage relevant)."""
     exports_hf: ClassVar[bool] = True
@@ -49,6 +51,13 @@ class Strategy:
     def __init__(self, params: Optional[BaseModel] = None, seed: int = 0) -> None:
         self.params = params if params is not None else self.Params()
         self.seed = seed
+
+    def fsdp_refusal(self) -> str:
+        """Why this strategy, with its parameters, cannot run sharded, or "" when it can (default: from
+        `supports_fsdp` and `fsdp_note`; a strategy whose parameters decide overrides it)."""
+        if self.supports_fsdp:
+            return ""
+        return self.fsdp_note or f"{type(self).__name__} is not tested with sharded parameters"
 
     def wrap_model(self, ctx: StageContext) -> Any:
         """Change the model's structure (add adapters, soft prompts) before stage `ctx.stage_index` trains,
@@ -104,9 +113,16 @@ class Compose(Strategy):
         self.parts = parts
         self.needs_task_identity = any(p.needs_task_identity for p in parts)  # type: ignore[misc]
         self.supports_distributed = all(p.supports_distributed for p in parts)  # type: ignore[misc]
+        self.supports_fsdp = all(not p.fsdp_refusal() for p in parts)  # type: ignore[misc]
+        self.fsdp_note = "; ".join(  # type: ignore[misc]
+            f"{type(p).__name__}: {r}" for p, r in ((p, p.fsdp_refusal()) for p in parts) if r
+        )
         self.exports_hf = all(p.exports_hf for p in parts)  # type: ignore[misc]
         self.exports_peft = self.exports_hf and any(p.exports_peft for p in parts)  # type: ignore[misc]
         self.export_note = next((p.export_note for p in parts if p.export_note), "")  # type: ignore[misc]
+
+    def fsdp_refusal(self) -> str:
+        return self.fsdp_note
 
     def wrap_model(self, ctx: StageContext) -> Any:
         model = ctx.model

@@ -6,6 +6,9 @@ which limits drift (and so the alignment tax) without a KL penalty.
 The EMA is updated in `before_step` from the weights before the step (one step of lag). On a reset step the
 update of that step is skipped (gradients zeroed), so the policy is exactly the EMA afterwards; optimizer
 moments are kept.
+
+Sharded (FSDP2): the EMA and the initial weights are kept as shards laid out like the parameters, and
+updates and resets are elementwise on each process's shards, as unsharded; a checkpoint holds whole tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
-from lifelong.strategies._anchors import snapshot, trainable
+from lifelong.strategies._anchors import gathered, laid_out, snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
 
 
@@ -33,6 +36,7 @@ class ElasticReset(Strategy):
     """Elastic Reset: periodic reset of the policy to its EMA and of the EMA to the initial model."""
 
     Params = ElasticResetParams
+    supports_fsdp = True
 
     def __init__(self, params: ElasticResetParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -40,6 +44,7 @@ class ElasticReset(Strategy):
         self.ema: dict[str, torch.Tensor] = {}
         self.count = 0
         self.resets = 0
+        self._laid_for = 0  # id of the first parameter the state was last laid out for
 
     def before_stage(self, ctx: StageContext) -> None:
         if not self.init:
@@ -52,6 +57,10 @@ class ElasticReset(Strategy):
             return
         p: ElasticResetParams = self.params  # type: ignore[assignment]
         params = trainable(ctx.model)
+        first = id(next(iter(params.values()), None))
+        if first != self._laid_for:  # new parameters (sharded by the stage): whole state becomes their shards
+            self.init, self.ema = laid_out(self.init, params), laid_out(self.ema, params)
+            self._laid_for = first
         for name, q in params.items():
             if name in self.ema:
                 self.ema[name].mul_(p.ema_decay).add_(q.detach(), alpha=1 - p.ema_decay)
@@ -69,8 +78,9 @@ class ElasticReset(Strategy):
         return {"elastic_resets": self.resets}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"init": self.init, "ema": self.ema, "count": self.count, "resets": self.resets}
+        return {"init": gathered(self.init), "ema": gathered(self.ema), "count": self.count, "resets": self.resets}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.init, self.ema = dict(state.get("init", {})), dict(state.get("ema", {}))
         self.count, self.resets = int(state.get("count", 0)), int(state.get("resets", 0))
+        self._laid_for = 0

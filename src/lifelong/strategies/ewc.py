@@ -28,6 +28,13 @@ Online EWC keeps one running Fisher F* <- gamma * F* + F_k and one anchor theta*
 memory stays at two copies of the trainable parameters whatever the number of stages. As for `l2`, the
 penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `before_step`.
 
+Sharded (FSDP2): F and theta* are kept as shards laid out like the parameters and every update above is
+elementwise, so each process works on its own shards and the gradient equals the unsharded one. The Fisher's
+per-example gradients come from backward passes of the sharded model, whose gradients FSDP2 averages over
+the processes, so under sharding every process runs the same examples in the same order (the average of
+equal gradients is that gradient) and squares its shard of it: the Fisher equals the one-process Fisher,
+at N times the DDP compute. A checkpoint holds whole tensors (gathered in `state_dict`).
+
 Checkpoints written before the closed form (state `{"terms": [{"fisher", "anchor"}, ...]}`, one term per
 stage) load: their terms are folded in order on `load_state_dict`, which gives the same gradients.
 """
@@ -42,8 +49,10 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
-from lifelong.strategies._anchors import snapshot, trainable
+from lifelong.strategies._anchors import gathered, global_sum, laid_out, snapshot, trainable
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import is_sharded, local_tensor
 
 
 class EWCParams(Strict):
@@ -69,6 +78,7 @@ class EWC(Strategy):
     """Elastic Weight Consolidation with the diagonal empirical Fisher; `online: true` for online EWC."""
 
     Params = EWCParams
+    supports_fsdp = True
 
     def __init__(self, params: EWCParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -84,7 +94,8 @@ class EWC(Strategy):
 
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread
-        over the processes (each computes its share; the sums are all-reduced)."""
+        over the processes (each computes its share; the sums are all-reduced). Sharded: every process runs
+        every example and squares its shard of the gradient (see the module doc)."""
         from lifelong.data.collate import collate
 
         p: EWCParams = self.params  # type: ignore[assignment]
@@ -94,7 +105,8 @@ class EWC(Strategy):
         n = min(p.fisher_samples, len(ctx.examples))
         idx = rng.choice(len(ctx.examples), size=n, replace=False)
         world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
-        mine = np.array_split(idx, world)[rank]
+        sharded = any(is_sharded(v) for v in params.values())
+        mine = idx if sharded else np.array_split(idx, world)[rank]
         device = ctx.device or next(model.parameters()).device
         pad = ctx.tokenizer.pad_token_id if ctx.tokenizer is not None and ctx.tokenizer.pad_token_id is not None else 0
         fisher = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in params.items()}
@@ -116,12 +128,17 @@ class EWC(Strategy):
                 if v.grad is not None:
                     fisher[k] += v.grad.detach().float() ** 2
         model.zero_grad(set_to_none=True)
+        reshard(model)
         model.train(was_training)
-        if world > 1:
+        if world > 1 and not sharded:
             fisher = {k: acc.reduce(v, "sum") for k, v in fisher.items()}
         fisher = {k: v / n for k, v in fisher.items()}
         if p.normalize:
-            mean = torch.stack([v.sum() for v in fisher.values()]).sum() / sum(v.numel() for v in fisher.values())
+            if sharded:  # the sum over all parameters: every process's shards (one float per tensor)
+                total = sum(global_sum(v) for v in fisher.values())
+                mean = torch.tensor(total / sum(v.numel() for v in fisher.values()), dtype=torch.float32)
+            else:
+                mean = torch.stack([v.sum() for v in fisher.values()]).sum() / sum(v.numel() for v in fisher.values())
             fisher = {k: v / mean.clamp(min=1e-30) for k, v in fisher.items()}
         return fisher
 
@@ -129,6 +146,8 @@ class EWC(Strategy):
         p: EWCParams = self.params  # type: ignore[assignment]
         f = self.fisher(ctx)
         anchor = snapshot(ctx.model)
+        named = trainable(ctx.model)  # state restored whole from a checkpoint meets the new shards
+        self.fisher_sum, self.anchor = laid_out(self.fisher_sum, named), laid_out(self.anchor, named)
         if p.online:
             old = self.fisher_sum
             self.fisher_sum = {k: p.gamma * old[k] + v if k in old else v for k, v in f.items()}
@@ -150,7 +169,7 @@ class EWC(Strategy):
             total = f + g
             share = torch.where(total > 0, g / total.clamp(min=torch.finfo(total.dtype).tiny), torch.ones_like(g))
             gap = b.float() - a
-            self.offset += float((f * share * gap**2).sum(dtype=torch.float64))  # F G / F' (a - b)^2
+            self.offset += global_sum(f * share * gap**2, torch.float64)  # F G / F' (a - b)^2
             self.fisher_sum[k], self.anchor[k] = total, a + share * gap
         self._version += 1
 
@@ -159,22 +178,30 @@ class EWC(Strategy):
         lam = self.params.weight  # type: ignore[attr-defined]
         if not self.fisher_sum or lam == 0:
             return
-        params, fishers, anchors = self._lists(ctx.model)
+        params, values, fishers, anchors = self._lists(ctx.model)
         live = [i for i, p in enumerate(params) if p.grad is not None]
-        diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
+        grads = [params[i].grad for i in live]
+        if self._sharded:  # the same elementwise update on this process's shards
+            grads = [local_tensor(g) for g in grads]
+        diff = torch._foreach_sub([values[i] for i in live], [anchors[i] for i in live])
         torch._foreach_mul_(diff, [fishers[i] for i in live])
-        torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam F (theta - theta*)
+        torch._foreach_add_(grads, diff, alpha=lam)  # grad += lam F (theta - theta*)
 
-    def _lists(self, model: Any) -> tuple[list, list, list]:
-        """(parameters, F, theta*) as aligned lists on the parameters' device, cached per model and state."""
+    def _lists(self, model: Any) -> tuple[list, list, list, list]:
+        """(parameters, their values, F, theta*) as aligned lists on the parameters' device, cached per model
+        and state; sharded: values, F and theta* are this process's shards (local tensors)."""
         key = (id(model), self._version)
         if getattr(self, "_cache_key", None) != key:
             named = trainable(model)
+            self.fisher_sum, self.anchor = laid_out(self.fisher_sum, named), laid_out(self.anchor, named)
             names = [n for n in named if n in self.fisher_sum]
+            self._sharded = any(is_sharded(named[n]) for n in names)
+            loc = local_tensor if self._sharded else (lambda t: t)
             self._cache = (
                 [named[n] for n in names],
-                [self.fisher_sum[n].to(named[n].device, named[n].dtype) for n in names],
-                [self.anchor[n].to(named[n].device) for n in names],
+                [loc(named[n]).detach() for n in names],
+                [loc(self.fisher_sum[n]).to(loc(named[n]).device, named[n].dtype) for n in names],
+                [loc(self.anchor[n]).to(loc(named[n]).device) for n in names],
             )
             self._cache_key = key
         return self._cache
@@ -183,13 +210,20 @@ class EWC(Strategy):
         """The EWC penalty itself, (lambda / 2) (sum_i F_i (theta_i - theta*_i)^2 + c) (for logging and tests)."""
         lam = self.params.weight  # type: ignore[attr-defined]
         total = self.offset
-        for name, p in trainable(model).items():
+        named = trainable(model)
+        self.fisher_sum, self.anchor = laid_out(self.fisher_sum, named), laid_out(self.anchor, named)
+        for name, p in named.items():
             if name in self.fisher_sum:
-                total += float((self.fisher_sum[name] * (p.detach().float() - self.anchor[name].float()) ** 2).sum())
+                total += global_sum(self.fisher_sum[name] * (p.detach().float() - self.anchor[name].float()) ** 2)
         return lam / 2 * total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fisher": self.fisher_sum, "anchor": self.anchor, "offset": self.offset, "stages": self.stages}
+        return {
+            "fisher": gathered(self.fisher_sum),
+            "anchor": gathered(self.anchor),
+            "offset": self.offset,
+            "stages": self.stages,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.fisher_sum, self.anchor, self.offset = {}, {}, 0.0

@@ -9,6 +9,10 @@ batch). Before stage k, the model samples `pseudo_per_stage` sequences from each
 pseudo-examples replace a share `fraction` of every batch (a running budget, as in `replay`); they are also
 used for generation copies, so the ability to generate old stages is itself kept. Malformed samples
 (no separator, empty parts, no end of sequence) are dropped and counted.
+
+With several processes every process samples (a sharded model's forward passes are collectives, so decoding
+runs with transformers' `synced_gpus` until every process has finished), and the main process's samples and
+counts are broadcast, so every process replays the same pseudo-examples.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import is_sharded
 
 SEP_TEXT = "\n__ans__\n"
 
@@ -55,6 +61,7 @@ class GenerativeReplay(Strategy):
     samples of earlier stages; no old data is stored."""
 
     Params = GenReplayParams
+    supports_fsdp = True
 
     def __init__(self, params: GenReplayParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -83,6 +90,7 @@ class GenerativeReplay(Strategy):
         g = self._prefix(tok, stage)
         was = model.training
         model.eval()
+        sync = {"synced_gpus": True} if is_sharded(model) else {}
         out = []
         for start in range(0, n, 32):
             k = min(32, n - start)
@@ -96,6 +104,7 @@ class GenerativeReplay(Strategy):
                 max_new_tokens=p.max_new_tokens,
                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos,
                 eos_token_id=eos,
+                **sync,
             )
             for row in gen[:, len(g) :].tolist():
                 if eos not in row:
@@ -108,6 +117,7 @@ class GenerativeReplay(Strategy):
                     self.dropped += 1
                     continue
                 out.append({"input_ids": prompt + resp, "labels": [-100] * len(prompt) + resp, "stage": stage})
+        reshard(model)
         model.train(was)
         return out
 
@@ -117,6 +127,11 @@ class GenerativeReplay(Strategy):
         if p.fraction > 0:
             for j in range(ctx.stage_index):
                 self.pseudo += self.sample(ctx, j, p.pseudo_per_stage)
+        acc = ctx.accelerator
+        if acc is not None and acc.num_processes > 1 and ctx.stage_index > 0 and p.fraction > 0:
+            from accelerate.utils import broadcast_object_list  # the main process's samples everywhere
+
+            self.pseudo, self.dropped = broadcast_object_list([self.pseudo, self.dropped])
 
     def batches(self, ctx: StageContext, it: Iterator[list[dict]]) -> Iterator[list[dict]]:
         p: GenReplayParams = self.params  # type: ignore[assignment]

@@ -6,6 +6,10 @@ Penalty: (weight / 2) * sum_i (theta_i - theta*_i)^2 over trainable parameters. 
 weight * (theta - theta*), is added to the parameters' gradients in `before_step` (after the backward pass
 and the DDP all-reduce, before clipping), which is exactly the gradient of loss + penalty without building
 an autograd graph over every parameter.
+
+Sharded (FSDP2): the anchor is kept as shards laid out like the parameters, and the update is elementwise on
+each process's shards of parameter, gradient and anchor, so the gradient equals the unsharded one; a
+checkpoint holds the whole anchor (gathered in `state_dict`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
-from lifelong.strategies._anchors import snapshot, trainable
+from lifelong.strategies._anchors import gathered, laid_out, snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import is_sharded, local_tensor
 
 
 class L2Params(Strict):
@@ -31,6 +36,7 @@ class L2(Strategy):
     """L2 penalty toward the previous stage's weights (L2-SP style)."""
 
     Params = L2Params
+    supports_fsdp = True
 
     def __init__(self, params: L2Params | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -47,18 +53,29 @@ class L2(Strategy):
         if not self.anchor:
             return
         lam = self.params.weight  # type: ignore[attr-defined]
-        params, anchors = self._pairs(ctx.model)
+        params, values, anchors = self._pairs(ctx.model)
         live = [i for i, p in enumerate(params) if p.grad is not None]
-        diff = torch._foreach_sub([params[i].detach() for i in live], [anchors[i] for i in live])
-        torch._foreach_add_([params[i].grad for i in live], diff, alpha=lam)  # grad += lam (theta - theta*)
+        grads = [params[i].grad for i in live]
+        if self._sharded:  # the same elementwise update on this process's shards
+            grads = [local_tensor(g) for g in grads]
+        diff = torch._foreach_sub([values[i] for i in live], [anchors[i] for i in live])
+        torch._foreach_add_(grads, diff, alpha=lam)  # grad += lam (theta - theta*)
 
-    def _pairs(self, model: Any) -> tuple[list, list]:
-        """(parameters, anchors on the parameters' device), cached per model and anchor."""
+    def _pairs(self, model: Any) -> tuple[list, list, list]:
+        """(parameters, their values, anchors on the parameters' device), cached per model and anchor;
+        sharded: values and anchors are this process's shards (local tensors)."""
         key = (id(model), self._version)
         if getattr(self, "_cache_key", None) != key:
             named = trainable(model)
+            self.anchor = laid_out(self.anchor, named)
             names = [n for n in named if n in self.anchor]
-            self._cache = ([named[n] for n in names], [self.anchor[n].to(named[n].device) for n in names])
+            self._sharded = any(is_sharded(named[n]) for n in names)
+            loc = local_tensor if self._sharded else (lambda t: t)
+            self._cache = (
+                [named[n] for n in names],
+                [loc(named[n]).detach() for n in names],
+                [loc(self.anchor[n]).to(loc(named[n]).device) for n in names],
+            )
             self._cache_key = key
         return self._cache
 
@@ -67,7 +84,7 @@ class L2(Strategy):
         self._version += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"anchor": self.anchor}
+        return {"anchor": gathered(self.anchor)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchor = dict(state.get("anchor", {}))

@@ -27,7 +27,9 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import full_tensor, is_sharded
 
 
 class LoRAParams(Strict):
@@ -95,14 +97,25 @@ def train_only(model: Any, names: list[str], trainable: str) -> None:
         q.requires_grad_("lora_" in n and f".{trainable}." in n)
 
 
-def export_adapter(model: Any, name: str, run_dir: Optional[Path], folder: Optional[str] = None) -> None:
-    """Save adapter `name` in PEFT's format to `<run_dir>/adapters/<folder>/` (`folder` defaults to `name`)."""
-    if run_dir is None:
+def export_adapter(
+    model: Any, name: str, run_dir: Optional[Path], folder: Optional[str] = None, acc: Any = None
+) -> None:
+    """Save adapter `name` in PEFT's format to `<run_dir>/adapters/<folder>/` (`folder` defaults to `name`), on
+    the main process of `acc`. Called on every process: a sharded model's adapter tensors are gathered whole
+    first (a collective)."""
+    weights = None
+    if is_sharded(model):
+        weights = {
+            n: full_tensor(t).detach().cpu() for n, t in model.state_dict().items() if "lora_" in n and f".{name}." in n
+        }
+    if run_dir is None or (acc is not None and not acc.is_main_process):
         return
     out, dest = Path(run_dir) / "adapters", folder or name
     tmp = out / f".tmp-{dest}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), selected_adapters=[name])
+    model.save_pretrained(
+        str(tmp), selected_adapters=[name], **({"state_dict": weights} if weights is not None else {})
+    )
     src = tmp / name if (tmp / name).is_dir() else tmp
     if (out / dest).exists():
         shutil.rmtree(out / dest)
@@ -123,6 +136,7 @@ def mean_prompt_state(model: Any, tokenizer: Any, sequences: list[list[int]], ma
             if h.numel():
                 total = h.sum(0) if total is None else total + h.sum(0)
                 count += h.shape[0]
+    reshard(model)
     if total is None:
         raise ValueError("no token selected by the masks: the prototype is undefined (empty sequences?)")
     return (total / max(count, 1)).float().cpu()
@@ -166,9 +180,7 @@ class LoRA(Strategy):
                 [e["input_ids"] for e in ex],
                 [[lab == -100 for lab in e["labels"]] for e in ex],
             )
-        acc = ctx.accelerator
-        if acc is None or acc.is_main_process:
-            export_adapter(ctx.model, name, ctx.run_dir)
+        export_adapter(ctx.model, name, ctx.run_dir, acc=ctx.accelerator)
 
     def route(self, ctx: StageContext, task: Any) -> Optional[str]:
         if self.params.router == "task":  # type: ignore[attr-defined]

@@ -13,6 +13,10 @@ layer (Shazeer et al. 2017, the balance constraint LoRAMoE localises): `balance 
 experts at every stage and freezes the earlier ones; the router grows and stays trainable, so it learns
 to send the new stage's tokens to its experts. B starts at zero, so adding experts leaves the model's
 function unchanged.
+
+With several processes the importance is summed over every process's tokens before the CV is taken (a
+differentiable all-reduce: its backward sums the processes' gradients, which the gradient averaging then
+divides back), so the balance term and its gradient are one process's over the whole batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import full_tensor
 
 
 class MoELoRALinear(torch.nn.Module):
@@ -50,7 +55,8 @@ class MoELoRALinear(torch.nn.Module):
             self.A.append(torch.nn.Parameter(a.to(w.device)))
             self.B.append(torch.nn.Parameter(torch.zeros(self.d_out, self.r, device=w.device, dtype=w.dtype)))
         new_rows = torch.randn(n, self.d_in, generator=generator, dtype=w.dtype).to(w.device) * 0.01
-        self.router = torch.nn.Parameter(torch.cat([self.router.detach(), new_rows], 0))
+        old = full_tensor(self.router.detach())  # whole rows of a sharded router (a collective), then a plain
+        self.router = torch.nn.Parameter(torch.cat([old.to(new_rows.device), new_rows], 0))  # one to be sharded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -149,9 +155,15 @@ class LoRAMoE(Strategy):
         if not p.balance:
             return None
         terms = []
+        acc = ctx.accelerator
+        world = acc.num_processes if acc is not None else 1
         for layer in moe_layers(ctx.model):
             imp = layer.last_importance
             if imp is not None and imp.numel() > 1:
+                if world > 1:  # the importance of every process's tokens (see the module doc)
+                    from torch.distributed.nn.functional import all_reduce
+
+                    imp = all_reduce(imp)
                 terms.append(imp.var() / imp.mean().clamp(min=1e-9) ** 2)
         return p.balance * torch.stack(terms).mean() if terms else None
 

@@ -10,6 +10,10 @@ tau_k = theta'_k - theta_{k-1}. After the stage the model becomes
 with theta_0 the weights before the first stage. `weight` = 1 reproduces sequential fine-tuning; smaller
 weights shrink every update toward the base, trading plasticity for stability. Task vectors are kept on
 CPU (one per stage, so later merge methods such as TIES can use them; `keep: sum` keeps only their sum).
+
+Sharded (FSDP2): base, start and task vectors are kept as shards laid out like the parameters (on the
+parameters' device, 1/N of a model each per process), and the merge is elementwise on each process's shards,
+as unsharded; a checkpoint holds whole tensors (gathered in `state_dict`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
-from lifelong.strategies._anchors import snapshot, trainable
+from lifelong.strategies._anchors import gathered, laid_out, snapshot, trainable
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import is_sharded
 
 
 class MergeParams(Strict):
@@ -32,11 +37,17 @@ class MergeParams(Strict):
     """Keep every stage's task vector, or only their running sum (memory of one model copy)."""
 
 
+def _held(t: torch.Tensor) -> torch.Tensor:
+    """Where kept state lives: on the CPU, or a shard where it is (see the module doc)."""
+    return t if is_sharded(t) else t.cpu()
+
+
 @STRATEGIES.register("merge_after_stage")
 class MergeAfterStage(Strategy):
     """Keep each stage's task vector; after every stage set the model to base + weight * sum of them."""
 
     Params = MergeParams
+    supports_fsdp = True
 
     def __init__(self, params: MergeParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -45,7 +56,7 @@ class MergeAfterStage(Strategy):
         self.vectors: list[dict[str, torch.Tensor]] = []
 
     def before_stage(self, ctx: StageContext) -> None:
-        self.start = {k: v.cpu() for k, v in snapshot(ctx.model).items()}
+        self.start = {k: v if is_sharded(v) else v.cpu() for k, v in snapshot(ctx.model).items()}
         if not self.base:
             self.base = {k: v.clone() for k, v in self.start.items()}
 
@@ -53,7 +64,9 @@ class MergeAfterStage(Strategy):
     def after_stage(self, ctx: StageContext) -> None:
         p: MergeParams = self.params  # type: ignore[assignment]
         params = trainable(ctx.model)
-        tau = {k: params[k].detach().cpu() - self.start[k] for k in self.start}
+        self.base, self.start = laid_out(self.base, params), laid_out(self.start, params)
+        self.vectors = [laid_out(v, params) for v in self.vectors]
+        tau = {k: _held(params[k].detach()) - self.start[k] for k in self.start}
         if p.keep == "sum" and self.vectors:
             self.vectors = [{k: self.vectors[0][k] + tau[k] for k in tau}]
         else:
@@ -67,7 +80,11 @@ class MergeAfterStage(Strategy):
         return {"stored_task_vectors": len(self.vectors)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "start": self.start, "vectors": self.vectors}
+        return {
+            "base": gathered(self.base),
+            "start": gathered(self.start),
+            "vectors": [gathered(v) for v in self.vectors],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base = dict(state.get("base", {}))

@@ -9,3 +9,5 @@ from lifelong.strategies.base import Strategy
 @STRATEGIES.register("naive")
 class Naive(Strategy):
     """Sequential fine-tuning with no protection against forgetting; the lower bound to beat."""
+
+    supports_fsdp = True

@@ -10,6 +10,11 @@ kept small with an L2 term:
 (||.||_1: sum of absolute entries of the r_s x r_t overlap). Inference uses all adapters at once, so no
 stage identity is needed. Defaults from the paper: r 8, alpha 32, lambda1 0.5, on the attention q and v
 projections (`attention` in the per-architecture module map).
+
+Sharded (FSDP2): the adapters are shards outside the forward pass, so the penalty is not built as a graph;
+its exact gradient is added in `before_step` instead: lambda1 * sum_{s<t} sign(A_s A_t^T)^T A_s for A_t
+(whole A matrices gathered, r x d each; the frozen A_s once per stage) and 2 lambda2 theta_t, each process
+adding its shard of it, which equals the gradient of the penalty in one process.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
 from lifelong.strategies.lora import adapter_params, add_adapter, export_adapter, is_peft, lora_tensors, train_only
+from lifelong.train.sharding import full_tensor, is_sharded, local_tensor, shard_like
 
 
 class OLoRAParams(Strict):
@@ -90,6 +96,8 @@ class OLoRA(Strategy):
 
     def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
         p: OLoRAParams = self.params  # type: ignore[assignment]
+        if (p.lambda1 or p.lambda2) and is_sharded(ctx.model):
+            return None  # its gradient is added in before_step (module doc)
         terms: list[torch.Tensor] = []
         ov = self.overlap(ctx.model) if p.lambda1 else None
         if ov is not None:
@@ -104,13 +112,35 @@ class OLoRA(Strategy):
             )
         return sum(terms[1:], terms[0]) if terms else None
 
+    @torch.no_grad()
+    def before_step(self, ctx: StageContext) -> None:
+        p: OLoRAParams = self.params  # type: ignore[assignment]
+        if not (p.lambda1 or p.lambda2) or not self.adapters or not is_sharded(ctx.model):
+            return
+        model, name = ctx.model, self.adapters[-1]
+        if p.lambda1 and len(self.adapters) > 1:
+            key = (ctx.stage_index, tuple(self.adapters))
+            if getattr(self, "_old_key", None) != key:  # the frozen A_s, whole, once per stage (a collective)
+                self._old = [
+                    {k: full_tensor(a.detach()).float() for k, a in a_matrices(model, s).items()}
+                    for s in self.adapters[:-1]
+                ]
+                self._old_key = key
+            for k, a_t in a_matrices(model, name).items():
+                whole = full_tensor(a_t.detach()).float()  # r x d (a collective)
+                g = sum(torch.sign(old[k] @ whole.T).T @ old[k] for old in self._old)
+                if a_t.grad is not None:
+                    local_tensor(a_t.grad).add_(local_tensor(shard_like(p.lambda1 * g, a_t.detach())))  # type: ignore[arg-type]
+        if p.lambda2:
+            for q in adapter_params(model, name).values():
+                if q.grad is not None:
+                    local_tensor(q.grad).add_(local_tensor(q.detach()), alpha=2 * p.lambda2)
+
     def after_stage(self, ctx: StageContext) -> None:
         name = self.adapters[-1]
         for q in adapter_params(ctx.model, name).values():
             q.requires_grad_(False)
-        acc = ctx.accelerator
-        if acc is None or acc.is_main_process:
-            export_adapter(ctx.model, name, ctx.run_dir)
+        export_adapter(ctx.model, name, ctx.run_dir, acc=ctx.accelerator)
 
     def eval_model(self, ctx: StageContext, task: Any) -> Any:
         model = ctx.model

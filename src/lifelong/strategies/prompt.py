@@ -20,6 +20,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import full_tensor
 
 
 class SoftPromptModel(torch.nn.Module):
@@ -34,6 +35,11 @@ class SoftPromptModel(torch.nn.Module):
     @property
     def config(self) -> Any:
         return self.base.config
+
+    @property
+    def _no_split_modules(self) -> Any:
+        """The base's decoder-layer classes: accelerate's FSDP2 wrap policy gives each layer its own group."""
+        return getattr(self.base, "_no_split_modules", None)
 
     @property
     def generation_config(self) -> Any:
@@ -94,6 +100,21 @@ class SoftPromptModel(torch.nn.Module):
     def generate(
         self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw: Any
     ) -> torch.Tensor:
+        from torch.distributed.fsdp import FSDPModule
+
+        if isinstance(self, FSDPModule):  # sharded: generation calls the base directly, not this module's
+            self.unshard()  # forward, so the prompts (this module's own group) are gathered here
+            try:
+                return self._generate(input_ids, attention_mask, **kw)
+            finally:
+                for m in self.modules():
+                    if isinstance(m, FSDPModule):
+                        m.reshard()
+        return self._generate(input_ids, attention_mask, **kw)
+
+    def _generate(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw: Any
+    ) -> torch.Tensor:
         pre = self.prefix()
         if pre is None:
             return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
@@ -131,7 +152,8 @@ class Prompt(Strategy):
         emb = model.base.get_input_embeddings().weight
         rng = np.random.default_rng([self.seed, k, 982451653])
         idx = torch.as_tensor(rng.integers(emb.shape[0], size=self.params.n_tokens))  # type: ignore[attr-defined]
-        return torch.nn.Parameter(emb[idx].detach().clone())
+        whole = full_tensor(emb.detach())  # sharded: the whole table (a collective), the rows picked from it
+        return torch.nn.Parameter(whole[idx.to(whole.device)].detach().clone())
 
     def wrap_model(self, ctx: StageContext) -> Any:
         model = ctx.model

@@ -5,11 +5,15 @@ A reference model trained on high-quality data scores every training token; the 
 micro-batch (tokens the model has not learned yet but that are learnable), the others are masked. The
 reference is a model directory (`reference`), or the model as it was at the start of the run (`initial`).
 Costs two extra forward passes per micro-batch (current model without gradient, reference).
+
+Sharded (FSDP2): every process scores the whole global micro-batch (as under DDP), so the selection is the
+same everywhere and the forward passes are collectives run on the same step; the reference is a frozen twin
+sharded like the model (`_frozen.frozen_copy`; a reference directory of another architecture stays whole on
+every process). A checkpoint holds the whole initial reference.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator, Optional
 
 import torch
@@ -18,7 +22,9 @@ from pydantic import Field
 
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies._frozen import frozen, frozen_copy, reshard
 from lifelong.strategies.base import StageContext, Strategy
+from lifelong.train.sharding import full_state_dict, is_sharded
 
 
 class Rho1Params(Strict):
@@ -36,11 +42,18 @@ def token_losses(model: Any, batch: dict) -> torch.Tensor:
     return torch.where(tgt != -100, loss, torch.full_like(loss, float("nan")))
 
 
+def _same_shapes(a: Any, b: Any) -> bool:
+    """Whether two models have the same state-dict names and shapes (a twin of one can hold the other)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(tuple(sa[k].shape) == tuple(sb[k].shape) for k in sa)
+
+
 @STRATEGIES.register("rho1")
 class Rho1(Strategy):
     """RHO-1 selective language modelling: loss only on the top-k% tokens by excess loss over a reference."""
 
     Params = Rho1Params
+    supports_fsdp = True
 
     def __init__(self, params: Rho1Params | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -50,21 +63,33 @@ class Rho1(Strategy):
     def _reference(self, ctx: StageContext) -> torch.nn.Module:
         pending = getattr(self, "_pending", None)
         if self.ref is None and pending is not None:  # resumed: the checkpointed initial model
-            self.ref = copy.deepcopy(ctx.model)
-            self.ref.load_state_dict(pending)
+            self.ref = frozen_copy(ctx.model, pending)
             self._pending = None
         if self.ref is None:
             ref = self.params.reference  # type: ignore[attr-defined]
             if ref == "initial":
-                self.ref = copy.deepcopy(ctx.model)
+                self.ref = frozen_copy(ctx.model)
             else:
                 from transformers import AutoModelForCausalLM
 
                 self.ref = AutoModelForCausalLM.from_pretrained(ref, use_safetensors=True)
-            self.ref.eval().to(ctx.device or next(ctx.model.parameters()).device)
-            for q in self.ref.parameters():
-                q.requires_grad_(False)
+            if not is_sharded(self.ref):
+                self.ref.to(ctx.device or next(ctx.model.parameters()).device)
+            frozen(self.ref)
+        if self.ref is not getattr(self, "_foreign", None) and self._sharded(ctx.model) and not is_sharded(self.ref):
+            if _same_shapes(self.ref, ctx.model):  # taken before the model was sharded: shard it like the model
+                self.ref = frozen_copy(ctx.model, self.ref.state_dict())
+            else:  # another architecture stays whole on every process
+                self._foreign = self.ref
         return self.ref
+
+    def _sharded(self, model: Any) -> bool:
+        """Whether the model is sharded (a walk over its parameters), looked up again only when its first
+        parameter is another tensor (sharding replaces the parameters)."""
+        key = (id(model), id(next(model.parameters(), None)))
+        if getattr(self, "_seen", None) != key:
+            self._seen, self._seen_sharded = key, is_sharded(model)
+        return bool(self._seen_sharded)
 
     def wrap_model(self, ctx: StageContext) -> Any:
         if self.params.reference == "initial" and self.ref is None and ctx.stage_index == 0 and not ctx.resuming:  # type: ignore[attr-defined]
@@ -86,6 +111,7 @@ class Rho1(Strategy):
             was = ctx.model.training
             ctx.model.eval()
             excess = token_losses(ctx.model, t) - token_losses(ref, t)
+            reshard(ctx.model)
             ctx.model.train(was)
             valid = ~torch.isnan(excess)
             n = int(valid.sum())
@@ -110,7 +136,8 @@ class Rho1(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         if self.params.reference == "initial" and self.ref is not None:  # type: ignore[attr-defined]
-            return {"reference": self.ref.state_dict(), "kept": self.kept_tokens, "scored": self.scored_tokens}
+            sd = full_state_dict(self.ref) if is_sharded(self.ref) else self.ref.state_dict()  # sharded: a collective
+            return {"reference": sd, "kept": self.kept_tokens, "scored": self.scored_tokens}
         if getattr(self, "_pending", None) is not None:
             return {"reference": self._pending, "kept": self.kept_tokens, "scored": self.scored_tokens}
         return {"kept": self.kept_tokens, "scored": self.scored_tokens}

@@ -7,6 +7,10 @@ its own words, given the request and the original response (the paper's distilla
 stage trains on the rewrites. A rewrite that fails the configured check keeps the original response
 (`contains`: the normalised original answer must appear in the normalised rewrite, the paper's answer
 check generalised; `none`: always use the rewrite).
+
+With several processes every one generates every rewrite (the same greedy decoding of the same model, so a
+sharded model's forward passes run on the same steps everywhere), and the main process's rewrites are then
+broadcast so the stage trains on one set.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.eval.scorers.exact_match import normalize
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
 
 TEMPLATE = (
@@ -51,6 +56,7 @@ class SDFT(Strategy):
     """Self-distillation fine-tuning: train on the model's own rewrites of the target responses."""
 
     Params = SDFTParams
+    supports_fsdp = True
 
     def __init__(self, params: SDFTParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -77,7 +83,13 @@ class SDFT(Strategy):
             for i in todo
         ]
         outs = lm.generate(contexts, max_new_tokens=p.max_new_tokens)
+        reshard(ctx.model)
         ctx.model.train(was)
+        acc = ctx.accelerator
+        if acc is not None and acc.num_processes > 1:  # one set of rewrites: the main process's
+            from accelerate.utils import broadcast_object_list
+
+            outs = broadcast_object_list([outs])[0]
         for i, text in zip(todo, outs):
             e = ctx.examples[i]
             text = text.strip()

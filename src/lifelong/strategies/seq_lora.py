@@ -69,9 +69,7 @@ class SeqLoRA(Strategy):
             q.requires_grad_(False)  # frozen between stages (evaluation, non-trainable stages)
         if ctx.stage_index not in self.trained:
             self.trained.append(ctx.stage_index)
-        acc = ctx.accelerator
-        if acc is None or acc.is_main_process:
-            export_adapter(ctx.model, ADAPTER, ctx.run_dir, folder=f"stage{ctx.stage_index}")
+        export_adapter(ctx.model, ADAPTER, ctx.run_dir, folder=f"stage{ctx.stage_index}", acc=ctx.accelerator)
 
     def eval_model(self, ctx: StageContext, task: Any) -> Any:
         model = ctx.model

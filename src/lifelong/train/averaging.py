@@ -8,7 +8,11 @@ Which end is which: theta_0 is the model as the preference stage starts, theta_1
 fully aligned model (no averaging). The authors' released code (avalonstrel/Mitigating-the-Alignment-Tax-of-
 RLHF, scripts/postprocess/weight_interpolation.py and its README) writes alpha * theta_0 + (1 - alpha) *
 theta_1 with theta_0 the model before RLHF: their alpha weights the pre-alignment end, the reverse of `a`.
-To reuse a ratio of theirs, a = 1 - alpha (per block too: a_i = 1 - alpha_i)."""
+To reuse a ratio of theirs, a = 1 - alpha (per block too: a_i = 1 - alpha_i).
+
+Sharded (FSDP2): the ends may be this process's shards of the parameters, or whole tensors (taken before the
+model was sharded); whole ones are cut to the parameter's shard, and the interpolation is elementwise on each
+process's shards, which equals the unsharded result."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import re
 from typing import Any
 
 import torch
+
+from lifelong.train.sharding import is_sharded, shard_like
 
 
 def layer_ratio(name: str, ratios: list[float], n_layers: int) -> float:
@@ -38,4 +44,13 @@ def average_into(
     for name, p in model.named_parameters():
         if name in before:
             a = layer_ratio(name, ratios, n_layers)
-            p.copy_(((1 - a) * before[name].float() + a * after[name].float()).to(p.dtype))
+            b, c = _like(before[name], p), _like(after[name], p)
+            p.copy_(((1 - a) * b.float() + a * c.float()).to(p.dtype))
+
+
+def _like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """`t` (an end of the interpolation) laid out like parameter `p`: a whole tensor of a sharded `p` cut to
+    this process's shard (its dtype kept), anything else as it is."""
+    if is_sharded(p) and not is_sharded(t):
+        return shard_like(t, p.detach().to(t.dtype))
+    return t

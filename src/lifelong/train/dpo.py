@@ -7,7 +7,9 @@ r_w = log pi(y_w|x) - log pi_ref(y_w|x), r_l likewise (sums over response tokens
 - sigmoid (DPO, eq. 7):  L = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)   (eps > 0: cDPO)
 - ipo:                   L = (h_avg - 1 / (2 beta))^2, with per-token averaged log-ratios
 Reference log-probabilities are computed once per example before training (no second model is held) and
-stored in the run directory, so a resumed stage uses the same reference.
+stored in the run directory, so a resumed stage uses the same reference. With several processes every one
+computes all of them (the same forward passes in the same order, which a sharded model needs: its forward
+passes are collectives) and the main process writes the file.
 Logged per step: implicit rewards beta r_w and beta r_l, their margin, accuracy (beta r_w > beta r_l) and the
 mean chosen log-ratio (an estimate of the policy's KL from the reference on the chosen responses).
 """
@@ -73,6 +75,19 @@ def dpo_loss(
     return losses.mean(), logs
 
 
+def _reshard(model: Any) -> None:
+    """Back to shards after forward passes without backward: FSDP2 keeps the root group gathered after
+    one, and the next training step would read those copies after the optimizer changed the shards."""
+    from lifelong.train.sharding import is_sharded
+
+    if is_sharded(next(model.parameters(), None)):
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
+
+
 class DPOObjective:
     """The loop's loss for preference stages (see module docstring)."""
 
@@ -81,8 +96,11 @@ class DPOObjective:
         self.last_logs: dict[str, float] = {}
 
     @torch.no_grad()
-    def prepare(self, model: Any, examples: list[dict], store: Optional[Path], batch_size: int = 8) -> None:
-        """Reference log-probs of every pair, computed once with the stage-start model (or read back)."""
+    def prepare(
+        self, model: Any, examples: list[dict], store: Optional[Path], batch_size: int = 8, write: bool = True
+    ) -> None:
+        """Reference log-probs of every pair, computed once with the stage-start model (or read back from
+        `store`; written there when `write`: by the main process only)."""
         if store is not None and store.exists():
             saved = json.loads(store.read_text())
             if len(saved) == len(examples):
@@ -100,8 +118,9 @@ class DPOObjective:
             )
             for k, e in enumerate(part):
                 e["ref_chosen"], e["ref_rejected"] = float(logps[k]), float(logps[len(part) + k])
+        _reshard(model)
         model.train(was)
-        if store is not None:
+        if store is not None and write:
             store.parent.mkdir(parents=True, exist_ok=True)
             tmp = store.with_name(store.name + ".tmp")
             tmp.write_text(json.dumps([[e["ref_chosen"], e["ref_rejected"]] for e in examples]))
