@@ -32,6 +32,7 @@ from lifelong.models.threads import set_torch_threads
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageState
 from lifelong.strategies import build_strategy
+from lifelong.train import sharding
 from lifelong.train.checkpoint import (
     atomic_write_text,
     base_unchanged,
@@ -40,6 +41,7 @@ from lifelong.train.checkpoint import (
     record_base,
     remove_stale_temporaries,
     save_checkpoint,
+    untied,
     written_bytes,
 )
 from lifelong.train.context import StageContext
@@ -154,6 +156,16 @@ class Run:
             log_with=trackers or None,
             project_dir=str(self.run_dir / "trackers") if trackers else None,
         )
+        from lifelong.train.accel import fsdp_on_cpu
+
+        fsdp_on_cpu(self.accelerator)  # accelerate leaves FSDP off on CPU processes (lifelong.train.accel)
+        self.sharding = sharding.sharding_mode(self.accelerator)
+        from lifelong.configio import ConfigError, Locator
+        from lifelong.validation import check_sharding
+
+        refused = check_sharding(cfg, Locator("config"), self.sharding)
+        if refused:
+            raise ConfigError("\n".join(refused))
         self._check_run_dir()
         if trackers:
             self.accelerator.init_trackers(cfg.name, config=flat_scalars(cfg.model_dump(mode="json")))
@@ -294,14 +306,18 @@ class Run:
     def keep_weights(self, name: str) -> None:
         """Save the current weights as `keep/<name>/model.safetensors` (atomically), for later stages that
         start from them or merge them."""
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file, save_model
 
+        whole = self._whole()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             path = self.kept_path(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp{os.getpid()}.safetensors")
-            save_model(self.model, str(tmp))
+            if whole is None:
+                save_model(self.model, str(tmp))
+            else:
+                save_file(untied(self.model, whole), str(tmp), {"format": "pt"})
             fault_point("keep-write")
             os.replace(tmp, path)
         self.accelerator.wait_for_everyone()
@@ -315,7 +331,7 @@ class Run:
         path = self.kept_path(name)
         if not path.exists():
             raise ValueError(f"{path}: the weights of {name!r} were not kept; they are needed by a later stage")
-        state = self.model.state_dict()
+        state = self.model.state_dict(keep_vars=True)
         plain = {unwrapped_name(n): n for n in state}
         kept = load_file(str(path))
         lost = [k for k in kept if k not in state and k not in plain]
@@ -325,9 +341,14 @@ class Run:
                 f"{name!r} was kept with another model structure than the stream's now"
             )
         with torch.no_grad():
-            for k, v in kept.items():
-                state[k if k in state else plain[k]].copy_(v)
+            for k, v in kept.items():  # into this process's shard when sharded (no communication)
+                sharding.assign_full_(state[k if k in state else plain[k]], v)
         self.log(type="start_from", source=name)
+
+    def _whole(self) -> Optional[dict]:
+        """The whole state dict of a sharded model (a collective: every process calls it; the main process
+        holds it), None when the model is not sharded (its own state dict is whole)."""
+        return sharding.full_state_dict(self.model) if sharding.is_sharded(self.model) else None
 
     # ---- stage models out (docs/export.md) --------------------------------------------------------
     def export_stage(self, i: int) -> None:
@@ -336,9 +357,12 @@ class Run:
         acc, name = self.accelerator, self.cfg.stages[i].name
         out = self.run_dir / "models" / name
         acc.wait_for_everyone()
+        due = i in self.cfg.export_stages() and not (out / "lineage.json").exists()
+        whole = self._whole() if due and self.strategy.exports_hf else None  # every process, before any writes
+        acc.wait_for_everyone()
         if acc.is_main_process:
-            if i in self.cfg.export_stages() and not (out / "lineage.json").exists():
-                self._write_export(i, out)
+            if due:
+                self._write_export(i, out, whole)
             cost = self.results.costs.get(name) if self.results is not None else None
             if cost is not None and self.results is not None:
                 ck, ex = written_bytes(self.run_dir).get(i, 0), folder_bytes(out)
@@ -348,14 +372,20 @@ class Run:
                 self.results.save(self.run_dir)
         acc.wait_for_everyone()
 
-    def _write_export(self, i: int, out: Path) -> None:
+    def _write_export(self, i: int, out: Path, whole: Optional[dict] = None) -> None:
+        """`whole`: the gathered weights of a sharded model; the export writes an unsharded copy of it."""
         cfg, strategy, name = self.cfg, self.strategy, self.cfg.stages[i].name
         if not strategy.exports_hf:  # the default export; one the config asks for is refused at validation
             self.log(type="export_skipped", stage=i, reason=strategy.export_note)
             return
-        ctx = StageContext(stage_index=i, stage_name=name, model=self.model, tokenizer=self.tokenizer)
+        model = self.model
+        if whole is not None:
+            from lifelong.train.loop import unsharded_copy
+
+            model = unsharded_copy(self, i, whole).eval()
+        ctx = StageContext(stage_index=i, stage_name=name, model=model, tokenizer=self.tokenizer)
         adapters, fmt = strategy.export_adapters(ctx), cfg.export.format
-        if fmt == "peft" and not base_unchanged(self.run_dir, self.model, strategy):
+        if fmt == "peft" and not base_unchanged(self.run_dir, model, strategy):
             why = (
                 "the base weights changed during the run (an edit or merge stage), so an adapter alone is not the model"
             )
@@ -369,7 +399,7 @@ class Run:
         rows = self.results.rows if self.results is not None else []
         lineage = export_stage_model(
             out,
-            self.model,
+            model,
             self.tokenizer,
             cfg,
             i,
@@ -410,6 +440,10 @@ class Run:
         )
         model = self.strategy.eval_model(ctx, task)
         model.eval()
+        if world > 1 and sharding.is_sharded(model):
+            # every forward pass of a sharded model is a collective: every process scores every item in the same
+            # batches (the same results on each), nothing to gather
+            world, rank = 1, 0
         lm = HFLM(model, self.formatter, self.cfg.eval.batch_size, max_length=self.context or 1024)
         items = task.items_at(row)  # per-row options (relation classification over the relations seen so far)
         for state in self.states.values():  # e.g. retrieval: passages of the memory as of this row
@@ -524,6 +558,7 @@ class Run:
         results.extra["versions"] = versions()
         results.extra["strategy"] = [s.name for s in cfg.strategy]
         results.extra["processes"] = acc.num_processes
+        results.extra["sharding"] = self.sharding
         start, mid = 0, None
         if acc.is_main_process and latest_checkpoint(self.run_dir) is None:
             if self.strategy.trained_tensors(self.model) is not None:  # adapter-only checkpoints leave it out
@@ -588,6 +623,7 @@ class Run:
                 self.load_kept(src)
             cost = self.kinds[i].apply(self, i, self.prepared[i], resume=mid if mid and mid["stage"] == i else None)
             mid = None
+            whole = self._whole()
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(
@@ -598,6 +634,7 @@ class Run:
                     {"stage": i, "step": None, "done": True, "cost": cost},
                     _StateHolder(self.optimizer_state) if self.optimizer_state else None,
                     keep=cfg.stage_train(i).keep_checkpoints,
+                    weights=whole,
                 )
             acc.wait_for_everyone()
             fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet

@@ -22,7 +22,15 @@ from lifelong.configio import (
     read_run_config,
 )
 
-__all__ = ["ConfigError", "check_data", "load_config", "task_problem", "validate_raw"]
+__all__ = [
+    "ConfigError",
+    "check_data",
+    "check_sharding",
+    "launch_sharding",
+    "load_config",
+    "task_problem",
+    "validate_raw",
+]
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None, read_data: bool = False) -> RunConfig:
@@ -38,10 +46,69 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None, read_da
     return cfg
 
 
+def launch_sharding() -> str:
+    """How `accelerate launch` set up this process, from the environment it exports: "fsdp2" / "fsdp1"
+    (`distributed_type: FSDP` with `fsdp_version`), "deepspeed", or "none" (one process or data parallel)."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return "deepspeed"
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp2" if os.environ.get("FSDP_VERSION", "1").strip() == "2" else "fsdp1"
+    return "none"
+
+
+def check_sharding(cfg: RunConfig, at: Locator, mode: str) -> list[str]:
+    """Located refusals of a run that shards its parameters (`mode` "fsdp2" or "deepspeed"): every strategy
+    whose `fsdp_refusal()` (from `supports_fsdp` and `fsdp_note`, or its parameters) gives a reason, and every
+    stage kind whose class sets `supports_fsdp = False` (with its `fsdp_note`); FSDP version 1 is refused as a
+    whole."""
+    from lifelong.stages import STAGE_KINDS
+    from lifelong.strategies import STRATEGIES
+
+    if mode in ("none", "ddp"):
+        return []
+    engine = {"fsdp2": "FSDP2", "deepspeed": "DeepSpeed"}.get(mode)
+    if engine is None:
+        return [
+            f"{at.source}: accelerate config: FSDP version 1 is not supported; set fsdp_config.fsdp_version: 2 "
+            "(lifelong trains sharded through FSDP2)"
+        ]
+    instead = "run it without sharding (accelerate launch --multi_gpu) or choose another"
+    msgs = []
+    for i, spec in enumerate(cfg.strategy):
+        if spec.name not in STRATEGIES:
+            continue
+        cls = STRATEGIES.get(spec.name)
+        why = (
+            cls(cls.Params(**(spec.model_extra or {})), seed=cfg.seed).fsdp_refusal()
+            if hasattr(cls, "fsdp_refusal")  # its parameters may decide
+            else ("" if getattr(cls, "supports_fsdp", False) else getattr(cls, "fsdp_note", "") or "not tested sharded")
+        )
+        if why:
+            loc = ("strategy", i, "name") if ("strategy", 0) in at.lines else ("strategy", "name")
+            msgs.append(at(loc, f"strategy {spec.name} cannot train sharded ({engine}): {why}; {instead} strategy"))
+    for i, s in enumerate(cfg.stages):
+        kind = STAGE_KINDS.get(s.kind) if s.kind in STAGE_KINDS else None
+        if kind is not None and not getattr(kind, "supports_fsdp", True):
+            why = getattr(kind, "fsdp_note", "") or "it is not known to work on sharded parameters"
+            msgs.append(
+                at(("stages", i, "kind"), f"stage kind {s.kind} cannot run sharded ({engine}): {why}; {instead} kind")
+            )
+    return msgs
+
+
 def validate_raw(
-    raw: dict, source: str = "<config>", lines: Optional[dict[tuple, int]] = None, base_dir: Optional[Path] = None
+    raw: dict,
+    source: str = "<config>",
+    lines: Optional[dict[tuple, int]] = None,
+    base_dir: Optional[Path] = None,
+    sharding: Optional[str] = None,
 ) -> RunConfig:
-    """Validate a raw config mapping (from a file or built in code)."""
+    """Validate a raw config mapping (from a file or built in code). `sharding`: how the run will shard its
+    parameters (`lifelong.train.sharding.sharding_mode`); by default what `accelerate launch` set up
+    (`launch_sharding`), so `accelerate launch --config_file fsdp.yaml -m lifelong validate` checks the
+    strategies against FSDP."""
     from lifelong import strategies
     from lifelong.benchmarks import expand_config
     from lifelong.eval import scorers
@@ -63,6 +130,8 @@ def validate_raw(
         defaults += [default.name or s.name] if default is not None else []
         evaluated = evaluated or s.eval is not None or default is not None
     msgs += check_eval_tasks(cfg, at, defaults)
+    if not msgs:
+        msgs += check_sharding(cfg, at, launch_sharding() if sharding is None else sharding)
     if not evaluated and not msgs:
         msgs.append(
             at(

@@ -18,7 +18,7 @@ import torch
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType
 
-__all__ = ["adamw", "clip_grad_norm", "optimizer_step", "release", "shard"]
+__all__ = ["adamw", "clip_grad_norm", "fsdp_on_cpu", "optimizer_step", "release", "shard"]
 
 
 def adamw(params: list, tc: Any, index: int) -> torch.optim.AdamW:
@@ -36,6 +36,38 @@ def adamw(params: list, tc: Any, index: int) -> torch.optim.AdamW:
             f"stages.{index}: train.fused_adamw: torch cannot fuse AdamW for these parameters ({e}); "
             "set train.fused_adamw: false"
         ) from None
+
+
+def fsdp_on_cpu(acc: Any) -> bool:
+    """Turn on the FSDP plugin `accelerate launch` asked for when accelerate left it off because the processes
+    run on the CPU. accelerate 1.15 sets `distributed_type: FSDP` only for accelerator devices (GPU, XPU, NPU,
+    ...); on the CPU it falls back to `MULTI_CPU` (data parallel, gloo) without a word, although torch's
+    `fully_shard` runs on the CPU with gloo. Here the plugin is accelerate's own, built from the same
+    environment variables the launcher set (`ACCELERATE_USE_FSDP`, `FSDP_*`), and put on the accelerator's
+    state, so `prepare` takes accelerate's FSDP2 path as on a GPU. FSDP version 1 on the CPU is refused.
+    Returns whether it was turned on."""
+    import os
+
+    if acc.distributed_type != DistributedType.MULTI_CPU or os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+        return False
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            "accelerate config: distributed_type FSDP on CPU processes needs fsdp_config.fsdp_version: 2 "
+            f"(FSDP version {plugin.fsdp_version} has no CPU path in torch); set fsdp_version: 2"
+        )
+    if acc.mixed_precision != "no":
+        plugin.set_mixed_precision(acc.mixed_precision)
+    from accelerate import PartialState
+
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = DistributedType.FSDP
+    # as accelerate's own AcceleratorState does once it chose FSDP: every later AcceleratorState() copies the
+    # process state's type over its own
+    PartialState().distributed_type = DistributedType.FSDP
+    return True
 
 
 def shard(n: int, world: int, rank: int) -> range:

@@ -13,6 +13,11 @@ adapters, soft prompts) and every other tensor still equals the run's starting m
 `meta.json` the digest of the rest; loading takes the rest from the starting model (reloaded from the
 config) and checks the digest. Otherwise (an edit or merge changed the base) the checkpoint is full.
 `ckpt/written.json` adds up the bytes of checkpoints written per stage (the costs table's disk figures).
+
+Sharded runs (FSDP2): the caller gathers the whole state dict on every process (`train.sharding.
+full_state_dict`, a collective) and the main process writes it as `weights`, the same files as unsharded (tied
+tensors once), so a checkpoint resumes sharded or not; `optimizer.pt` then holds the optimizer state keyed by
+parameter name (`lifelong.train.loop.optimizer_state_as` converts between the two keyings).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint",
     "state_digest",
+    "untied",
     "written_bytes",
 ]
 
@@ -118,11 +124,13 @@ def _tuplify(x: Any) -> Any:
 
 
 def state_digest(model: Any, exclude: frozenset[str] | set[str] = frozenset()) -> str:
-    """sha256 of a model's tensors in state-dict order, names aside (a wrapped model's base tensors digest
-    like the unwrapped model's), each shared tensor once; tensors named in `exclude` are left out."""
+    """sha256 of a model's tensors (or of a whole state dict's, tied names left out) in state-dict order,
+    names aside (a wrapped model's base tensors digest like the unwrapped model's), each shared tensor once;
+    tensors named in `exclude` are left out."""
     h = hashlib.sha256()
     seen: set[int] = set()
-    for name, t in model.state_dict(keep_vars=True).items():
+    items = model.items() if isinstance(model, dict) else model.state_dict(keep_vars=True).items()
+    for name, t in items:
         if name in exclude or id(t) in seen:
             continue
         seen.add(id(t))
@@ -180,18 +188,37 @@ def checkpoints(run_dir: Path) -> list[tuple[Path, dict]]:
     return sorted(found, key=lambda c: _order(c[1]))
 
 
-def _save_weights(root: Path, folder: Path, model: Any, strategy: Any, meta: dict) -> None:
-    """`model.safetensors`: only the trained tensors when the rest is still the starting model, else all."""
+def _save_weights(
+    root: Path, folder: Path, model: Any, strategy: Any, meta: dict, weights: Optional[dict] = None
+) -> None:
+    """`model.safetensors`: only the trained tensors when the rest is still the starting model, else all.
+    `weights`: the model's whole state dict (a sharded model's, gathered), written instead of reading it."""
     trained = strategy.trained_tensors(model) if hasattr(strategy, "trained_tensors") else None
     base = _read_json(root / BASE_RECORD)
     if trained is not None and base is not None:
-        digest = state_digest(model, trained)
+        digest = (
+            state_digest(model, trained) if weights is None else state_digest(weights, trained | _tied_names(model))
+        )
         if digest == base.get("digest"):
-            tensors = {n: t.detach().contiguous().cpu() for n, t in model.state_dict().items() if n in trained}
+            held = model.state_dict() if weights is None else weights
+            tensors = {n: t.detach().contiguous().cpu() for n, t in held.items() if n in trained}
             save_file(tensors, str(folder / "model.safetensors"))
             meta["weights"] = {"frozen": "start", "digest": digest}
             return
-    save_model(model, str(folder / "model.safetensors"))
+    if weights is None:
+        save_model(model, str(folder / "model.safetensors"))
+    else:
+        save_file(untied(model, weights), str(folder / "model.safetensors"), {"format": "pt"})
+
+
+def untied(model: Any, weights: dict) -> dict:
+    """A whole state dict of `model` as `safetensors.torch.save_model` writes the model: each group of tied
+    tensors once, under the name that sorts first."""
+    groups: dict[int, list[str]] = {}
+    for n, p in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(p), []).append(n)
+    dropped = {n for names in groups.values() for n in sorted(names)[1:]}
+    return {n: t.contiguous() for n, t in weights.items() if n not in dropped}
 
 
 def save_checkpoint(
@@ -203,15 +230,17 @@ def save_checkpoint(
     optimizer: Optional[Any] = None,
     scheduler: Optional[Any] = None,
     keep: int = 1,
+    weights: Optional[dict] = None,
 ) -> Path:
-    """Write checkpoint `tag` atomically, point `ckpt/latest` at it, keep the newest `keep` complete ones."""
+    """Write checkpoint `tag` atomically, point `ckpt/latest` at it, keep the newest `keep` complete ones.
+    `weights`: the whole state dict of a sharded `model` (gathered by the caller on every process)."""
     root = Path(run_dir) / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{tag}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     meta = dict(meta)
-    _save_weights(root, tmp, model, strategy, meta)
+    _save_weights(root, tmp, model, strategy, meta, weights)
     fault_point("checkpoint-write")  # some files written, the rest and the rename not yet
     if optimizer is not None:
         torch.save(

@@ -5,6 +5,14 @@ seed, stage and epoch); strategies transform the global micro-batch identically 
 mixing), and each process then takes its slice. So the data position is just the optimizer step, resume is
 exact, and replay is consistent across processes. The loop owns backward, clipping, optimizer and
 scheduler steps; strategies only add penalties and act at the hooks.
+
+Sharded (FSDP2 through `accelerate launch`, `lifelong.train.sharding`): accelerate's `prepare` shards the
+model in place the first time and the model stays sharded for the rest of the stream (evaluation, the hooks
+and the next stages see the sharded model). A strategy that adds parameters to the sharded model at a stage
+start (a new adapter) gets an unsharded rebuild of the model first (`unsharded_copy`), which `prepare` then
+shards whole. Optimizer state is loaded after `prepare` (into the sharded optimizer) and saved whole, keyed by
+parameter name (`torch.distributed.checkpoint.state_dict`); checkpoints hold whole weights written by the
+main process. Without sharding nothing here costs anything per step.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lifelong.data.collate import collate
+from lifelong.train import sharding
 from lifelong.train.accel import adamw, clip_grad_norm, optimizer_step, release, shard
 from lifelong.train.checkpoint import save_checkpoint
 from lifelong.train.context import RunView, StageContext
 from lifelong.train.inner_eval import eval_due
 from lifelong.train.schedules import lr_multiplier
 
-__all__ = ["collate", "micro_batches", "stage_steps", "train_stage"]
+__all__ = ["collate", "micro_batches", "optimizer_state_as", "stage_steps", "train_stage", "unsharded_copy"]
 
 
 def micro_batches(
@@ -64,6 +73,73 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def unsharded_copy(run: RunView, index: int, weights: dict, training: bool = False) -> Any:
+    """A plain (unsharded) model with the structure the strategy gives stage `index` and the whole state dict
+    `weights`: the starting model reloaded from the config, `wrap_model(resuming=True)` (the structure of a
+    checkpoint), with `training` also the stage's own `wrap_model` (trainable flags, active adapters), then the
+    weights, every one. The random number generators are left as they were (what the rebuild draws, e.g. an
+    adapter's initialisation, is overwritten by `weights`)."""
+    from lifelong.models import load_model_and_tokenizer
+
+    acc = run.accelerator
+    with torch.random.fork_rng(devices=[]):
+        model, _ = load_model_and_tokenizer(run.cfg.model, seed=run.cfg.seed)
+        model.to(acc.device)
+        ctx = StageContext(
+            stage_index=index,
+            stage_name=run.cfg.stages[index].name,
+            model=model,
+            tokenizer=run.tokenizer,
+            accelerator=acc,
+            device=acc.device,
+            resuming=True,
+            run_dir=run.run_dir,
+            formatter=run.formatter,
+        )
+        model = ctx.model = run.strategy.wrap_model(ctx)
+        if training:
+            ctx.resuming = False
+            model = run.strategy.wrap_model(ctx)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = _tied(model)
+    if unexpected or [m for m in missing if m not in tied]:
+        raise ValueError(
+            f"stages.{index}: the strategy's model structure does not hold the sharded model's weights "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model
+
+
+def _tied(model: Any) -> set[str]:
+    seen: set[int] = set()
+    tied = set()
+    for name, p in model.state_dict(keep_vars=True).items():
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    return tied
+
+
+def optimizer_state_as(state: dict, names: list[str], by_name: bool) -> dict:
+    """An optimizer state dict keyed the other way when needed: by parameter name (what
+    `torch.distributed.checkpoint` reads and writes for a sharded model) or by position (torch's
+    `Optimizer.state_dict`); `names` are the trainable parameters' names in optimizer order."""
+    params = state["param_groups"][0]["params"] if state.get("param_groups") else []
+    if not params or isinstance(params[0], str) == by_name:
+        return state
+    if by_name:
+        key: Any = dict(enumerate(names))
+    else:
+        key = {n: i for i, n in enumerate(names)}
+    try:
+        return {
+            "state": {key[k]: v for k, v in state["state"].items()},
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]],
+        }
+    except KeyError as e:
+        raise ValueError(f"optimizer state names parameter {e} that this model does not train") from None
+
+
 def train_stage(
     run: RunView, index: int, examples: list[dict], resume: Optional[dict] = None, objective: Any = None
 ) -> dict:
@@ -81,7 +157,12 @@ def train_stage(
         run_dir=run.run_dir,
         formatter=run.formatter,
     )
+    sharded = sharding.sharding_mode(acc) == "fsdp2"
     model = run.model = ctx.model = run.strategy.wrap_model(ctx).to(acc.device)  # adapters etc.
+    if sharded and sharding.is_sharded(model) and not all(sharding.is_sharded(p) for p in model.parameters()):
+        # parameters added to a sharded model: rebuild it unsharded so that prepare shards all of it
+        model = unsharded_copy(run, index, sharding.full_state_dict(model, all_ranks=True), training=True)
+        run.model = ctx.model = model
     world, rank = acc.num_processes, acc.process_index
     micro = tc.batch_size * world
     steps = stage_steps(len(examples), micro * tc.grad_accum, tc.max_steps, tc.epochs)
@@ -93,35 +174,34 @@ def train_stage(
         model.gradient_checkpointing_disable()
         model._lifelong_checkpointing = False
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     opt = adamw(params, tc, index)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(tc, steps, index))
+    names = [n for n, _ in named]
+    kept = None  # AdamW moments carried over the boundary (sharded: loaded into the sharded optimizer)
     if tc.optimizer_state == "keep" and run.optimizer_state is not None and resume is None:
-        try:  # carry AdamW moments over the boundary; the learning rate comes from the new schedule
-            kept = run.optimizer_state
-            opt.load_state_dict(
-                {
-                    "state": kept["state"],
-                    "param_groups": [{**opt.param_groups[0], "params": kept["param_groups"][0]["params"]}],
-                }
-            )
-            for g in opt.param_groups:
-                g["lr"] = tc.lr * lr_multiplier(tc, steps, index)(0)
-        except (ValueError, KeyError, IndexError) as e:
-            raise ValueError(
-                f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
-                f"as the previous stage ({e}); use reset"
-            ) from None
+        kept = run.optimizer_state
+        if not sharded:
+            _keep_moments(opt, model, kept, names, tc.lr * lr_multiplier(tc, steps, index)(0), index, False)
     ctx.num_steps = steps
     start = 0
+    state = None
     if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
         start = int(resume["step"])
-        state = resume["optimizer_state"]
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        state = optimizer_state_as(resume["optimizer_state"]["optimizer"], names, by_name=sharded)
+        if not sharded:
+            opt.load_state_dict(state)
+        sched.load_state_dict(resume["optimizer_state"]["scheduler"])
     else:
         run.strategy.before_stage(ctx)
     wrapped, opt_w = acc.prepare(model, opt)
+    if sharded:  # accelerate sharded the model in place and gave the optimizer the sharded parameters
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        if kept is not None:
+            _keep_moments(opt, wrapped, kept, names, tc.lr * lr_multiplier(tc, steps, index)(0), index, True)
+        if state is not None:
+            sharding.load_full_optimizer_state(wrapped, opt, state)
     wrapped.train()
 
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
@@ -226,6 +306,10 @@ def train_stage(
                 t0 += run.evaluate_during(index, step + 1, acc.unwrap_model(wrapped))  # not timed as training
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 run.flush_log()  # the steps up to a checkpoint are on disk before it (a resume starts after it)
+                whole = held = None
+                if sharded:  # gathered by every process, held by the main one
+                    whole = sharding.full_state_dict(wrapped)
+                    held = sharding.full_optimizer_state(wrapped, opt)
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(
@@ -234,16 +318,21 @@ def train_stage(
                         acc.unwrap_model(wrapped),
                         run.strategy,
                         {"stage": index, "step": step + 1, "done": False},
-                        opt,
+                        opt if held is None else _Held(held),
                         sched,
                         keep=tc.keep_checkpoints,
+                        weights=whole,
                     )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()
     run.flush_log()
     model = acc.unwrap_model(wrapped)
     run.model = model
-    run.optimizer_state = opt.state_dict() if tc.optimizer_state == "keep" else None
+    run.optimizer_state = None
+    if tc.optimizer_state == "keep":  # sharded: whole, by parameter name, on every process
+        run.optimizer_state = (
+            sharding.full_optimizer_state(wrapped, opt, all_ranks=True) if sharded else opt.state_dict()
+        )
     ctx.model = model
     model.eval()
     run.strategy.after_stage(ctx)
@@ -256,3 +345,33 @@ def train_stage(
         "peak_memory_mb": peak_memory_mb(acc.device),
         **run.strategy.cost(),
     }
+
+
+def _keep_moments(opt: Any, model: Any, kept: dict, names: list[str], lr: float, index: int, sharded: bool) -> None:
+    """Load the previous stage's AdamW state into this stage's optimizer, keeping this stage's hyper-parameters
+    and starting learning rate `lr` (`train.optimizer_state: keep`)."""
+    try:
+        ordered = optimizer_state_as(kept, names, by_name=sharded)
+        group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+        state = {"state": ordered["state"], "param_groups": [{**group, "params": ordered["param_groups"][0]["params"]}]}
+        if sharded:
+            sharding.load_full_optimizer_state(model, opt, state)
+        else:
+            opt.load_state_dict(state)
+        for g in opt.param_groups:
+            g["lr"] = lr
+    except (ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise ValueError(
+            f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
+            f"as the previous stage ({e}); use reset"
+        ) from None
+
+
+class _Held:
+    """A state dict already taken (a sharded optimizer's, gathered), checkpointed like an optimizer."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state

@@ -147,12 +147,15 @@ def load_full_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], st
     set_model_state_dict(model, dict(sd), options=_options(strict=strict))  # it replaces the dict's values
 
 
-def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's state of a sharded model, whole and keyed by parameter name
-    (`get_optimizer_state_dict`, a collective; every process gets a copy, on the CPU)."""
+def full_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, all_ranks: bool = False
+) -> dict[str, Any]:
+    """The optimizer's state of a sharded model, whole, keyed by parameter name, on the CPU
+    (`get_optimizer_state_dict`, a collective): a copy for process 0 only (the others get an empty dict)
+    unless `all_ranks`."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    sd = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=False))
+    sd = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=not all_ranks))
     return _to_cpu(sd)
 
 
