@@ -161,8 +161,14 @@ class Run:
         fsdp_on_cpu(self.accelerator)  # accelerate leaves FSDP off on CPU processes (lifelong.train.accel)
         self.sharding = sharding.sharding_mode(self.accelerator)
         from lifelong.configio import ConfigError, Locator
-        from lifelong.validation import check_sharding
+        from lifelong.validation import check_sharding, launch_sharding
 
+        if launch_sharding() == "deepspeed" and self.sharding != "deepspeed":
+            raise ConfigError(
+                "accelerate config: DeepSpeed was asked for, but accelerate 1.15 runs CPU processes as plain data "
+                f"parallel ({self.sharding}) without it (docs/scale.md); on CPUs use FSDP2 "
+                "(distributed_type: FSDP, fsdp_version: 2)"
+            )
         refused = check_sharding(cfg, Locator("config"), self.sharding)
         if refused:
             raise ConfigError("\n".join(refused))
