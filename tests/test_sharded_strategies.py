@@ -32,6 +32,8 @@ CASES: list[tuple[str, dict]] = [
     ("rho1", {"keep": 0.5}),
     ("sdft", {"check": "none", "max_new_tokens": 4}),
     ("generative_replay", {"pseudo_per_stage": 4, "max_new_tokens": 8}),
+    ("seq_lora", {"r": 4}),
+    ("lora_moe", {"experts": "fixed", "n_experts": 2, "r": 4, "balance": 0.5}),
 ]
 STEPS, LR = 4, 0.05
 LONGER = {"agem": (8, 0.2)}
@@ -109,8 +111,8 @@ def _train(name: str, params: dict, world: int, rank: int) -> tuple[dict, dict, 
         model = ctx.model = strategy.wrap_model(ctx)
         ctx.num_steps = steps
         strategy.before_stage(ctx)  # stage 0: before the model is sharded, as in the loop
-        if world > 1 and not sharding.is_sharded(model):
-            for layer in model.model.layers:
+        if world > 1 and not sharding.is_sharded(model):  # as accelerate's policy: each decoder layer, then the rest
+            for layer in [m for m in model.modules() if type(m).__name__ == "LlamaDecoderLayer"]:
                 fully_shard(layer)
             fully_shard(model)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -204,6 +206,8 @@ def test_strategy_hooks_sharded_match_one_process(tmp_path):
         assert c1 == c2, label  # replayed examples, projections, resets, rewrites, ...
         if name == "naive":
             naive = w1
+        elif naive is not None and w1.keys() != naive.keys():  # adapters: their zero-initialized halves trained
+            assert max(float(w1[k].abs().max()) for k in w1.keys() - naive.keys() if "B" in k) > 1e-3, label
         elif name not in LONGER:  # the strategy changed training, so agreeing above says something about its hooks
             assert naive is not None and _max_diff(w1, naive) > 1e-4, label
         if name == "agem":

@@ -7,7 +7,8 @@ Each feed-forward linear map W0 (frozen) becomes
 
 with the LoRA experts (A_e, B_e) and the router trained. The router's balance term is the squared
 coefficient of variation of the experts' importance (the sum of their gates over the batch's tokens), per
-layer (Shazeer et al. 2017, the balance constraint LoRAMoE localises): `balance * mean_layers CV(I)^2`.
+layer (Shazeer et al. 2017, the balance constraint LoRAMoE localises): `balance * mean_layers CV(I)^2`. The
+importance counts the batch's real tokens (padding, whose amount depends on how a batch is cut, is left out).
 
 `experts: fixed` trains `n_experts` experts through all stages. `experts: per_stage` adds `n_experts` new
 experts at every stage and freezes the earlier ones; the router grows and stays trainable, so it learns
@@ -46,6 +47,8 @@ class MoELoRALinear(torch.nn.Module):
         self.B = torch.nn.ParameterList()
         self.router = torch.nn.Parameter(torch.zeros(0, self.d_in, device=w.device, dtype=w.dtype))
         self.last_importance: Optional[torch.Tensor] = None
+        self.last_gates: Optional[torch.Tensor] = None
+        """The last forward pass's gates per token (..., E), for a balance term over real tokens only."""
 
     def add_experts(self, n: int, generator: torch.Generator) -> None:
         w: torch.Tensor = self.base.weight  # type: ignore[assignment]
@@ -63,6 +66,7 @@ class MoELoRALinear(torch.nn.Module):
         if not len(self.A):
             return y
         gates = torch.softmax(x @ self.router.T, dim=-1)  # (..., E)
+        self.last_gates = gates
         self.last_importance = gates.reshape(-1, gates.shape[-1]).sum(0)
         A = torch.stack(list(self.A))  # (E, r, in)
         B = torch.stack(list(self.B))  # (E, out, r)
@@ -97,10 +101,16 @@ class LoRAMoE(Strategy):
     Params = LoRAMoEParams
     exports_hf = False
     export_note = "gated LoRA experts depend on the input through the router, so they cannot be merged into the weights"
+    fsdp_note = (
+        "experts: per_stage grows every layer's router at each stage (a new, larger tensor in place of the "
+        "sharded one), which FSDP2 cannot take over; use experts: fixed"
+    )
+    """Sharded runs take `experts: fixed` (`supports_fsdp` is set per instance)."""
 
     def __init__(self, params: LoRAMoEParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
         self.groups = 0  # how many times experts were added
+        self.supports_fsdp = self.params.experts == "fixed"  # type: ignore[attr-defined,misc]
 
     def _install(self, model: Any) -> list[MoELoRALinear]:
         from lifelong.models.arch import arch_of
@@ -157,8 +167,11 @@ class LoRAMoE(Strategy):
         terms = []
         acc = ctx.accelerator
         world = acc.num_processes if acc is not None else 1
+        mask = batch.get("attention_mask")
         for layer in moe_layers(ctx.model):
-            imp = layer.last_importance
+            imp, gates = layer.last_importance, layer.last_gates
+            if gates is not None and mask is not None and tuple(gates.shape[:-1]) == tuple(mask.shape):
+                imp = (gates * mask[..., None].to(gates.dtype)).reshape(-1, gates.shape[-1]).sum(0)  # no padding
             if imp is not None and imp.numel() > 1:
                 if world > 1:  # the importance of every process's tokens (see the module doc)
                     from torch.distributed.nn.functional import all_reduce

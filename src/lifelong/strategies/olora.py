@@ -61,6 +61,7 @@ class OLoRA(Strategy):
 
     Params = OLoRAParams
     exports_peft = True  # a stage's model: the base plus every adapter so far (exported concatenated)
+    supports_fsdp = True  # sharded: the penalty's gradient is added in before_step (module doc)
 
     def __init__(self, params: OLoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

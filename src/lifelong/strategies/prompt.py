@@ -142,6 +142,7 @@ class Prompt(Strategy):
     Params = PromptParams
     exports_hf = False
     export_note = "soft prompts are prepended embeddings, which no Hugging Face or PEFT model directory holds"
+    supports_fsdp = True  # the prompts are sharded with the base (the loop re-shards it as prompts are added)
 
     def __init__(self, params: PromptParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
