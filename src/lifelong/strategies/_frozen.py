@@ -6,7 +6,7 @@ exactly like it: the model's class built on the meta device from its config, `fu
 applied to the same submodules on the same device mesh, then filled with this process's shards of the
 weights. Every parameter is cut into the same dim-0 chunks as the model's, so the fill is a local copy (no
 communication), and a twin's forward pass is a collective like the model's: every process runs it on the
-same step.
+same step. `reshard` (re-exported): a sharded model back to its shards after forward passes without backward.
 """
 
 from __future__ import annotations
@@ -16,22 +16,10 @@ from typing import Any, Optional, cast
 
 import torch
 
+from lifelong.train.dpo import reshard
 from lifelong.train.sharding import is_sharded, local_tensor, shard_like
 
-
-def reshard(model: Any) -> None:
-    """Put a sharded model's parameters back to their shards after forward passes outside a training step
-    (generation, scoring): FSDP2 keeps the root group's gathered parameters after a forward pass without
-    backward (the root does not reshard after forward), and a later training step would then read those
-    stale copies after the optimizer has changed the shards. A no-op for a plain model. (While gathered, the
-    root group's parameters are plain tensors, so whether a model is sharded is read from its modules.)"""
-    from torch.distributed.fsdp import FSDPModule
-
-    if not isinstance(model, FSDPModule):
-        return
-    for m in cast(torch.nn.Module, model).modules():
-        if isinstance(m, FSDPModule):
-            m.reshard()
+__all__ = ["frozen", "frozen_copy", "reshard"]
 
 
 def frozen(model: Any) -> Any:

@@ -26,6 +26,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import gathered, laid_out, snapshot, trainable
+from lifelong.strategies._frozen import reshard
 from lifelong.strategies.base import StageContext, Strategy
 from lifelong.train.sharding import is_sharded
 
@@ -63,6 +64,7 @@ class MergeAfterStage(Strategy):
     @torch.no_grad()
     def after_stage(self, ctx: StageContext) -> None:
         p: MergeParams = self.params  # type: ignore[assignment]
+        reshard(ctx.model)  # sharded: write into the shards, not into copies an evaluation left gathered
         params = trainable(ctx.model)
         self.base, self.start = laid_out(self.base, params), laid_out(self.start, params)
         self.vectors = [laid_out(v, params) for v in self.vectors]

@@ -75,15 +75,15 @@ def dpo_loss(
     return losses.mean(), logs
 
 
-def _reshard(model: Any) -> None:
-    """Back to shards after forward passes without backward: FSDP2 keeps the root group gathered after
-    one, and the next training step would read those copies after the optimizer changed the shards."""
-    from lifelong.train.sharding import is_sharded
+def reshard(model: Any) -> None:
+    """Back to shards after forward passes without backward: FSDP2 keeps groups that do not reshard after
+    forward (the root, accelerate's embeddings-and-head group) gathered after one, with plain copies
+    registered as the parameters, so writes into them are lost and a later training step would read them
+    stale. A no-op for a plain model (the same as `lifelong.strategies._frozen.reshard`)."""
+    from torch.distributed.fsdp import FSDPModule
 
-    if is_sharded(next(model.parameters(), None)):
-        from torch.distributed.fsdp import FSDPModule
-
-        for m in model.modules():
+    if isinstance(model, FSDPModule):
+        for m in torch.nn.Module.modules(model):  # type: ignore[arg-type]
             if isinstance(m, FSDPModule):
                 m.reshard()
 
@@ -118,7 +118,7 @@ class DPOObjective:
             )
             for k, e in enumerate(part):
                 e["ref_chosen"], e["ref_rejected"] = float(logps[k]), float(logps[len(part) + k])
-        _reshard(model)
+        reshard(model)
         model.train(was)
         if store is not None and write:
             store.parent.mkdir(parents=True, exist_ok=True)
