@@ -8,9 +8,13 @@
 Reports training tokens/s (all stages; evaluation not timed), model FLOPs utilisation against the device's
 dense bf16 peak, peak GPU memory (`torch.cuda.max_memory_allocated`), and compares the results matrix with the
 CPU run's (bench/gpu_check_reference.json, made with `--write-reference` on 2 CPU cores in float32). The GPU
-trains in bf16, so cells may differ by a few eval examples: each task scores 40 examples (2.5 points each), and
-the check passes when every cell is within `--tolerance` points (default 10: four examples). Exit 0 when it
-passes or when there is no GPU, 1 when a cell is off by more than the tolerance.
+trains in bf16, so cells differ by some eval examples: each task scores 40 examples (2.5 points each). The same
+stream trained in bf16 autocast on the CPU (in the reference file) differs from float32 by 0 points on the
+baseline row (no training yet), 3.1 points on average and 15 at most (the forgotten news_topic cell after the
+second stage, the most volatile one). The check passes when the baseline row is within 5 points
+(`--baseline-tolerance`), the mean |GPU - CPU| within 6 (`--mean-tolerance`) and every cell within 20
+(`--tolerance`): a broken GPU path (masks, dtype, attention) moves the baseline row and the mean, bf16 rounding
+alone does not. Exit 0 when it passes or when there is no GPU, 1 when it does not.
 
 MFU (PaLM, Chowdhery et al. 2022, appendix B): model FLOPs per trained token = 6 N + 12 L s h (forward and
 backward of the N matrix-multiplied parameters, plus attention scores and values over s positions), times
@@ -148,13 +152,23 @@ def run_stream(strategy: str, out: str) -> dict[str, Any]:
     }
 
 
-def compare(gpu: list[list[Optional[float]]], ref: list[list[Optional[float]]]) -> float:
-    """Largest absolute difference between two matrices of the same shape (points)."""
+def compare(gpu: list[list[Optional[float]]], ref: list[list[Optional[float]]]) -> dict[str, float]:
+    """|GPU - CPU| over two matrices of the same shape (points): the largest, the mean, the baseline row's largest."""
     if len(gpu) != len(ref) or any(len(a) != len(b) for a, b in zip(gpu, ref)):
         raise ValueError("the GPU and CPU matrices differ in shape: not the same stream")
-    return max(
-        abs(float(a) - float(b)) for ra, rb in zip(gpu, ref) for a, b in zip(ra, rb) if a is not None and b is not None
-    )
+    rows = [
+        [abs(float(a) - float(b)) for a, b in zip(ra, rb) if a is not None and b is not None]
+        for ra, rb in zip(gpu, ref)
+    ]
+    cells = [d for row in rows for d in row]
+    return {"max": max(cells), "mean": sum(cells) / len(cells), "baseline": max(rows[0])}
+
+
+def verdict(
+    diff: dict[str, float], tolerance: float = 20.0, mean_tolerance: float = 6.0, baseline: float = 5.0
+) -> bool:
+    """Whether the GPU matrix agrees with the CPU one (see the module doc for the three bounds)."""
+    return diff["baseline"] <= baseline and diff["mean"] <= mean_tolerance and diff["max"] <= tolerance
 
 
 def cpu_reference(strategy: str) -> dict[str, Any]:
@@ -180,7 +194,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strategy", default="naive", help="quickstart strategy (naive or replay)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, TFLOP/s")
-    ap.add_argument("--tolerance", type=float, default=10.0, help="largest allowed |GPU - CPU| per cell, points")
+    ap.add_argument("--tolerance", type=float, default=20.0, help="largest allowed |GPU - CPU| per cell, points")
+    ap.add_argument("--mean-tolerance", type=float, default=6.0, help="largest allowed mean |GPU - CPU|, points")
+    ap.add_argument("--baseline-tolerance", type=float, default=5.0, help="largest |GPU - CPU| before training")
     ap.add_argument("--cpu-reference", action="store_true", help="run the CPU reference now instead of the file")
     ap.add_argument("--write-reference", default=None, help="run on the CPU and write the reference JSON here")
     a = ap.parse_args(argv)
@@ -206,7 +222,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     per_token = train_flops_per_token(got["n_matmul_params"], got["layers"], got["mean_seq"], got["hidden"])
     util = mfu(got["tokens_per_s"], per_token, peak)
     diff = compare(got["matrix"], ref["matrix"])
-    ok = diff <= a.tolerance
+    ok = verdict(diff, a.tolerance, a.mean_tolerance, a.baseline_tolerance)
     print(f"device          {got['device']} ({got['precision']}, attention {got['attention']})")
     print(f"training        {got['tokens']} tokens in {got['train_s']:.1f} s: {got['tokens_per_s']:.0f} tokens/s")
     print(
@@ -219,7 +235,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"peak memory     {got['peak_memory_gb']:.2f} GiB (torch.cuda.max_memory_allocated)")
     print("GPU matrix:\n" + _matrix_text(got["matrix"], got["rows"], got["tasks"]))
     print("CPU matrix:\n" + _matrix_text(ref["matrix"], ref["rows"], ref["tasks"]))
-    print(f"max |GPU - CPU| {diff:.1f} points (tolerance {a.tolerance:g}): {'PASS' if ok else 'FAIL'}")
+    print(
+        f"|GPU - CPU|     baseline row {diff['baseline']:.1f} (<= {a.baseline_tolerance:g}), mean {diff['mean']:.1f} "
+        f"(<= {a.mean_tolerance:g}), max {diff['max']:.1f} (<= {a.tolerance:g}) points: {'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

@@ -512,3 +512,23 @@ def test_gpu_check_runs_the_quickstart_config():
     assert [s.name for s in cfg.stages] == ["news_topic", "review_sentiment", "assistant_intent"]
     ref = yaml.safe_load((ROOT / "bench" / "gpu_check_reference.json").read_text())
     assert ref["config"] == "examples/quickstart.yaml" and len(ref["matrix"]) == 4
+
+
+def test_gpu_check_tolerances_accept_bf16_rounding_and_catch_a_broken_path():
+    """The reference file holds the same stream trained in bf16 autocast on the CPU: it passes against the
+    float32 matrix; a matrix shifted on the baseline row (a broken eval path), or everywhere by 10 points (a
+    broken training path), fails; so does a different stream."""
+    import json
+
+    gpu = _load("gpu_check")
+    ref = json.loads((ROOT / "bench" / "gpu_check_reference.json").read_text())
+    bf16 = ref["bf16_autocast_cpu_matrix"]
+    diff = gpu.compare(bf16, ref["matrix"])
+    assert diff["baseline"] == 0 and 0 < diff["mean"] <= 6 and 10 < diff["max"] <= 20  # the documented figures
+    assert gpu.verdict(diff)
+    off_baseline = [[v + 7.5 for v in bf16[0]]] + bf16[1:]
+    assert not gpu.verdict(gpu.compare(off_baseline, ref["matrix"]))
+    shifted = [bf16[0]] + [[min(v + 10, 100) if v < 90 else v - 10 for v in row] for row in bf16[1:]]
+    assert not gpu.verdict(gpu.compare(shifted, ref["matrix"]))
+    with pytest.raises(ValueError, match="shape"):
+        gpu.compare(bf16[:3], ref["matrix"])
