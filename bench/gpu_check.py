@@ -51,7 +51,7 @@ PEAK_BF16_TFLOPS: list[tuple[str, float]] = [
     ("A800", 312.0),
     ("A40", 149.7),
     ("A30", 165.0),
-    ("A10G", 70.0),  # AWS: 35 TFLOPS dense fp16/bf16 with fp32 accumulate is 70 with fp16 accumulate; AWS lists 70
+    ("A10G", 70.0),  # AWS variant of the A10, lower clocks; figure as AWS quotes it (not a vendor data sheet)
     ("A10", 125.0),
     ("L40S", 362.0),
     ("L40", 181.0),
