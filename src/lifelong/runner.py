@@ -337,6 +337,7 @@ class Run:
         path = self.kept_path(name)
         if not path.exists():
             raise ValueError(f"{path}: the weights of {name!r} were not kept; they are needed by a later stage")
+        sharding.reshard(self.model)  # after an evaluation FSDP2 may hold gathered copies: writes would be lost
         state = self.model.state_dict(keep_vars=True)
         plain = {unwrapped_name(n): n for n in state}
         kept = load_file(str(path))
@@ -630,6 +631,7 @@ class Run:
             cost = self.kinds[i].apply(self, i, self.prepared[i], resume=mid if mid and mid["stage"] == i else None)
             mid = None
             whole = self._whole()
+            held = self.strategy.state_dict() if whole is not None else None  # sharded: a collective
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(
@@ -641,6 +643,7 @@ class Run:
                     _StateHolder(self.optimizer_state) if self.optimizer_state else None,
                     keep=cfg.stage_train(i).keep_checkpoints,
                     weights=whole,
+                    strategy_state=held,
                 )
             acc.wait_for_everyone()
             fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet

@@ -16,8 +16,7 @@ from typing import Any, Optional, cast
 
 import torch
 
-from lifelong.train.dpo import reshard
-from lifelong.train.sharding import is_sharded, local_tensor, shard_like
+from lifelong.train.sharding import is_sharded, local_tensor, reshard, shard_like
 
 __all__ = ["frozen", "frozen_copy", "reshard"]
 

@@ -231,9 +231,12 @@ def save_checkpoint(
     scheduler: Optional[Any] = None,
     keep: int = 1,
     weights: Optional[dict] = None,
+    strategy_state: Optional[dict] = None,
 ) -> Path:
     """Write checkpoint `tag` atomically, point `ckpt/latest` at it, keep the newest `keep` complete ones.
-    `weights`: the whole state dict of a sharded `model` (gathered by the caller on every process)."""
+    `weights`: the whole state dict of a sharded `model` (gathered by the caller on every process);
+    `strategy_state`: the strategy's `state_dict()`, taken by the caller on every process when sharded (the
+    strategies gather their per-parameter state then: a collective)."""
     root = Path(run_dir) / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{tag}-{os.getpid()}"
@@ -251,7 +254,7 @@ def save_checkpoint(
             tmp / "optimizer.pt",
         )
     torch.save(rng_state(), tmp / "rng.pt")
-    save_tree(strategy.state_dict(), tmp, "strategy")
+    save_tree(strategy.state_dict() if strategy_state is None else strategy_state, tmp, "strategy")
     (tmp / "meta.json").write_text(json.dumps(meta, default=_json_default))
     size = folder_bytes(tmp)
     final = root / tag

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.config import PreferenceConfig
+from lifelong.train.sharding import reshard
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,19 +74,6 @@ def dpo_loss(
         "kl_chosen": float(chosen_lr.detach().mean()),
     }
     return losses.mean(), logs
-
-
-def reshard(model: Any) -> None:
-    """Back to shards after forward passes without backward: FSDP2 keeps groups that do not reshard after
-    forward (the root, accelerate's embeddings-and-head group) gathered after one, with plain copies
-    registered as the parameters, so writes into them are lost and a later training step would read them
-    stale. A no-op for a plain model (the same as `lifelong.strategies._frozen.reshard`)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    if isinstance(model, FSDPModule):
-        for m in torch.nn.Module.modules(model):  # type: ignore[arg-type]
-            if isinstance(m, FSDPModule):
-                m.reshard()
 
 
 class DPOObjective:

@@ -306,10 +306,11 @@ def train_stage(
                 t0 += run.evaluate_during(index, step + 1, acc.unwrap_model(wrapped))  # not timed as training
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 run.flush_log()  # the steps up to a checkpoint are on disk before it (a resume starts after it)
-                whole = held = None
+                whole = held = kept = None
                 if sharded:  # gathered by every process, held by the main one
                     whole = sharding.full_state_dict(wrapped)
                     held = sharding.full_optimizer_state(wrapped, opt)
+                    kept = run.strategy.state_dict()  # strategies gather per-parameter state: a collective
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(
@@ -322,6 +323,7 @@ def train_stage(
                         sched,
                         keep=tc.keep_checkpoints,
                         weights=whole,
+                        strategy_state=kept,
                     )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()

@@ -29,6 +29,7 @@ __all__ = [
     "load_full_optimizer_state",
     "load_full_state_dict",
     "local_tensor",
+    "reshard",
     "shard_like",
     "sharding_mode",
 ]
@@ -202,3 +203,16 @@ def sharding_mode(accelerator: Any) -> str:
     if kind == DistributedType.NO or accelerator.num_processes <= 1:
         return "none"
     return "ddp"
+
+
+def reshard(model: Any) -> None:
+    """Back to shards after forward passes without backward: FSDP2 keeps groups that do not reshard after
+    forward (the root, accelerate's embeddings-and-head group) gathered after one, with plain copies
+    registered as the parameters, so writes into them are lost and a later training step would read them
+    stale. A no-op for a plain model ."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        for m in torch.nn.Module.modules(model):  # type: ignore[arg-type]
+            if isinstance(m, FSDPModule):
+                m.reshard()
