@@ -91,6 +91,13 @@ class MergeMethod:
         Checked per slice before any tensor is read."""
         return None
 
+    def require_inputs(self, tensors: list[torch.Tensor], base: Optional[torch.Tensor], ctx: TensorContext) -> None:
+        """`check_inputs` again inside `merge`, for callers outside the engine (which checks per slice before
+        reading anything): a ValueError naming the tensor."""
+        why = self.check_inputs(len(tensors), base is not None)
+        if why:
+            raise ValueError(f"tensor {ctx.name!r}: {why}")
+
     @classmethod
     def check_model_params(cls, params: dict[str, Any]) -> Optional[str]:
         """Why one model's resolved per-model parameters cannot be used, or None (checked per tensor while

@@ -85,9 +85,7 @@ class ModelStock(MergeMethod):
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        why = self.check_inputs(len(tensors), base is not None)
-        if why:
-            raise ValueError(f"tensor {ctx.name!r}: {why}")
+        self.require_inputs(tensors, base, ctx)
         assert base is not None
         p: ModelStockParams = self.params  # type: ignore[assignment]
         return model_stock(base, tensors, p.filter_wise)

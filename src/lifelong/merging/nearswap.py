@@ -56,8 +56,6 @@ class NearSwap(MergeMethod):
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        why = self.check_inputs(len(tensors), base is not None)
-        if why:
-            raise ValueError(f"tensor {ctx.name!r}: {why}")
+        self.require_inputs(tensors, base, ctx)
         assert base is not None
         return nearswap(base, tensors[0], self.params.t)  # type: ignore[attr-defined]

@@ -92,9 +92,7 @@ class NuSlerp(MergeMethod):
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        why = self.check_inputs(len(tensors), base is not None)
-        if why:
-            raise ValueError(f"tensor {ctx.name!r}: {why}")
+        self.require_inputs(tensors, base, ctx)
         p: NuSlerpParams = self.params  # type: ignore[assignment]
         total = weights[0] + weights[1]
         t = 0.5 if abs(total) < 1e-6 else weights[1] / total

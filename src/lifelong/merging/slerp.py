@@ -108,9 +108,7 @@ class Slerp(MergeMethod):
     def merge(
         self, tensors: list[torch.Tensor], weights: list[float], base: Optional[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:
-        why = self.check_inputs(len(tensors), base is not None)
-        if why:
-            raise ValueError(f"tensor {ctx.name!r}: {why}")
+        self.require_inputs(tensors, base, ctx)
         p: SlerpParams = self.params  # type: ignore[assignment]
         if base is not None:
             return slerp(base, tensors[0], p.t)
