@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import types
@@ -25,44 +23,16 @@ import pytest
 import torch
 import yaml
 
+from lifelong.testing import FSDP2_LAUNCH_CONFIG as FSDP2_CONFIG
+from lifelong.testing import accelerate_launcher as _launcher
+from lifelong.testing import free_port as _free_port
 from lifelong.train import sharding
 
-FSDP2_CONFIG = {
-    "compute_environment": "LOCAL_MACHINE",
-    "distributed_type": "FSDP",
-    "num_machines": 1,
-    "num_processes": 2,
-    "machine_rank": 0,
-    "mixed_precision": "no",
-    "main_process_port": 0,  # a free port (others may be running)
-    "rdzv_backend": "static",
-    "same_network": True,
-    "fsdp_config": {
-        "fsdp_version": 2,
-        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-        "fsdp_reshard_after_forward": True,
-        "fsdp_state_dict_type": "FULL_STATE_DICT",
-        "fsdp_cpu_ram_efficient_loading": False,
-        "fsdp_offload_params": False,
-        "fsdp_activation_checkpointing": False,
-    },
-}
 SPECS = {
     "naive": "naive",
     "replay": {"name": "replay", "fraction": 0.25, "buffer_size": 64},
     "lora": {"name": "lora", "r": 4},
 }
-
-
-def _launcher() -> str | None:
-    near = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    return near if os.path.exists(near) else shutil.which("accelerate")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _api_worker(rank: int, world: int, port: int) -> None:

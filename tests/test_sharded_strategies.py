@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import types
@@ -32,6 +30,10 @@ import types
 import pytest
 import torch
 import yaml
+
+from lifelong.testing import FSDP2_LAUNCH_CONFIG as FSDP2
+from lifelong.testing import accelerate_launcher as _launcher
+from lifelong.testing import free_port as _free_port
 
 CASES: list[tuple[str, dict]] = [
     ("naive", {}),
@@ -52,12 +54,6 @@ CASES: list[tuple[str, dict]] = [
 STEPS, LR = 4, 0.05
 LONGER = {"agem": (8, 0.2)}
 """Strategies whose hooks need more training to act (steps, learning rate)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _examples(name: str, stage: int) -> list[dict]:
@@ -229,33 +225,6 @@ def test_strategy_hooks_sharded_match_one_process(tmp_path):
 
 
 # ---- end to end: accelerate launch with an FSDP2 config ------------------------------------------------
-FSDP2 = {
-    "compute_environment": "LOCAL_MACHINE",
-    "distributed_type": "FSDP",
-    "num_machines": 1,
-    "num_processes": 2,
-    "machine_rank": 0,
-    "mixed_precision": "no",
-    "main_process_port": 0,
-    "rdzv_backend": "static",
-    "same_network": True,
-    "fsdp_config": {
-        "fsdp_version": 2,
-        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-        "fsdp_reshard_after_forward": True,
-        "fsdp_state_dict_type": "FULL_STATE_DICT",
-        "fsdp_cpu_ram_efficient_loading": False,
-        "fsdp_offload_params": False,
-        "fsdp_activation_checkpointing": False,
-    },
-}
-
-
-def _launcher() -> str | None:
-    near = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    return near if os.path.exists(near) else shutil.which("accelerate")
-
-
 needs_launcher = pytest.mark.skipif(
     _launcher() is None or not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
     reason="accelerate CLI or torch.distributed with gloo not available",

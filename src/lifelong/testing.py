@@ -241,3 +241,46 @@ def fact_corpus(facts: dict[str, str], path: Any, n: int = 1000, seed: int = 1) 
         for _ in range(n):
             f.write(json.dumps({"text": " ".join(rng.sample(sentences, rng.randint(1, 4)))}) + "\n")
     return str(path)
+
+
+# ---- multi-process tests: an accelerate FSDP2 launch config, the launcher, a free port ------------------
+FSDP2_LAUNCH_CONFIG: dict[str, Any] = {
+    "compute_environment": "LOCAL_MACHINE",
+    "distributed_type": "FSDP",
+    "num_machines": 1,
+    "num_processes": 2,
+    "machine_rank": 0,
+    "mixed_precision": "no",
+    "main_process_port": 0,  # a free port (others may be running)
+    "rdzv_backend": "static",
+    "same_network": True,
+    "fsdp_config": {
+        "fsdp_version": 2,
+        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "fsdp_reshard_after_forward": True,
+        "fsdp_state_dict_type": "FULL_STATE_DICT",
+        "fsdp_cpu_ram_efficient_loading": False,
+        "fsdp_offload_params": False,
+        "fsdp_activation_checkpointing": False,
+    },
+}
+"""Two CPU processes sharded with FSDP2 (`accelerate launch --config_file` of this, dumped as YAML)."""
+
+
+def accelerate_launcher() -> str | None:
+    """The `accelerate` CLI next to this interpreter, else on PATH, else None."""
+    import os
+    import shutil
+    import sys
+
+    near = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    return near if os.path.exists(near) else shutil.which("accelerate")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
