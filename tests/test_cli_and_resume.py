@@ -210,3 +210,20 @@ def test_a_run_saved_before_new_settings_existed_still_resumes(tmp_path, capsys)
     capsys.readouterr()
     assert main(["run", str(cfg), "--quiet", "--resume"]) == 0
     assert "already finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_entry_point_exits_with_mains_code_and_flushes_before_a_hard_exit(hard):
+    """`lifelong` (the console script, `python -m lifelong`) exits with main's code; after a multi-process
+    run closed its process group it exits without interpreter teardown, and what was printed still arrives
+    (an unterminated line in a pipe's buffer, and an atexit handler that must not run)."""
+    code = (
+        "import atexit, lifelong.cli as c\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        f"def fake(argv=None):\n    c.HARD_EXIT = {hard}\n    print('results written', end='')\n    return 3\n"
+        "c.main = fake\nc.entry()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.startswith("results written")
+    assert ("teardown ran" in proc.stdout) is not hard

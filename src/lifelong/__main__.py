@@ -1,5 +1,3 @@
-import sys
+from lifelong.cli import entry
 
-from lifelong.cli import main
-
-sys.exit(main())
+entry()

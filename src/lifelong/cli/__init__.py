@@ -26,6 +26,27 @@ COMMANDS = (
 )
 
 
+HARD_EXIT = False  # set by a finished multi-process `lifelong run` (cli/run.py `_close_process_group`)
+
+
+def entry() -> None:
+    """The console script and `python -m lifelong`: `main`, then exit with its code. After a multi-process
+    run has closed its process group, the exit skips interpreter teardown (`os._exit`, after flushing the
+    standard streams and logging), so a library thread torn down at shutdown cannot abort a finished run."""
+    code = main()
+    if HARD_EXIT:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning of language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,4 +81,4 @@ def _silence_stdout() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

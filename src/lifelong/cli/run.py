@@ -23,6 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from lifelong.runner import Run, RunFinished
     from lifelong.validation import load_config
 
+    _diagnose_aborts()
     cfg = load_config(args.config, args.overrides)
     try:
         run = Run(cfg, resume=args.resume, quiet=args.quiet)
@@ -38,12 +39,28 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose_aborts() -> None:
+    """Under a launcher (WORLD_SIZE > 1) a process killed by a C++ abort would otherwise die without a word
+    about where; faulthandler prints every Python thread's stack to stderr on SIGABRT/SIGSEGV."""
+    import faulthandler
+    import os
+    import sys
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
 def _close_process_group() -> None:
-    """End a multi-process run's process group before the interpreter exits: a gloo group torn down by
-    interpreter shutdown can abort a process ("terminate called without an active exception", seen once in a
-    2-process FSDP2 test), which fails the whole launch after the results were written."""
+    """End a multi-process run's process group once every process is done, and mark the process for a
+    hard exit (`lifelong.cli.entry`): interpreter shutdown after a finished gloo run aborted a process twice
+    in CI ("terminate called without an active exception", after results.json was written; Python stops
+    daemon threads that are inside C++ frames by unwinding them, which C++ answers with std::terminate),
+    which fails the whole launch. Nothing is left to lose at that point: every file is written and closed."""
     import torch.distributed as dist
+
+    from lifelong import cli
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        cli.HARD_EXIT = True
