@@ -147,7 +147,7 @@ def test_segments_merge_size_tiered(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", sorted(TYPES))
 def test_mmap_leaves_segments_on_disk(tmp_path, kind):
     x = clustered(2000)
     rows = [{"key": f"k{i}", "text": "t"} for i in range(2000)]
