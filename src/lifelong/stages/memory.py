@@ -56,8 +56,9 @@ class MemoryState(StageState):
         folder = self.run_dir / "memory"
         if (folder / "docs.json").exists() and not (folder / META).exists():
             raise ValueError(
-                f"{folder} holds a memory written by lifelong before 0.2 (docs.json); resume this run with "
-                "that version, or start it again"
+                f"{folder} holds a memory in the earlier format (docs.json and index.faiss; this lifelong "
+                "keeps memory/meta.sqlite and index segments): finish the run with the lifelong that started "
+                "it, or start it again under a new name"
             )
         if create:
             dim = self.embedder.dim() if self.embedder is not None else None
@@ -72,7 +73,7 @@ class MemoryState(StageState):
         self.store = self._open(create=False)
 
     def restore(self) -> None:
-        shutil.rmtree(self.run_dir / ".memory.old", ignore_errors=True)  # left by lifelong before 0.2
+        shutil.rmtree(self.run_dir / ".memory.old", ignore_errors=True)  # left by the earlier memory format's swap
         self.store = self._open(create=self.is_main)
 
     def eval_items(self, task: Any, row: int, items: list[dict]) -> list[dict]:
