@@ -355,6 +355,12 @@ def test_validation_refuses_what_cannot_train_sharded(tmp_path, monkeypatch):
             load_config(path)
         monkeypatch.delenv("ACCELERATE_USE_FSDP")
         assert load_config(path).strategy[0].name == "whole_weights"
+        # and without the launcher, `lifelong validate --sharding fsdp2` says what the launch would refuse
+        from lifelong.cli import main
+
+        monkeypatch.delenv("FSDP_VERSION")
+        assert main(["validate", str(path), "--sharding", "fsdp2"]) == 2
+        assert main(["validate", str(path), "--sharding", "none"]) == 0
         # DeepSpeed: ZeRO-3 refused (whole weights are gathered under FSDP2 only); under ZeRO-2 what would save
         # one process's part of the optimizer state
         naive = tiny_run_config("naive", output_dir=str(tmp_path), train={"checkpoint_every": 5})

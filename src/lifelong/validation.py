@@ -33,12 +33,15 @@ __all__ = [
 ]
 
 
-def load_config(path: str | Path, overrides: Optional[list[str]] = None, read_data: bool = False) -> RunConfig:
+def load_config(
+    path: str | Path, overrides: Optional[list[str]] = None, read_data: bool = False, sharding: Optional[str] = None
+) -> RunConfig:
     """Read, override and strictly validate a run config; with `read_data`, also `check_data` (what
-    `lifelong validate` does). Raises ConfigError with every problem, located."""
+    `lifelong validate` does); `sharding` ("fsdp2", "deepspeed", "none"): check it as a run sharded that way
+    (default: as the launcher set this process up). Raises ConfigError with every problem, located."""
     path = Path(path)
     raw, lines = read_run_config(path, overrides)
-    cfg = validate_raw(raw, str(path), lines, base_dir=path.parent)
+    cfg = validate_raw(raw, str(path), lines, base_dir=path.parent, sharding=sharding)
     if read_data:
         msgs = check_data(cfg, Locator(str(path), lines))
         if msgs:

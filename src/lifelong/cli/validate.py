@@ -10,6 +10,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a config file and print the resolved config")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--sharding",
+        choices=("none", "fsdp2", "deepspeed"),
+        help="check the config as a run sharded this way (what `accelerate launch` with an FSDP2 or DeepSpeed "
+        "config would refuse); default: as this process was launched",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -17,7 +23,8 @@ def main(args: argparse.Namespace) -> int:
 
     from lifelong.validation import load_config
 
-    cfg = load_config(args.config, args.overrides, read_data=True)
+    cfg = load_config(args.config, args.overrides, read_data=True, sharding=args.sharding)
     print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=False), end="")
-    print(f"# {args.config}: valid ({len(cfg.stages)} stages, strategy {' + '.join(s.name for s in cfg.strategy)})")
+    how = f", sharded with {args.sharding}" if args.sharding not in (None, "none") else ""
+    print(f"# {args.config}: valid{how} ({len(cfg.stages)} stages, strategy {' + '.join(s.name for s in cfg.strategy)})")
     return 0
