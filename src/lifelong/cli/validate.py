@@ -26,5 +26,6 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, read_data=True, sharding=args.sharding)
     print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=False), end="")
     how = f", sharded with {args.sharding}" if args.sharding not in (None, "none") else ""
-    print(f"# {args.config}: valid{how} ({len(cfg.stages)} stages, strategy {' + '.join(s.name for s in cfg.strategy)})")
+    names = " + ".join(s.name for s in cfg.strategy)
+    print(f"# {args.config}: valid{how} ({len(cfg.stages)} stages, strategy {names})")
     return 0
