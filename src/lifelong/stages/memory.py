@@ -144,10 +144,11 @@ class Memory(StageKind):
             bar.advance(start)
             for at in range(start, len(rows), chunk):
                 part = rows[at : at + chunk]
-                vecs = iter(state.embedder([r["text"] for r in part if not r.get("delete")], cache=False))
+                texts = [r["text"] for r in part if not r.get("delete")]
+                vecs = iter(state.embedder(texts, bar, cache=False))  # the bar advances per embedding batch
                 full = [None if r.get("delete") else next(vecs) for r in part]
                 counts = mem.add_chunk(part, full, index, at + len(part))
-                bar.advance(len(part))
+                bar.advance(len(part) - len(texts))
                 fault_point("memory-chunk")  # a testing hook (lifelong.faults): a chunk committed
         mem.finish_stage(index)
         return counts
