@@ -240,6 +240,11 @@ class MemoryIndexConfig(Strict):
     """IVF-PQ: bits per sub-quantizer code."""
     nprobe: int = Field(default=32, ge=1, le=1 << 20)
     """IVF-PQ: clusters searched per query (more: better recall, slower queries)."""
+    rerank: int = Field(default=8, ge=0, le=1000)
+    """IVF-PQ: candidates per wanted result that are re-scored with their exact vectors, read from the
+    memory-mapped `vectors.f32` (on disk, 4 x dim bytes per document; the OS pages in what is read). 0: the
+    quantized scores alone. Product quantization blurs scores closer than its error (sentences of one template
+    that differ in a name), which re-scoring restores."""
     train_size: Optional[int] = Field(default=None, ge=1, le=10**8)
     """IVF-PQ: documents needed before the quantizers are trained (default max(39*nlist, 39*2^nbits)); until
     then the memory is searched exactly, and at that point every document so far is re-encoded."""

@@ -13,6 +13,9 @@ Layout of the memory folder (docs/memory.md):
   N documents has O(log N) segments. A segment file not in `meta.sqlite` is a leftover of a kill; opening
   the memory removes it.
 - `ivfpq.trained.faiss`: the trained, empty IVF-PQ index every IVF-PQ segment is copied from.
+- `vectors.f32` (IVF-PQ): every document's exact vector, row = document id, appended before each chunk's
+  commit and cut back to the committed documents when the memory opens; searched candidates are re-scored
+  from it (memory-mapped), since product-quantized scores blur near neighbours.
 
 Superseded and deleted documents stay in the indexes and are filtered by stage, so the memory answers "as
 of stage k" for every index type. Searching asks every segment for its best candidates, merges them by score
@@ -34,6 +37,7 @@ from lifelong.faults import fault_point
 
 META = "meta.sqlite"
 TRAINED = "ivfpq.trained.faiss"
+VECTORS = "vectors.f32"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -107,6 +111,7 @@ class MemoryStore:
             )
         self._loaded: dict[int, Any] = {}
         self._trained: Any = None
+        self._exact: Any = None  # np.memmap of vectors.f32, opened on first use
         if writable:
             self._remove_orphans()
 
@@ -201,9 +206,12 @@ class MemoryStore:
         parts_s, parts_i = [], []
         for seg in segs:
             index = self._load(seg)
-            kk = min(want, seg.n)
+            rerank = seg.kind == "ivfpq" and self.cfg.rerank > 0 and (self.folder / VECTORS).exists()
+            kk = min(want * (self.cfg.rerank if rerank else 1), seg.n)
             self._search_params(index, seg.kind, kk)
             s, i = index.search(q, kk)
+            if rerank:
+                s = self._exact_scores(q, i)
             parts_s.append(s)
             parts_i.append(i)
         scores, ids = np.concatenate(parts_s, axis=1), np.concatenate(parts_i, axis=1)
@@ -213,6 +221,16 @@ class MemoryStore:
             keep = [(float(scores[r, j]), int(ids[r, j])) for j in order[r] if ids[r, j] >= 0]
             res.append(([s for s, _ in keep], [i for _, i in keep]))
         return res
+
+    def _exact_scores(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Inner products of each query with its candidates' exact vectors (-inf where no candidate)."""
+        if self._exact is None:
+            self._exact = np.memmap(self.folder / VECTORS, dtype=np.float32, mode="r").reshape(-1, self.dim)
+        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        for r in range(len(q)):  # one query's candidates at a time: a bounded read
+            ok = ids[r] >= 0
+            scores[r, ok] = self._exact[ids[r, ok]] @ q[r]
+        return scores
 
     def _search_params(self, index: Any, kind: str, k: int) -> None:
         faiss = _faiss()
@@ -269,6 +287,13 @@ class MemoryStore:
             next_id += 1
             counts["added"] += 1
         seg = None
+        if new_docs and self.cfg.type == "ivfpq":  # exact vectors for re-scoring, rows = ids
+            with open(self.folder / VECTORS, "ab") as f:
+                assert f.tell() == new_docs[0][0] * self.dim * 4, "vectors.f32 out of step with the documents"
+                f.write(np.ascontiguousarray(np.stack(vecs), dtype=np.float32).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            self._exact = None
         if new_docs:
             seg = self._next_segment("flat", len(new_docs), stage, final=False)
             index = self._flat(np.asarray(vecs, dtype=np.float32), np.array([d[0] for d in new_docs], dtype=np.int64))
@@ -363,6 +388,12 @@ class MemoryStore:
                 p.unlink()
         for p in self.folder.glob(".*.tmp*"):  # a segment or the trained index being written when killed
             p.unlink()
+        vectors = self.folder / VECTORS
+        if vectors.exists():  # rows appended for a chunk that was never committed
+            keep = self.count() * self.dim * 4
+            if vectors.stat().st_size > keep:
+                with open(vectors, "r+b") as f:
+                    f.truncate(keep)
 
     # ---- index construction -------------------------------------------------------------------
     def _flat(self, vecs: np.ndarray, ids: np.ndarray) -> Any:
@@ -440,6 +471,7 @@ class MemoryStore:
 
     def close(self) -> None:
         self._loaded.clear()
+        self._exact = None
         self.db.close()
 
     @classmethod
