@@ -241,8 +241,10 @@ class MemoryIndexConfig(Strict):
     """IVF-PQ: sub-quantizers = bytes per document at 8 bits; must divide the embedding dimension."""
     nbits: int = Field(default=8, ge=1, le=16)
     """IVF-PQ: bits per sub-quantizer code."""
-    nprobe: int = Field(default=32, ge=1, le=1 << 20)
-    """IVF-PQ: clusters searched per query (more: better recall, slower queries)."""
+    nprobe: int = Field(default=128, ge=1, le=1 << 20)
+    """IVF-PQ: clusters searched per query (more: better recall, slower queries). 128 because a question's
+    nearest clusters are often not its answer's: on the knowledge example with 100k distractors (nlist 1024),
+    the exact top-1 was found for 67% of the questions at 32, 89% at 128, 94% (= exact search) at 512."""
     rerank: int = Field(default=8, ge=0, le=1000)
     """IVF-PQ: candidates per wanted result that are re-scored with their exact vectors, read from the
     memory-mapped `vectors.f32` (on disk, 4 x dim bytes per document; the OS pages in what is read). 0: the
