@@ -203,6 +203,16 @@ class MemoryStore:
         return out
 
     def _candidates(self, segs: list[Segment], q: np.ndarray, want: int) -> list[tuple[list, list]]:
+        faiss = _faiss()
+        threads = faiss.omp_get_max_threads()
+        if len(q) < 20:  # a few queries: FAISS's OpenMP loop costs more than it saves (0.5 ms -> 8 ms a call on
+            faiss.omp_set_num_threads(1)  # a busy machine, bench/memory.py); batches keep every thread
+        try:
+            return self._search_segments(segs, q, want)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def _search_segments(self, segs: list[Segment], q: np.ndarray, want: int) -> list[tuple[list, list]]:
         parts_s, parts_i = [], []
         for seg in segs:
             index = self._load(seg)
