@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -309,8 +310,7 @@ class MemoryStore:
             index = self._flat(np.asarray(vecs, dtype=np.float32), np.array([d[0] for d in new_docs], dtype=np.int64))
             self._write(index, seg)
             fault_point("memory-segment")  # the chunk's segment written, nothing committed
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", new_docs)
             self.db.executemany("UPDATE docs SET removed = ? WHERE id = ?", [(stage, i) for i in removed])
             if seg is not None:
@@ -318,11 +318,19 @@ class MemoryStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO progress VALUES (?, ?, 0, ?)", (stage, rows_done, json.dumps(counts))
             )
-            self.db.execute("COMMIT")
+        return counts
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction: committed whole, or rolled back on any error (a kill -9 rolls it back too,
+        from the journal, when the memory is next opened)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return counts
+        self.db.execute("COMMIT")
 
     def finish_stage(self, stage: int) -> None:
         """Turn the stage's chunk segments into one segment of the configured type, merge segments
@@ -355,8 +363,7 @@ class MemoryStore:
             plan_new.append(cur)
         fault_point("memory-finish")  # the stage's segment written, not committed
         _, _, counts = self.progress(stage)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.db.executemany("DELETE FROM segments WHERE seq = ?", [(s.seq,) for s in drop])
             for seg, _ in plan_new:
                 self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?, 1)", (seg.seq, seg.kind, seg.n, seg.stage))
@@ -364,10 +371,6 @@ class MemoryStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO progress VALUES (?, ?, 1, ?)", (stage, rows_done, json.dumps(counts))
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         for s in drop:
             self._loaded.pop(s.seq, None)
             (self.folder / s.file).unlink(missing_ok=True)
