@@ -34,6 +34,7 @@ from lifelong.stages.base import StageState
 from lifelong.strategies import build_strategy
 from lifelong.train import sharding
 from lifelong.train.checkpoint import (
+    StateHolder,
     atomic_write_text,
     base_unchanged,
     latest_checkpoint,
@@ -583,17 +584,9 @@ class Run:
             if ck is not None:
 
                 def rebuild(model: Any, meta: dict) -> Any:
-                    ctx = StageContext(
-                        stage_index=meta["stage"],
-                        stage_name=cfg.stages[meta["stage"]].name,
-                        model=model,
-                        tokenizer=self.tokenizer,
-                        accelerator=acc,
-                        device=acc.device,
-                        resuming=True,
-                        run_dir=self.run_dir,
-                    )
-                    return self.strategy.wrap_model(ctx)
+                    from lifelong.train.loop import rewrapped
+
+                    return rewrapped(self, meta["stage"], model)
 
                 self.model, meta = load_checkpoint(ck, self.model, self.strategy, rebuild)
                 self.model.to(acc.device)
@@ -640,7 +633,7 @@ class Run:
                     self.model,
                     self.strategy,
                     {"stage": i, "step": None, "done": True, "cost": cost},
-                    _StateHolder(self.optimizer_state) if self.optimizer_state else None,
+                    StateHolder(self.optimizer_state) if self.optimizer_state else None,
                     keep=cfg.stage_train(i).keep_checkpoints,
                     weights=whole,
                     strategy_state=held,
@@ -669,16 +662,6 @@ class Run:
             acc.end_training()
         acc.wait_for_everyone()
         return results
-
-
-class _StateHolder:
-    """Lets a plain optimizer state dict be checkpointed like an optimizer."""
-
-    def __init__(self, state: dict) -> None:
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
 
 
 def run(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Results:

@@ -50,13 +50,7 @@ class Embedder:
             out = np.zeros((len(texts), self.dim()), np.float32)
             for start in range(0, len(texts), self.batch_size * 16 if bar is None else self.batch_size):
                 chunk = texts[start : start + (self.batch_size * 16 if bar is None else self.batch_size)]
-                out[start : start + len(chunk)] = self.model.encode(
-                    chunk,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+                out[start : start + len(chunk)] = self._encode(chunk)
                 if bar is not None:
                     bar.advance(len(chunk))
             return out
@@ -66,18 +60,18 @@ class Embedder:
         step = len(todo) if bar is None else self.batch_size  # without a bar: one call, as before
         for start in range(0, len(todo), max(1, step)):
             chunk = todo[start : start + step]
-            vecs = self.model.encode(
-                chunk,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            vecs = self._encode(chunk)
             for t, v in zip(chunk, vecs):
                 self.cache[self.key(t)] = v.astype(np.float32)
             if bar is not None:
                 bar.advance(len(chunk))
         return np.stack([self.cache[self.key(t)] for t in texts]) if texts else np.zeros((0, self.dim()), np.float32)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalized embeddings of `texts`, in batches of `batch_size`."""
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

@@ -166,8 +166,7 @@ def _scatter(run: StageEnv, whole: Any, done: dict[str, Any]) -> dict[str, Any]:
     import torch
     from accelerate.utils import broadcast, broadcast_object_list
 
-    from lifelong.strategies._frozen import reshard
-    from lifelong.train.sharding import assign_full_
+    from lifelong.train.sharding import assign_full_, reshard
 
     reshard(run.model)  # the shards registered, not copies a forward pass left gathered (writes there are lost)
     acc = run.accelerator

@@ -115,15 +115,14 @@ class Memory(StageKind):
         state: MemoryState = run.stage_state("memory")
         main = run.accelerator.is_main_process
         if main:
-            mem = state.ensure()
-            done_rows, done, counts = mem.progress(index)
+            done_rows, done, _ = state.ensure().progress(index)
             if not done:
-                counts = self._add(run, index, prepared, state, done_rows)
+                self._add(run, index, prepared, state, done_rows)
         run.accelerator.wait_for_everyone()  # the other processes read the memory the main one wrote
         if not main:
             state.reopen()
         mem = state.store
-        done_rows, _, counts = mem.progress(index)
+        counts = mem.progress(index)[2]
         run.log(type="memory", stage=index, **counts, total=mem.count())
         return {
             "wall_s": time.perf_counter() - t0,
@@ -135,11 +134,10 @@ class Memory(StageKind):
         }
 
     @staticmethod
-    def _add(run: StageEnv, index: int, rows: list[dict], state: MemoryState, start: int) -> dict:
+    def _add(run: StageEnv, index: int, rows: list[dict], state: MemoryState, start: int) -> None:
         """Embed and add the stage's rows from `start` (the rows a killed run committed), one committed chunk
         of `memory.chunk` rows at a time, then finish the stage (its index segment)."""
         mem, chunk = state.store, run.cfg.memory.chunk
-        counts: dict = mem.progress(index)[2]
         with progress(len(rows), f"memory {run.cfg.stages[index].name}: embed", run.quiet, run.console) as bar:
             bar.advance(start)
             for at in range(start, len(rows), chunk):
@@ -147,11 +145,10 @@ class Memory(StageKind):
                 texts = [r["text"] for r in part if not r.get("delete")]
                 vecs = iter(state.embedder(texts, bar, cache=False))  # the bar advances per embedding batch
                 full = [None if r.get("delete") else next(vecs) for r in part]
-                counts = mem.add_chunk(part, full, index, at + len(part))
+                mem.add_chunk(part, full, index, at + len(part))
                 bar.advance(len(part) - len(texts))
                 fault_point("memory-chunk")  # a testing hook (lifelong.faults): a chunk committed
         mem.finish_stage(index)
-        return counts
 
 
 def _flag(v: Any, where: str) -> bool:

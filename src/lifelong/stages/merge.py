@@ -111,8 +111,7 @@ def _stream_into(model: Any, path: Any) -> None:
     shards; names the model does not have are skipped, as `load_model(strict=False)` does."""
     from safetensors import safe_open
 
-    from lifelong.strategies._frozen import reshard
-    from lifelong.train.sharding import assign_full_
+    from lifelong.train.sharding import assign_full_, reshard
 
     reshard(model)  # the shards registered, not copies a forward pass left gathered (writes there would be lost)
     targets = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())

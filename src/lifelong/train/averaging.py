@@ -40,7 +40,7 @@ def average_into(
 ) -> None:
     """Set the model's weights to (1 - a) * before + a * after, `a` from `ratios` per block of layers
     (`layer_ratio`): a = 0 gives `before`, a = 1 `after`."""
-    from lifelong.train.dpo import reshard
+    from lifelong.train.sharding import reshard
 
     n_layers = int(getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 1) or 1)
     reshard(model)  # sharded: write into the shards, not into copies a forward pass left gathered

@@ -57,6 +57,8 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint",
     "state_digest",
+    "StateHolder",
+    "tied_names",
     "untied",
     "written_bytes",
 ]
@@ -196,9 +198,7 @@ def _save_weights(
     trained = strategy.trained_tensors(model) if hasattr(strategy, "trained_tensors") else None
     base = _read_json(root / BASE_RECORD)
     if trained is not None and base is not None:
-        digest = (
-            state_digest(model, trained) if weights is None else state_digest(weights, trained | _tied_names(model))
-        )
+        digest = state_digest(model, trained) if weights is None else state_digest(weights, trained | tied_names(model))
         if digest == base.get("digest"):
             held = model.state_dict() if weights is None else weights
             tensors = {n: t.detach().contiguous().cpu() for n, t in held.items() if n in trained}
@@ -304,7 +304,7 @@ def load_checkpoint(
                 f"{path}: the starting model (model: in the run's config) is not the one this run started "
                 "from, and this checkpoint holds only the adapter; restore that model to resume"
             )
-    elif unexpected or [m for m in missing if m not in _tied_names(model)]:
+    elif unexpected or [m for m in missing if m not in tied_names(model)]:
         raise ValueError(
             f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
@@ -315,7 +315,8 @@ def load_checkpoint(
     return model, meta
 
 
-def _tied_names(model: Any) -> set[str]:
+def tied_names(model: Any) -> set[str]:
+    """Names of a model's tensors that repeat an earlier name's tensor (tied embeddings)."""
     seen: dict[int, str] = {}
     tied = set()
     for name, p in model.state_dict(keep_vars=True).items():
@@ -323,3 +324,13 @@ def _tied_names(model: Any) -> set[str]:
             tied.add(name)
         seen.setdefault(id(p), name)
     return tied
+
+
+class StateHolder:
+    """A state dict already taken (a kept or gathered optimizer state), checkpointed like an optimizer."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state

@@ -30,12 +30,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lifelong.data.collate import collate
 from lifelong.train import sharding
 from lifelong.train.accel import adamw, clip_grad_norm, optimizer_step, release, shard
-from lifelong.train.checkpoint import save_checkpoint
+from lifelong.train.checkpoint import StateHolder, save_checkpoint, tied_names
 from lifelong.train.context import RunView, StageContext
 from lifelong.train.inner_eval import eval_due
 from lifelong.train.schedules import lr_multiplier
 
-__all__ = ["collate", "micro_batches", "optimizer_state_as", "stage_steps", "train_stage", "unsharded_copy"]
+__all__ = [
+    "collate",
+    "micro_batches",
+    "optimizer_state_as",
+    "rewrapped",
+    "stage_steps",
+    "train_stage",
+    "unsharded_copy",
+]
 
 
 def micro_batches(
@@ -73,6 +81,29 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def rewrapped(run: RunView, index: int, model: Any, training: bool = False) -> Any:
+    """`model` given the structure the strategy had given it at stage `index`: `wrap_model` with `resuming`
+    (the structure a checkpoint of that stage holds), and with `training` also the stage's own `wrap_model`
+    (trainable flags, active adapters)."""
+    acc = run.accelerator
+    ctx = StageContext(
+        stage_index=index,
+        stage_name=run.cfg.stages[index].name,
+        model=model,
+        tokenizer=run.tokenizer,
+        accelerator=acc,
+        device=acc.device,
+        resuming=True,
+        run_dir=run.run_dir,
+        formatter=run.formatter,
+    )
+    model = ctx.model = run.strategy.wrap_model(ctx)
+    if training:
+        ctx.resuming = False
+        model = run.strategy.wrap_model(ctx)
+    return model
+
+
 def unsharded_copy(run: RunView, index: int, weights: dict, training: bool = False) -> Any:
     """A plain (unsharded) model with the structure the strategy gives stage `index` and the whole state dict
     `weights`: the starting model reloaded from the config, `wrap_model(resuming=True)` (the structure of a
@@ -81,43 +112,17 @@ def unsharded_copy(run: RunView, index: int, weights: dict, training: bool = Fal
     adapter's initialisation, is overwritten by `weights`)."""
     from lifelong.models import load_model_and_tokenizer
 
-    acc = run.accelerator
     with torch.random.fork_rng(devices=[]):
         model, _ = load_model_and_tokenizer(run.cfg.model, seed=run.cfg.seed)
-        model.to(acc.device)
-        ctx = StageContext(
-            stage_index=index,
-            stage_name=run.cfg.stages[index].name,
-            model=model,
-            tokenizer=run.tokenizer,
-            accelerator=acc,
-            device=acc.device,
-            resuming=True,
-            run_dir=run.run_dir,
-            formatter=run.formatter,
-        )
-        model = ctx.model = run.strategy.wrap_model(ctx)
-        if training:
-            ctx.resuming = False
-            model = run.strategy.wrap_model(ctx)
+        model = rewrapped(run, index, model.to(run.accelerator.device), training)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = _tied(model)
+    tied = tied_names(model)
     if unexpected or [m for m in missing if m not in tied]:
         raise ValueError(
             f"stages.{index}: the strategy's model structure does not hold the sharded model's weights "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model
-
-
-def _tied(model: Any) -> set[str]:
-    seen: set[int] = set()
-    tied = set()
-    for name, p in model.state_dict(keep_vars=True).items():
-        if id(p) in seen:
-            tied.add(name)
-        seen.add(id(p))
-    return tied
 
 
 def optimizer_state_as(state: dict, names: list[str], by_name: bool) -> dict:
@@ -319,7 +324,7 @@ def train_stage(
                         acc.unwrap_model(wrapped),
                         run.strategy,
                         {"stage": index, "step": step + 1, "done": False},
-                        opt if held is None else _Held(held),
+                        opt if held is None else StateHolder(held),
                         sched,
                         keep=tc.keep_checkpoints,
                         weights=whole,
@@ -367,13 +372,3 @@ def _keep_moments(opt: Any, model: Any, kept: dict, names: list[str], lr: float,
             f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
             f"as the previous stage ({e}); use reset"
         ) from None
-
-
-class _Held:
-    """A state dict already taken (a sharded optimizer's, gathered), checkpointed like an optimizer."""
-
-    def __init__(self, state: dict) -> None:
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state

@@ -209,7 +209,7 @@ def reshard(model: Any) -> None:
     """Back to shards after forward passes without backward: FSDP2 keeps groups that do not reshard after
     forward (the root, accelerate's embeddings-and-head group) gathered after one, with plain copies
     registered as the parameters, so writes into them are lost and a later training step would read them
-    stale. A no-op for a plain model ."""
+    stale. A no-op for a plain model."""
     from torch.distributed.fsdp import FSDPModule
 
     if isinstance(model, FSDPModule):
