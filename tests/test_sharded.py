@@ -26,13 +26,18 @@ import yaml
 from lifelong.testing import FSDP2_LAUNCH_CONFIG as FSDP2_CONFIG
 from lifelong.testing import accelerate_launcher as _launcher
 from lifelong.testing import free_port as _free_port
+from lifelong.testing import tiny_run_config
 from lifelong.train import sharding
 
 SPECS = {
     "naive": "naive",
     "replay": {"name": "replay", "fraction": 0.25, "buffer_size": 64},
     "lora": {"name": "lora", "r": 4},
+    "ewc": {"name": "ewc", "weight": 1000.0},
+    "lwf": {"name": "lwf", "weight": 1.0},
+    "l2": {"name": "l2", "weight": 1.0},
 }
+"""The strategies of the end-to-end runs here and in tests/test_deepspeed.py."""
 
 
 def _api_worker(rank: int, world: int, port: int) -> None:
@@ -166,21 +171,13 @@ needs_launcher = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    """A tiny llama that knows the answer format (adapters learn on it), the accelerate config, and a writer of
-    run configs: 2 stages of 40 steps (lr 3e-3; LoRA 1e-2), a checkpoint every 20 (a kill can land mid-stage);
-    train.batch_size is per process."""
-    from lifelong.testing import tiny_pretrained, tiny_run_config
+def run_configs(root, base: str):
+    """A writer of run configs on the tiny stream: `config(strategy, name, batch, **train)` writes
+    `root/<name>.yaml` (runs under `root/runs`) and returns its path: 2 stages of 40 steps (lr 3e-3; LoRA 1e-2), a
+    checkpoint every 20 (a kill can land mid-stage), `train` entries replacing these; `train.batch_size` is per
+    process. `base`: a tiny llama that knows the answer format (adapters learn on it)."""
 
-    root = tmp_path_factory.mktemp("sharded")
-    base = tiny_pretrained(root / "base")
-    accel, ddp = root / "fsdp2.yaml", root / "ddp.yaml"
-    accel.write_text(yaml.safe_dump(FSDP2_CONFIG))
-    plain = {k: v for k, v in FSDP2_CONFIG.items() if k != "fsdp_config"}
-    ddp.write_text(yaml.safe_dump({**plain, "distributed_type": "MULTI_GPU"}))  # on CPU: data parallel, gloo
-
-    def config(strategy: str, name: str, batch: int) -> str:
+    def config(strategy: str, name: str, batch: int, **train) -> str:
         raw = tiny_run_config(
             SPECS[strategy],
             name=name,
@@ -193,24 +190,40 @@ def stream(tmp_path_factory):
         if strategy != "lora":  # unclipped: FSDP2 then equals DDP bit for bit (test below); LoRA keeps clipping
             raw["train"]["max_grad_norm"] = None
         raw["train"]["batch_size"] = batch  # per process: 8 x 2 processes = 16 in one
+        raw["train"].update(train)
         raw["eval"]["bootstrap"] = 20
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         return str(path)
 
+    return config
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """The accelerate configs (FSDP2, DDP) and `run_configs`' writer."""
+    from lifelong.testing import tiny_pretrained
+
+    root = tmp_path_factory.mktemp("sharded")
+    base = tiny_pretrained(root / "base")
+    accel, ddp = root / "fsdp2.yaml", root / "ddp.yaml"
+    accel.write_text(yaml.safe_dump(FSDP2_CONFIG))
+    plain = {k: v for k, v in FSDP2_CONFIG.items() if k != "fsdp_config"}
+    ddp.write_text(yaml.safe_dump({**plain, "distributed_type": "MULTI_GPU"}))  # on CPU: data parallel, gloo
     return types.SimpleNamespace(
-        root=root, accel=str(accel), ddp=str(ddp), config=config, runs=root / "runs", sharded={}
+        root=root, accel=str(accel), ddp=str(ddp), config=run_configs(root, base), runs=root / "runs", sharded={}
     )
 
 
-def launch(accel: str, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file accel -m lifelong <args>` on 2 CPU processes."""
+def launch(accel: str, *args: str, fault: str | None = None, options: tuple = ()) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file accel [options] -m lifelong <args>` (2 CPU processes), with this
+    interpreter's accelerate (a launcher script elsewhere on PATH may belong to another environment)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("LIFELONG_FAULT", None)
     if fault:
         env["LIFELONG_FAULT"] = fault
-    cmd = [str(_launcher()), "launch", "--config_file", accel, "-m", "lifelong", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accel, *options]
+    return subprocess.run([*cmd, "-m", "lifelong", *args], env=env, capture_output=True, text=True, timeout=900)
 
 
 def results(run_dir) -> dict:
@@ -221,6 +234,11 @@ def weights(run_dir, tag: str) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(run_dir / "ckpt" / tag / "model.safetensors"))
+
+
+def matrix_difference(a: dict, b: dict) -> float:
+    """The largest |difference| between two runs' results matrices (`results.json` contents)."""
+    return max(abs(x - y) for ra, rb in zip(a["matrix"], b["matrix"]) for x, y in zip(ra, rb))
 
 
 def sharded_run(stream, strategy: str):
@@ -244,7 +262,7 @@ def test_fsdp2_run_matches_one_process(stream, strategy):
     a, b = results(two), results(one)
     assert a["processes"] == 2 and a["sharding"] == "fsdp2"  # really sharded, not data parallel
     assert b["processes"] == 1 and b["sharding"] == "none"
-    diff = max(abs(x - y) for ra, rb in zip(a["matrix"], b["matrix"]) for x, y in zip(ra, rb))
+    diff = matrix_difference(a, b)
     print(f"{strategy}: max |matrix difference| 1 vs 2 processes = {diff}")
     assert diff <= 1e-5, (a["matrix"], b["matrix"])
     assert any(x != y for x, y in zip(a["matrix"][1] + a["matrix"][2], a["matrix"][0] * 2))  # it learned
@@ -378,6 +396,16 @@ def test_validation_refuses_what_cannot_train_sharded(tmp_path, monkeypatch):
         naive["train"]["checkpoint_every"] = 0
         del naive["stages"][1]["train"]
         assert validate_raw(naive, sharding="deepspeed")
+        # a strategy FSDP2 takes but DeepSpeed cannot (its before_step edits gradients the engine keeps): refused
+        # under DeepSpeed only, with its reason, alone or composed
+        agem = tiny_run_config([{"name": "replay"}, {"name": "agem"}], output_dir=str(tmp_path))
+        assert validate_raw(agem, sharding="fsdp2")
+        with pytest.raises(ConfigError, match=r"strategy agem cannot train sharded .DeepSpeed.: it projects the whole"):
+            validate_raw(agem, sharding="deepspeed")
+        from lifelong.strategies import build_strategy
+
+        why = build_strategy(validate_raw(agem).strategy).deepspeed_refusal()
+        assert why.startswith("AGEM: it projects the whole gradient") and "Replay" not in why
     finally:
         STRATEGIES.unregister("whole_weights")
 

@@ -134,8 +134,6 @@ class Run:
         console: Optional[Console] = None,
         callbacks: Optional[list[Callable[[dict], None]]] = None,
     ) -> None:
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.quiet = quiet
         self.callbacks = list(callbacks or [])  # called with every logged event (lifelong.api.run's on_event)
@@ -151,14 +149,13 @@ class Run:
         trackers = list(cfg.trackers)
         if "mlflow" in trackers and "MLFLOW_TRACKING_URI" not in os.environ:
             os.environ["MLFLOW_TRACKING_URI"] = (self.run_dir / "mlruns").resolve().as_uri()
-        self.accelerator = Accelerator(
-            cpu=not cuda,
+        from lifelong.train.accel import accelerator, fsdp_on_cpu
+
+        self.accelerator = accelerator(  # DeepSpeed on CPU processes needs its own start (train.accel)
             mixed_precision=prec,
             log_with=trackers or None,
             project_dir=str(self.run_dir / "trackers") if trackers else None,
         )
-        from lifelong.train.accel import fsdp_on_cpu
-
         fsdp_on_cpu(self.accelerator)  # accelerate leaves FSDP off on CPU processes (lifelong.train.accel)
         self.sharding = sharding.sharding_mode(self.accelerator)
         from lifelong.configio import ConfigError, Locator
@@ -166,8 +163,8 @@ class Run:
 
         if launch_sharding() == "deepspeed" and self.sharding != "deepspeed":
             raise ConfigError(
-                "accelerate config: DeepSpeed was asked for, but accelerate 1.15 runs CPU processes as plain data "
-                f"parallel ({self.sharding}) without it (docs/scale.md); on CPUs use FSDP2 "
+                f"accelerate config: DeepSpeed was asked for, but accelerate set up {self.sharding} without it "
+                "(is deepspeed installed in this environment? `pip install deepspeed`); or use FSDP2 "
                 "(distributed_type: FSDP, fsdp_version: 2)"
             )
         refused = check_sharding(cfg, Locator("config"), self.sharding)

@@ -83,9 +83,10 @@ def check_sharding(cfg: RunConfig, at: Locator, mode: str) -> list[str]:
         if spec.name not in STRATEGIES:
             continue
         cls = STRATEGIES.get(spec.name)
+        refusal = "deepspeed_refusal" if mode == "deepspeed" else "fsdp_refusal"
         why = (
-            cls(cls.Params(**(spec.model_extra or {})), seed=cfg.seed).fsdp_refusal()
-            if hasattr(cls, "fsdp_refusal")  # its parameters may decide
+            getattr(cls(cls.Params(**(spec.model_extra or {})), seed=cfg.seed), refusal)()
+            if hasattr(cls, refusal)  # its parameters may decide
             else ("" if getattr(cls, "supports_fsdp", False) else getattr(cls, "fsdp_note", "") or "not tested sharded")
         )
         if why:

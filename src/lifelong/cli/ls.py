@@ -105,6 +105,7 @@ def main(args: argparse.Namespace) -> int:
                     "needs_task_identity",
                     "supports_distributed",
                     "supports_fsdp",
+                    "supports_deepspeed",
                     "stores_examples",
                     "trainable",
                     "higher_is_better",

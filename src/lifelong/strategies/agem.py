@@ -17,7 +17,7 @@ each), and the projection is elementwise on the shards: the update equals the un
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +54,10 @@ class AGEM(Strategy):
     Params = AGEMParams
     stores_examples = True
     supports_fsdp = True
+    deepspeed_note: ClassVar[str] = (
+        "it projects the whole gradient in before_step, and under DeepSpeed the engine reduces, clips and "
+        "applies the gradient inside backward (ZeRO keeps it partitioned in its own buffers), so no hook sees it"
+    )
 
     def __init__(self, params: AGEMParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

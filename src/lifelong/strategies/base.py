@@ -38,6 +38,13 @@ class Strategy:
     a `DTensor` shard (tests/test_sharded_strategies.py). A sharded run refuses a strategy without it."""
     fsdp_note: ClassVar[str] = ""
     """Why it cannot run sharded (said when a sharded run refuses it); empty when `supports_fsdp`."""
+    supports_deepspeed: ClassVar[bool] = False
+    """Tested under DeepSpeed ZeRO-2 (`accelerate launch` with a DeepSpeed config; tests/test_deepspeed.py):
+    its hooks give the one-process results when the engine reduces, clips and steps inside backward (no
+    gradient reaches `before_step`, which the loop then skips; see `StageContext.engine_steps`) and keeps
+    its own fp32 master weights during a stage. A DeepSpeed run refuses a strategy without it."""
+    deepspeed_note: ClassVar[str] = ""
+    """Why it cannot run under DeepSpeed (said when a DeepSpeed run refuses it); empty when `supports_deepspeed`."""
     stores_examples: ClassVar[bool] = False
     """Keeps training examples of earlier stages (privacy / storage relevant)."""
     exports_hf: ClassVar[bool] = True
@@ -58,6 +65,13 @@ class Strategy:
         if self.supports_fsdp:
             return ""
         return self.fsdp_note or f"{type(self).__name__} is not tested with sharded parameters"
+
+    def deepspeed_refusal(self) -> str:
+        """Why this strategy, with its parameters, cannot run under DeepSpeed, or "" when it can (from
+        `supports_deepspeed` and `deepspeed_note`)."""
+        if self.supports_deepspeed:
+            return ""
+        return self.deepspeed_note or f"{type(self).__name__} is not tested under DeepSpeed"
 
     def wrap_model(self, ctx: StageContext) -> Any:
         """Change the model's structure (add adapters, soft prompts) before stage `ctx.stage_index` trains,
@@ -117,12 +131,19 @@ class Compose(Strategy):
         self.fsdp_note = "; ".join(  # type: ignore[misc]
             f"{type(p).__name__}: {r}" for p, r in ((p, p.fsdp_refusal()) for p in parts) if r
         )
+        self.supports_deepspeed = all(not p.deepspeed_refusal() for p in parts)  # type: ignore[misc]
+        self.deepspeed_note = "; ".join(  # type: ignore[misc]
+            f"{type(p).__name__}: {r}" for p, r in ((p, p.deepspeed_refusal()) for p in parts) if r
+        )
         self.exports_hf = all(p.exports_hf for p in parts)  # type: ignore[misc]
         self.exports_peft = self.exports_hf and any(p.exports_peft for p in parts)  # type: ignore[misc]
         self.export_note = next((p.export_note for p in parts if p.export_note), "")  # type: ignore[misc]
 
     def fsdp_refusal(self) -> str:
         return self.fsdp_note
+
+    def deepspeed_refusal(self) -> str:
+        return self.deepspeed_note
 
     def wrap_model(self, ctx: StageContext) -> Any:
         model = ctx.model

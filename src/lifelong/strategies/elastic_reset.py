@@ -13,7 +13,7 @@ updates and resets are elementwise on each process's shards, as unsharded; a che
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -37,6 +37,10 @@ class ElasticReset(Strategy):
 
     Params = ElasticResetParams
     supports_fsdp = True
+    deepspeed_note: ClassVar[str] = (
+        "it writes the weights in before_step, and under DeepSpeed the engine steps from its own fp32 master "
+        "copy inside backward, so the written weights would be overwritten at the next step"
+    )
 
     def __init__(self, params: ElasticResetParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

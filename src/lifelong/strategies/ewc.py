@@ -26,7 +26,8 @@ folded in, exactly as before.
 
 Online EWC keeps one running Fisher F* <- gamma * F* + F_k and one anchor theta* (the latest weights), so
 memory stays at two copies of the trainable parameters whatever the number of stages. As for `l2`, the
-penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `before_step`.
+penalty's gradient lambda * F * (theta - theta*) is added to the gradients in `before_step`; under DeepSpeed,
+whose engine keeps the gradients to itself, the penalty goes into the loss instead (`penalty`, same gradient).
 
 Sharded (FSDP2): F and theta* are kept as shards laid out like the parameters and every update above is
 elementwise, so each process works on its own shards and the gradient equals the unsharded one. The Fisher's
@@ -41,7 +42,7 @@ stage) load: their terms are folded in order on `load_state_dict`, which gives t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class EWC(Strategy):
 
     Params = EWCParams
     supports_fsdp = True
+    supports_deepspeed = True  # the gradient term through `penalty` (tests/test_deepspeed.py)
 
     def __init__(self, params: EWCParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -172,6 +174,18 @@ class EWC(Strategy):
             self.offset += global_sum(f * share * gap**2, torch.float64)  # F G / F' (a - b)^2
             self.fisher_sum[k], self.anchor[k] = total, a + share * gap
         self._version += 1
+
+    def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
+        """Under DeepSpeed only (`ctx.engine_steps`: no gradient reaches `before_step`): the penalty itself,
+        (lambda / 2) sum_i F_i (theta_i - theta*_i)^2, whose gradient autograd adds to the loss's; the same
+        lambda F (theta - theta*) that `before_step` adds otherwise (the loop divides each micro-batch's loss
+        by the accumulation steps, so the step gets it once)."""
+        lam = self.params.weight  # type: ignore[attr-defined]
+        if not ctx.engine_steps or not self.fisher_sum or lam == 0:
+            return None
+        params, _, fishers, anchors = self._lists(ctx.model)
+        terms = [(f * (q - a) ** 2).sum() for q, f, a in zip(params, fishers, anchors)]
+        return lam / 2 * torch.stack(terms).sum() if terms else None
 
     @torch.no_grad()
     def before_step(self, ctx: StageContext) -> None:

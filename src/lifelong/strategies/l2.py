@@ -14,7 +14,7 @@ checkpoint holds the whole anchor (gathered in `state_dict`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from pydantic import Field
@@ -37,6 +37,7 @@ class L2(Strategy):
 
     Params = L2Params
     supports_fsdp = True
+    supports_deepspeed = True  # the gradient term through `penalty` (tests/test_deepspeed.py)
 
     def __init__(self, params: L2Params | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -47,6 +48,17 @@ class L2(Strategy):
         if not self.anchor:  # first stage: anchor at the starting (pre-trained) weights
             self.anchor = snapshot(ctx.model)
             self._version += 1
+
+    def penalty(self, ctx: StageContext, batch: dict, out: Any) -> Optional[torch.Tensor]:
+        """Under DeepSpeed only (`ctx.engine_steps`: no gradient reaches `before_step`): (lambda / 2)
+        ||theta - theta*||^2 into the loss, whose gradient is the lambda (theta - theta*) `before_step` adds
+        otherwise."""
+        if not ctx.engine_steps or not self.anchor:
+            return None
+        params, _, anchors = self._pairs(ctx.model)
+        lam = self.params.weight  # type: ignore[attr-defined]
+        terms = [((q - a) ** 2).sum() for q, a in zip(params, anchors)]
+        return lam / 2 * torch.stack(terms).sum() if terms else None
 
     @torch.no_grad()
     def before_step(self, ctx: StageContext) -> None:

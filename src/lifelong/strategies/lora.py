@@ -150,6 +150,7 @@ class LoRA(Strategy):
     needs_task_identity = True  # with router: task; the prototype router infers it
     exports_peft = True  # a stage's model: the base plus that stage's adapter
     supports_fsdp = True  # each stage's adapter is sharded with the base (the loop re-shards the grown model)
+    supports_deepspeed = True  # only the adapter is in the engine's optimizer; the base is frozen
 
     def __init__(self, params: LoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

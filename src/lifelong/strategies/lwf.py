@@ -50,6 +50,7 @@ class LwF(Strategy):
 
     Params = LwFParams
     supports_fsdp = True
+    supports_deepspeed = True  # the teacher is a plain frozen copy; the KL is a penalty
 
     def __init__(self, params: LwFParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

@@ -11,3 +11,4 @@ class Naive(Strategy):
     """Sequential fine-tuning with no protection against forgetting; the lower bound to beat."""
 
     supports_fsdp = True
+    supports_deepspeed = True

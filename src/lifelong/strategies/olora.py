@@ -19,7 +19,7 @@ adding its shard of it, which equals the gradient of the penalty in one process.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from pydantic import Field
@@ -62,6 +62,10 @@ class OLoRA(Strategy):
     Params = OLoRAParams
     exports_peft = True  # a stage's model: the base plus every adapter so far (exported concatenated)
     supports_fsdp = True  # sharded: the penalty's gradient is added in before_step (module doc)
+    deepspeed_note: ClassVar[str] = (
+        "its orthogonality penalty's gradient is added in before_step, and under DeepSpeed the engine applies "
+        "the gradient inside backward, so no hook sees it"
+    )
 
     def __init__(self, params: OLoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

@@ -44,6 +44,7 @@ class Replay(Strategy):
     Params = ReplayParams
     stores_examples = True
     supports_fsdp = True  # it only chooses examples (the same on every process); no parameter is touched
+    supports_deepspeed = True  # it only chooses examples
 
     def __init__(self, params: ReplayParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

@@ -12,13 +12,24 @@ optimizer: results are bit-identical (tests/test_loop_speed_invariants.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType
 
-__all__ = ["adamw", "clip_grad_norm", "fsdp_on_cpu", "optimizer_step", "release", "shard"]
+__all__ = [
+    "accelerator",
+    "adamw",
+    "clip_grad_norm",
+    "deepspeed_stage",
+    "fsdp_on_cpu",
+    "optimizer_step",
+    "own_storage",
+    "release",
+    "shard",
+    "zero_stage",
+]
 
 
 def adamw(params: list, tc: Any, index: int) -> torch.optim.AdamW:
@@ -36,6 +47,48 @@ def adamw(params: list, tc: Any, index: int) -> torch.optim.AdamW:
             f"stages.{index}: train.fused_adamw: torch cannot fuse AdamW for these parameters ({e}); "
             "set train.fused_adamw: false"
         ) from None
+
+
+def accelerator(**kwargs: Any) -> Any:
+    """The run's `Accelerator` (`kwargs` as accelerate takes them), on the CPU when there is no CUDA GPU.
+    Launched with DeepSpeed (`ACCELERATE_USE_DEEPSPEED`) on a machine without CUDA, accelerate 1.15 needs two
+    things to run DeepSpeed at all (docs/scale.md, "DeepSpeed on this machine"): the process group's backend
+    named before the `Accelerator` (`PartialState(backend="gloo")`; it finds none on its own, lets DeepSpeed
+    start a world of N but counts one process), and no `cpu=True` (with it accelerate drops the DeepSpeed
+    plugin and runs plain data parallel). DeepSpeed then picks its CPU accelerator."""
+    import os
+
+    from accelerate import Accelerator, PartialState
+
+    cuda = torch.cuda.is_available()
+    if not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        PartialState(backend="gloo")
+        return Accelerator(**kwargs)
+    return Accelerator(cpu=not cuda, **kwargs)
+
+
+def zero_stage(acc: Any) -> int:
+    """The DeepSpeed ZeRO stage the accelerator runs (0 when it does not run DeepSpeed)."""
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return 0
+    return int(acc.state.deepspeed_plugin.zero_stage)
+
+
+def deepspeed_stage(acc: Any, micro_batch: int, grad_accum: int, max_grad_norm: Optional[float]) -> None:
+    """Put a stage's batch shape and clipping into the DeepSpeed config before `prepare` builds the engine for
+    it: `train_micro_batch_size_per_gpu` (accelerate derives it from a prepared DataLoader, and lifelong
+    prepares none), `gradient_accumulation_steps` (the engine divides the loss by it and steps at its
+    boundary; accelerate takes it over as its own), `train_batch_size`, and `gradient_clipping` (the engine
+    clips inside its step; 0 turns it off). Each stage's `train:` section decides, whatever the accelerate
+    config file said; a no-op without DeepSpeed."""
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = acc.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    config["gradient_accumulation_steps"] = grad_accum
+    config["train_batch_size"] = micro_batch * grad_accum * acc.num_processes
+    config["gradient_clipping"] = float(max_grad_norm or 0.0)
+    acc.gradient_accumulation_steps = grad_accum  # what accelerate would take over from the config at prepare
 
 
 def fsdp_on_cpu(acc: Any) -> bool:
@@ -123,3 +176,16 @@ def release(acc: Any) -> None:
     for held in (acc._models, acc._optimizers, acc._schedulers, acc._dataloaders):
         held.clear()  # what free_memory resets, without its gc.collect()
     acc.step = 0
+
+
+@torch.no_grad()
+def own_storage(model: Any) -> None:
+    """Give every parameter that is a view into a larger buffer a storage of its own. DeepSpeed's ZeRO-2
+    optimizer flattens a stage's trained parameters into one buffer and leaves them as views into it after its
+    engine is gone; safetensors refuses to write such views (a tied embedding then covers only part of a
+    storage), and every later path (checkpoints, kept weights, exports, edits, merges) expects the plain
+    model one process has. One parameter at a time (tied ones once): transiently one more copy of the
+    trained weights."""
+    for p in model.parameters():
+        if p.untyped_storage().nbytes() != p.numel() * p.element_size():
+            p.data = p.data.clone()

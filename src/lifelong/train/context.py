@@ -42,6 +42,10 @@ class StageContext:
     """For `wrap_model`: rebuilding the structure of a checkpoint rather than starting a stage."""
     run_dir: Any = None
     """The run directory (exports such as PEFT adapters go under it; main process only)."""
+    engine_steps: bool = False
+    """DeepSpeed: the engine reduces, clips and applies the gradients inside the loop's backward call (ZeRO-2
+    keeps them in its own partitioned buffers), so no gradient is left for `before_step`, which the loop then
+    does not call; a strategy adds its gradient term through `penalty` instead (EWC, L2)."""
 
 
 class RunView(Protocol):

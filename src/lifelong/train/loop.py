@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lifelong.data.collate import collate
 from lifelong.train import sharding
-from lifelong.train.accel import adamw, clip_grad_norm, optimizer_step, release, shard
+from lifelong.train.accel import adamw, clip_grad_norm, deepspeed_stage, optimizer_step, own_storage, release, shard
 from lifelong.train.checkpoint import StateHolder, save_checkpoint, tied_names
 from lifelong.train.context import RunView, StageContext
 from lifelong.train.inner_eval import eval_due
@@ -162,7 +162,9 @@ def train_stage(
         run_dir=run.run_dir,
         formatter=run.formatter,
     )
-    sharded = sharding.sharding_mode(acc) == "fsdp2"
+    mode = sharding.sharding_mode(acc)
+    sharded = mode == "fsdp2"
+    engine = ctx.engine_steps = mode == "deepspeed"  # the engine steps inside backward (StageContext)
     model = run.model = ctx.model = run.strategy.wrap_model(ctx).to(acc.device)  # adapters etc.
     if sharded and sharding.is_sharded(model) and not all(sharding.is_sharded(p) for p in model.parameters()):
         # parameters added to a sharded model: rebuild it unsharded so that prepare shards all of it
@@ -200,6 +202,7 @@ def train_stage(
         sched.load_state_dict(resume["optimizer_state"]["scheduler"])
     else:
         run.strategy.before_stage(ctx)
+    deepspeed_stage(acc, tc.batch_size, tc.grad_accum, tc.max_grad_norm)  # the engine's batch shape, clipping
     wrapped, opt_w = acc.prepare(model, opt)
     if sharded:  # accelerate sharded the model in place and gave the optimizer the sharded parameters
         params = [p for p in wrapped.parameters() if p.requires_grad]
@@ -259,7 +262,10 @@ def train_stage(
                 extra: dict = {}
                 if objective is None:
                     batch = collate([gbatch[i] for i in part], pad_id, acc.device)
-                sync = acc.no_sync(wrapped) if m < tc.grad_accum - 1 and world > 1 else nullcontext()
+                if engine:  # accelerate tells the engine which micro-batch ends the step
+                    sync: Any = acc.accumulate(wrapped)
+                else:
+                    sync = acc.no_sync(wrapped) if m < tc.grad_accum - 1 and world > 1 else nullcontext()
                 with sync, acc.autocast():
                     if objective is not None:  # e.g. DPO: its own loss over pairs
                         loss, out, extra = objective(wrapped, [gbatch[i] for i in part], acc.device)
@@ -276,12 +282,13 @@ def train_stage(
                         loss = loss * n_local * world / n_all.clamp(min=1)
                     pen = run.strategy.penalty(ctx, batch, out)
                     total = loss + pen if pen is not None else loss
-                    acc.backward(total / tc.grad_accum)
+                    acc.backward(total if engine else total / tc.grad_accum)  # the engine divides by it itself
                 raws.append(raw.detach())
                 masks.append(batch["attention_mask"])
-            run.strategy.before_step(ctx)
-            if tc.max_grad_norm:
-                clip_grad_norm(acc, params, tc.max_grad_norm)
+            if not engine:  # DeepSpeed clipped and stepped inside the last backward (deepspeed_stage)
+                run.strategy.before_step(ctx)
+                if tc.max_grad_norm:
+                    clip_grad_norm(acc, params, tc.max_grad_norm)
             lr = opt.param_groups[0]["lr"]
             optimizer_step(acc, opt_w)
             sched.step()
@@ -342,6 +349,9 @@ def train_stage(
         )
     ctx.model = model
     model.eval()
+    if engine:  # destroying the engine takes its gradient hooks off the model (EWC's Fisher runs backward)
+        release(acc)
+        own_storage(model)  # out of the engine's flat buffer: a plain model again
     run.strategy.after_stage(ctx)
     release(acc)
     return {

@@ -1,0 +1,96 @@
+"""`lifelong run` under accelerate's DeepSpeed plugin, launched as users launch it:
+`accelerate launch --config_file examples/accelerate/zero2-1node-8gpu.yaml --num_processes 2 --mixed_precision no
+-m lifelong run cfg.yaml`, on 2 CPU processes (gloo; `lifelong.train.accel.accelerator` starts DeepSpeed
+there). Only where deepspeed is installed (it is not a lifelong dependency); skipped otherwise.
+
+ZeRO-2: the results matrix and every per-example score equal a one-process run with the same global batch
+(naive, replay, ewc, l2, lwf, lora; gradient accumulation with a warmup + cosine schedule), and the weights in
+the stage-end checkpoints are the one-process weights up to float summation order. The one-process runs use
+the same run configs (tests/test_sharded.py's `run_configs`) with twice the per-process batch."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("deepspeed")
+
+from test_sharded import launch, matrix_difference, results, run_configs, weights  # noqa: E402
+
+from lifelong.testing import free_port  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+pytestmark = pytest.mark.slow
+
+
+def zero(stage: int, *args: str, fault: str | None = None):
+    """`lifelong <args>` launched with the example ZeRO-`stage` config on 2 CPU processes in float32."""
+    options = ("--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()))
+    return launch(str(CONFIGS / f"zero{stage}-1node-8gpu.yaml"), *args, fault=fault, options=options)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    from lifelong.testing import tiny_pretrained
+
+    root = tmp_path_factory.mktemp("deepspeed")
+    return types.SimpleNamespace(config=run_configs(root, tiny_pretrained(root / "base")), runs=root / "runs")
+
+
+def pair(ds, strategy: str, name: str, batch: int, **train) -> tuple:
+    """The ZeRO-2 run (`batch` per process) and the one-process run (2 x `batch`) of the same config."""
+    from lifelong.cli import main
+
+    proc = zero(2, "run", ds.config(strategy, f"{name}-zero2", batch, **train), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert main(["run", ds.config(strategy, f"{name}-one", 2 * batch, **train), "--quiet"]) == 0
+    return ds.runs / f"{name}-zero2", ds.runs / f"{name}-one"
+
+
+def same_results(two, one, tag: str = "stage1-end") -> None:
+    a, b = results(two), results(one)
+    assert a["processes"] == 2 and a["sharding"] == "deepspeed" and b["sharding"] == "none"
+    diff = matrix_difference(a, b)
+    print(f"{two.name}: max |matrix difference| 1 vs 2 processes = {diff}")
+    assert diff <= 1e-5, (a["matrix"], b["matrix"])
+    assert a["matrix"][1] != a["matrix"][0] or a["matrix"][2] != a["matrix"][0]  # it trained
+    assert json.loads((two / "per_example.json").read_text()) == json.loads((one / "per_example.json").read_text())
+    wa, wb = weights(two, tag), weights(one, tag)  # written whole by the main process, as one process writes them
+    assert wa.keys() == wb.keys()
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    print(f"{two.name}: max |weight difference| after 2 stages = {worst:.2e}")
+    assert worst < 5e-3  # float summation order, amplified by AdamW (as under FSDP2); a wrong step is 1e-2 or more
+
+
+@pytest.mark.parametrize("strategy", ["naive", "replay", "ewc", "l2", "lwf", "lora"])
+def test_zero2_run_matches_one_process(ds, strategy):
+    two, one = pair(ds, strategy, strategy, 8, checkpoint_every=0)
+    same_results(two, one)
+
+
+def test_zero2_gradient_accumulation_and_schedule(ds):
+    """Two micro-batches per step (the engine steps at accelerate's boundary, dividing the loss itself) and a
+    warmup + cosine schedule, which only reaches the engine's optimizer through lifelong's LambdaLR on the
+    same parameter groups: a step per micro-batch, or a constant learning rate, would move the weights by far
+    more than the bound."""
+    two, one = pair(ds, "naive", "accum", 4, checkpoint_every=0, grad_accum=2, schedule="cosine", warmup_steps=5)
+    same_results(two, one)
+    lrs = [json.loads(line) for line in (two / "events.jsonl").read_text().splitlines()]
+    lrs = [e["lr"] for e in lrs if e["type"] == "step" and e["stage"] == 0]
+    assert len(lrs) == 40 and lrs[0] < lrs[5] and lrs[-1] < lrs[5]  # warmed up, then decayed
+
+
+def test_zero2_refuses_what_it_cannot_run(ds, tmp_path):
+    """A strategy that edits gradients in before_step is refused before anything loads, with its reason."""
+    raw = yaml.safe_load(Path(ds.config("naive", "agem", 8, checkpoint_every=0)).read_text())
+    raw["strategy"] = "agem"
+    cfg = tmp_path / "agem.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = zero(2, "run", str(cfg), "--quiet")
+    assert proc.returncode != 0
+    assert "strategy agem cannot train sharded (DeepSpeed): it projects the whole gradient" in proc.stderr
+    assert not (ds.runs / "agem").exists()
