@@ -94,3 +94,33 @@ def test_zero2_refuses_what_it_cannot_run(ds, tmp_path):
     assert proc.returncode != 0
     assert "strategy agem cannot train sharded (DeepSpeed): it projects the whole gradient" in proc.stderr
     assert not (ds.runs / "agem").exists()
+
+
+def test_zero2_checkpoints_keep_and_kill_resume(ds, capsys):
+    """Checkpoints inside a stage and `optimizer_state: keep` under ZeRO-2: each process saves its part of
+    DeepSpeed's optimizer state (`ckpt/<tag>/zero/rank<r>.pt`). The run equals one process; a kill -9 inside
+    the stage-1-end checkpoint write (resumed inside stage 1 from `stage1-step20`: weights, moments and fp32
+    masters) or inside the `stage1-step20` write (resumed from `stage0-end`, whose kept moments start stage 1)
+    gives the uninterrupted run's matrix and weights bit for bit; a resume without DeepSpeed is refused."""
+    from lifelong.cli import main
+
+    train = {"checkpoint_every": 20, "optimizer_state": "keep"}
+    reference, one = pair(ds, "naive", "keep", 8, **train)
+    with capsys.disabled():
+        same_results(reference, one)
+    for n, latest in ((4, "stage1-step20"), (3, "stage0-end")):
+        cfg = ds.config("naive", f"killed{n}", 8, **train)
+        assert zero(2, "run", cfg, "--quiet", fault=f"checkpoint-write:{n}").returncode != 0
+        run_dir = ds.runs / f"killed{n}"
+        assert (run_dir / "ckpt" / "latest").read_text().strip() == latest
+        assert sorted(p.name for p in (run_dir / "ckpt" / latest / "zero").iterdir()) == ["rank0.pt", "rank1.pt"]
+        if n == 4:  # one process cannot take DeepSpeed's two parts
+            capsys.readouterr()
+            assert main(["run", cfg, "--quiet", "--resume"]) != 0
+            assert "resume it under DeepSpeed with 2 processes" in capsys.readouterr().err
+        proc = zero(2, "run", cfg, "--quiet", "--resume")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        got, ref = results(run_dir), results(reference)
+        assert got["matrix"] == ref["matrix"] and got["metrics"] == ref["metrics"]
+        wa, wb = weights(run_dir, "stage1-end"), weights(reference, "stage1-end")
+        assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa), latest  # bit for bit

@@ -379,22 +379,14 @@ def test_validation_refuses_what_cannot_train_sharded(tmp_path, monkeypatch):
         monkeypatch.delenv("FSDP_VERSION")
         assert main(["validate", str(path), "--sharding", "fsdp2"]) == 2
         assert main(["validate", str(path), "--sharding", "none"]) == 0
-        # DeepSpeed: ZeRO-3 refused (whole weights are gathered under FSDP2 only); under ZeRO-2 what would save
-        # one process's part of the optimizer state
+        # DeepSpeed: ZeRO-3 refused (whole weights are gathered under FSDP2 only); ZeRO-2 takes checkpoints inside a
+        # stage and optimizer_state: keep (each process saves and carries its part of DeepSpeed's optimizer state)
         naive = tiny_run_config("naive", output_dir=str(tmp_path), train={"checkpoint_every": 5})
         naive["stages"][1]["train"] = {"optimizer_state": "keep"}
         monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
         with pytest.raises(ConfigError, match="ZeRO-3 partitions the parameters"):
             validate_raw(naive, sharding="deepspeed")
         monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-        with pytest.raises(ConfigError) as err:
-            validate_raw(naive, sharding="deepspeed")
-        said = str(err.value).splitlines()
-        assert said[0].startswith("<config>: train.checkpoint_every: checkpoints inside a stage under DeepSpeed")
-        assert said[1].startswith("<config>: stages.1.train.optimizer_state: optimizer_state: keep under DeepSpeed")
-        assert len(said) == 2
-        naive["train"]["checkpoint_every"] = 0
-        del naive["stages"][1]["train"]
         assert validate_raw(naive, sharding="deepspeed")
         # a strategy FSDP2 takes but DeepSpeed cannot (its before_step edits gradients the engine keeps): refused
         # under DeepSpeed only, with its reason, alone or composed

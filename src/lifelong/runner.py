@@ -39,9 +39,11 @@ from lifelong.train.checkpoint import (
     base_unchanged,
     latest_checkpoint,
     load_checkpoint,
+    read_part,
     record_base,
     remove_stale_temporaries,
     save_checkpoint,
+    stage_part,
     untied,
     written_bytes,
 )
@@ -587,7 +589,13 @@ class Run:
 
                 self.model, meta = load_checkpoint(ck, self.model, self.strategy, rebuild)
                 self.model.to(acc.device)
-                if meta["done"] and meta.get("optimizer_state"):
+                if meta["done"] and "zero" in meta:  # DeepSpeed's parts: read when a later stage keeps them
+                    if any(
+                        cfg.stage_train(k).optimizer_state == "keep" for k in range(meta["stage"] + 1, len(cfg.stages))
+                    ):
+                        part = read_part(meta, acc.process_index, acc.num_processes, self.sharding == "deepspeed")
+                        self.optimizer_state = {"zero": part}
+                elif meta["done"] and meta.get("optimizer_state"):
                     self.optimizer_state = meta["optimizer_state"]["optimizer"]
                 start = meta["stage"] + 1 if meta["done"] else meta["stage"]
                 mid = None if meta["done"] else meta
@@ -622,6 +630,11 @@ class Run:
             mid = None
             whole = self._whole()
             held = self.strategy.state_dict() if whole is not None else None  # sharded: a collective
+            end: dict[str, Any] = {"stage": i, "step": None, "done": True, "cost": cost}
+            kept, parts = self.optimizer_state, None
+            if kept and "zero" in kept:  # DeepSpeed (optimizer_state: keep): every process stages its part
+                parts = stage_part(self.run_dir, f"stage{i}-end", kept["zero"], acc.process_index)
+                kept, end["zero"] = {}, {"processes": acc.num_processes}
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(
@@ -629,11 +642,12 @@ class Run:
                     f"stage{i}-end",
                     self.model,
                     self.strategy,
-                    {"stage": i, "step": None, "done": True, "cost": cost},
-                    StateHolder(self.optimizer_state) if self.optimizer_state else None,
+                    end,
+                    StateHolder(kept or {}) if kept or parts else None,
                     keep=cfg.stage_train(i).keep_checkpoints,
                     weights=whole,
                     strategy_state=held,
+                    parts=parts,
                 )
             acc.wait_for_everyone()
             fault_point("stage-end")  # checkpointed; weights not kept, row not scored yet

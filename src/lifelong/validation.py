@@ -103,43 +103,19 @@ def check_sharding(cfg: RunConfig, at: Locator, mode: str) -> list[str]:
 
 
 def _deepspeed_limits(cfg: RunConfig, at: Locator) -> list[str]:
-    """What lifelong does not do under DeepSpeed (its checkpoints hold whole tensors, which lifelong gathers
-    for FSDP2 only): ZeRO-3 (parameters partitioned) and, at any stage, checkpoints inside a stage and
-    AdamW state kept across stages (the optimizer state is partitioned)."""
+    """What lifelong does not run under DeepSpeed: ZeRO-3 (parameters partitioned). Under ZeRO-2 checkpoints
+    inside a stage and `optimizer_state: keep` carry each process's part of DeepSpeed's optimizer state
+    (`lifelong.train.accel.zero_state`)."""
     import os
 
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip()
-    fsdp = "use FSDP2 (accelerate config distributed_type: FSDP, fsdp_version: 2) instead"
     if stage == "3":
         return [
             f"{at.source}: accelerate config: DeepSpeed ZeRO-3 partitions the parameters, and lifelong gathers whole "
-            f"weights for checkpoints, kept weights and exports under FSDP2 only; {fsdp}, or ZeRO-2"
+            "weights for checkpoints, kept weights and exports under FSDP2 only; use FSDP2 (accelerate config "
+            "distributed_type: FSDP, fsdp_version: 2) instead, or ZeRO-2"
         ]
-    msgs = []
-    for i in range(len(cfg.stages)):
-        tc = cfg.stage_train(i)
-        own = cfg.stages[i].train.model_dump(exclude_none=True)  # type: ignore[attr-defined]
-
-        def where(field: str) -> tuple:
-            return ("stages", i, "train", field) if field in own else ("train", field)  # noqa: B023
-
-        if tc.checkpoint_every:
-            msgs.append(
-                at(
-                    where("checkpoint_every"),
-                    "checkpoints inside a stage under DeepSpeed would hold one process's part of the optimizer "
-                    f"state; set checkpoint_every: 0 (stage-end checkpoints still resume), or {fsdp}",
-                )
-            )
-        if tc.optimizer_state == "keep":
-            msgs.append(
-                at(
-                    where("optimizer_state"),
-                    "optimizer_state: keep under DeepSpeed would carry one process's part of AdamW; use reset, "
-                    f"or {fsdp}",
-                )
-            )
-    return list(dict.fromkeys(msgs))
+    return []
 
 
 def validate_raw(

@@ -24,11 +24,13 @@ __all__ = [
     "clip_grad_norm",
     "deepspeed_stage",
     "fsdp_on_cpu",
+    "load_zero_state",
     "optimizer_step",
     "own_storage",
     "release",
     "shard",
     "zero_stage",
+    "zero_state",
 ]
 
 
@@ -189,3 +191,46 @@ def own_storage(model: Any) -> None:
     for p in model.parameters():
         if p.untyped_storage().nbytes() != p.numel() * p.element_size():
             p.data = p.data.clone()
+
+
+_UNSAVED = ("loss_scaler", "param_slice_mappings")
+"""Entries of a ZeRO optimizer's state dict that are Python objects (not tensors, numbers or strings) and that
+loading does not need (a loss scaler only matters for fp16, which lifelong does not use)."""
+
+
+def zero_state(opt_w: Any) -> dict:
+    """This process's part of a DeepSpeed ZeRO-1/2 optimizer's state: DeepSpeed's own `state_dict()` of its
+    `DeepSpeedZeroOptimizer` (the AdamW moments and fp32 master weights of this process's partition, the
+    partition layout), copied to the CPU and kept to what `torch.load(weights_only=True)` reads back."""
+    from lifelong.train.sharding import _to_cpu
+
+    sd = opt_w.optimizer.state_dict()
+    out = {k: v for k, v in sd.items() if k not in _UNSAVED}
+    out["zero_stage"] = int(out["zero_stage"])
+    return _to_cpu(out)
+
+
+def load_zero_state(opt_w: Any, state: dict, rank: int, masters: bool) -> None:
+    """Load `state` (what `zero_state` returned on process `rank`, same number of processes) into the ZeRO
+    optimizer of a freshly prepared engine with DeepSpeed's own `load_state_dict`. `masters`: also its fp32
+    master weights (a resume inside a stage: the weights carry on exactly); otherwise the masters are taken
+    from the model's weights as they are now (`optimizer_state: keep` at a stage boundary, after which an
+    edit or merge may have changed them), and the engine keeps this stage's settings (learning rate, betas,
+    weight decay, clipping) over the saved ones. Raises ValueError when the partitions do not match (other
+    trainable parameters, or another number of processes)."""
+    zero = opt_w.optimizer
+    saved = [tuple(t.shape) for t in state.get("single_partition_of_fp32_groups", [])]
+    have = [tuple(t.shape) for t in zero.single_partition_of_fp32_groups]
+    if saved != have or state.get("partition_count") != zero.partition_count:
+        raise ValueError(
+            f"the saved ZeRO optimizer partitions ({saved}, {state.get('partition_count')} processes) are not "
+            f"this engine's ({have}, {zero.partition_count} processes)"
+        )
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in zero.optimizer.param_groups]
+    clip = zero.clip_grad
+    parts: list = [None] * rank + [state]
+    zero.load_state_dict(parts, load_optimizer_states=True, load_from_fp32_weights=masters)
+    if not masters:  # torch's load_state_dict took the saved groups' settings, DeepSpeed the saved clipping
+        for g, mine in zip(zero.optimizer.param_groups, groups):
+            g.update(mine)
+        zero.clip_grad = clip

@@ -18,6 +18,12 @@ Sharded runs (FSDP2): the caller gathers the whole state dict on every process (
 full_state_dict`, a collective) and the main process writes it as `weights`, the same files as unsharded (tied
 tensors once), so a checkpoint resumes sharded or not; `optimizer.pt` then holds the optimizer state keyed by
 parameter name (`lifelong.train.loop.optimizer_state_as` converts between the two keyings).
+
+DeepSpeed (ZeRO-2): the optimizer state exists only in parts, one per process (DeepSpeed's own state dict of
+its partition, `lifelong.train.accel.zero_state`): every process stages its part (`stage_part`) before the main
+process writes the checkpoint, which moves them in as `zero/rank<r>.pt` (`meta.json`: `zero.processes`);
+`optimizer.pt` then holds the scheduler only. Such a checkpoint resumes under DeepSpeed with the same number of
+processes (`read_part` says so otherwise); its weights are whole, as always.
 """
 
 from __future__ import annotations
@@ -53,9 +59,11 @@ __all__ = [
     "folder_bytes",
     "latest_checkpoint",
     "load_checkpoint",
+    "read_part",
     "record_base",
     "remove_stale_temporaries",
     "save_checkpoint",
+    "stage_part",
     "state_digest",
     "StateHolder",
     "tied_names",
@@ -65,6 +73,8 @@ __all__ = [
 
 BASE_RECORD = "base.json"
 """`ckpt/base.json`: the digest of the run's starting model (adapter-only checkpoints leave it out)."""
+PARTS = "zero"
+"""`<checkpoint>/zero/rank<r>.pt`: process r's part of a DeepSpeed ZeRO optimizer state."""
 LEDGER = "written.json"
 """`ckpt/written.json`: bytes of checkpoints written so far, per stage index."""
 
@@ -232,11 +242,13 @@ def save_checkpoint(
     keep: int = 1,
     weights: Optional[dict] = None,
     strategy_state: Optional[dict] = None,
+    parts: Optional[Path] = None,
 ) -> Path:
     """Write checkpoint `tag` atomically, point `ckpt/latest` at it, keep the newest `keep` complete ones.
     `weights`: the whole state dict of a sharded `model` (gathered by the caller on every process);
     `strategy_state`: the strategy's `state_dict()`, taken by the caller on every process when sharded (the
-    strategies gather their per-parameter state then: a collective)."""
+    strategies gather their per-parameter state then: a collective); `parts`: the folder `stage_part` wrote
+    every process's part of the optimizer state into (DeepSpeed), moved into the checkpoint."""
     root = Path(run_dir) / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{tag}-{os.getpid()}"
@@ -245,6 +257,8 @@ def save_checkpoint(
     meta = dict(meta)
     _save_weights(root, tmp, model, strategy, meta, weights)
     fault_point("checkpoint-write")  # some files written, the rest and the rename not yet
+    if parts is not None:
+        os.replace(parts, tmp / PARTS)
     if optimizer is not None:
         torch.save(
             {
@@ -312,7 +326,37 @@ def load_checkpoint(
     opt = path / "optimizer.pt"
     if opt.exists():
         meta["optimizer_state"] = torch.load(opt, weights_only=True)
+    meta["path"] = str(path)
     return model, meta
+
+
+def stage_part(run_dir: Path, tag: str, state: dict, rank: int) -> Path:
+    """Write process `rank`'s part of the optimizer state (DeepSpeed ZeRO) for checkpoint `tag` into a
+    temporary folder, which `save_checkpoint(parts=...)` moves into the checkpoint once every process has
+    written its part (a kill before leaves a temporary the resume removes). Returns the folder."""
+    folder = Path(run_dir) / "ckpt" / f".tmp-{tag}-parts"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / f"rank{rank}.pt")
+    return folder
+
+
+def read_part(meta: dict, rank: int, world: int, deepspeed: bool) -> dict:
+    """Process `rank`'s part of the DeepSpeed optimizer state in the checkpoint `meta` describes (as
+    `load_checkpoint` returned it). Raises ValueError when this run cannot take it: not under DeepSpeed, or
+    another number of processes than wrote it."""
+    path = Path(meta["path"])
+    if "zero" not in meta:
+        raise ValueError(
+            f"{path}: its optimizer state is whole (written without DeepSpeed), and DeepSpeed resumes only its own "
+            "per-process parts; resume it without DeepSpeed"
+        )
+    n = int(meta["zero"]["processes"])
+    if not deepspeed or n != world:
+        raise ValueError(
+            f"{path}: its optimizer state is DeepSpeed ZeRO's, in {n} parts (one per process); resume it under "
+            f"DeepSpeed with {n} processes (the same accelerate launch and --num_processes)"
+        )
+    return torch.load(path / PARTS / f"rank{rank}.pt", weights_only=True)
 
 
 def tied_names(model: Any) -> set[str]:

@@ -29,8 +29,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lifelong.data.collate import collate
 from lifelong.train import sharding
-from lifelong.train.accel import adamw, clip_grad_norm, deepspeed_stage, optimizer_step, own_storage, release, shard
-from lifelong.train.checkpoint import StateHolder, save_checkpoint, tied_names
+from lifelong.train.accel import (
+    adamw,
+    clip_grad_norm,
+    deepspeed_stage,
+    load_zero_state,
+    optimizer_step,
+    own_storage,
+    release,
+    shard,
+    zero_state,
+)
+from lifelong.train.checkpoint import StateHolder, read_part, save_checkpoint, stage_part, tied_names
 from lifelong.train.context import RunView, StageContext
 from lifelong.train.inner_eval import eval_due
 from lifelong.train.schedules import lr_multiplier
@@ -189,16 +199,19 @@ def train_stage(
     kept = None  # AdamW moments carried over the boundary (sharded: loaded into the sharded optimizer)
     if tc.optimizer_state == "keep" and run.optimizer_state is not None and resume is None:
         kept = run.optimizer_state
-        if not sharded:
+        if not sharded and not engine:
             _keep_moments(opt, model, kept, names, tc.lr * lr_multiplier(tc, steps, index)(0), index, False)
     ctx.num_steps = steps
     start = 0
     state = None
     if resume is not None:  # mid-stage checkpoint: weights/strategy/RNG already restored by the runner
         start = int(resume["step"])
-        state = optimizer_state_as(resume["optimizer_state"]["optimizer"], names, by_name=sharded)
-        if not sharded:
-            opt.load_state_dict(state)
+        if engine or "zero" in resume:  # DeepSpeed's own parts: loaded into the engine after prepare
+            state = read_part(resume, rank, world, engine)
+        else:
+            state = optimizer_state_as(resume["optimizer_state"]["optimizer"], names, by_name=sharded)
+            if not sharded:
+                opt.load_state_dict(state)
         sched.load_state_dict(resume["optimizer_state"]["scheduler"])
     else:
         run.strategy.before_stage(ctx)
@@ -210,6 +223,11 @@ def train_stage(
             _keep_moments(opt, wrapped, kept, names, tc.lr * lr_multiplier(tc, steps, index)(0), index, True)
         if state is not None:
             sharding.load_full_optimizer_state(wrapped, opt, state)
+    if engine:  # DeepSpeed's optimizer exists now: this process's part of the state goes into it
+        if state is not None:
+            load_zero_state(opt_w, state, rank, masters=True)
+        if kept is not None:
+            _keep_zero(opt_w, kept, rank, index)
     wrapped.train()
 
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
@@ -318,24 +336,31 @@ def train_stage(
                 t0 += run.evaluate_during(index, step + 1, acc.unwrap_model(wrapped))  # not timed as training
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < steps:
                 run.flush_log()  # the steps up to a checkpoint are on disk before it (a resume starts after it)
-                whole = held = kept = None
+                whole = held = kept = parts = None
+                tag = f"stage{index}-step{step + 1}"
+                meta: dict[str, Any] = {"stage": index, "step": step + 1, "done": False}
                 if sharded:  # gathered by every process, held by the main one
                     whole = sharding.full_state_dict(wrapped)
                     held = sharding.full_optimizer_state(wrapped, opt)
                     kept = run.strategy.state_dict()  # strategies gather per-parameter state: a collective
+                if engine:  # every process stages its part of DeepSpeed's optimizer state; the scheduler alone
+                    parts = stage_part(run.run_dir, tag, zero_state(opt_w), rank)  # goes into optimizer.pt
+                    held, meta["zero"] = {}, {"processes": world}
+                    whole = sharding.full_state_dict(acc.unwrap_model(wrapped))  # views of the engine's buffer
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(
                         run.run_dir,
-                        f"stage{index}-step{step + 1}",
+                        tag,
                         acc.unwrap_model(wrapped),
                         run.strategy,
-                        {"stage": index, "step": step + 1, "done": False},
+                        meta,
                         opt if held is None else StateHolder(held),
                         sched,
                         keep=tc.keep_checkpoints,
                         weights=whole,
                         strategy_state=kept,
+                        parts=parts,
                     )
                     run.log(type="checkpoint", stage=index, step=step + 1)
                 acc.wait_for_everyone()
@@ -343,10 +368,13 @@ def train_stage(
     model = acc.unwrap_model(wrapped)
     run.model = model
     run.optimizer_state = None
-    if tc.optimizer_state == "keep":  # sharded: whole, by parameter name, on every process
-        run.optimizer_state = (
-            sharding.full_optimizer_state(wrapped, opt, all_ranks=True) if sharded else opt.state_dict()
-        )
+    if tc.optimizer_state == "keep":  # sharded: whole, by parameter name, on every process; DeepSpeed: its part
+        if engine:
+            run.optimizer_state = {"zero": zero_state(opt_w)}
+        else:
+            run.optimizer_state = (
+                sharding.full_optimizer_state(wrapped, opt, all_ranks=True) if sharded else opt.state_dict()
+            )
     ctx.model = model
     model.eval()
     if engine:  # destroying the engine takes its gradient hooks off the model (EWC's Fisher runs backward)
@@ -378,6 +406,24 @@ def _keep_moments(opt: Any, model: Any, kept: dict, names: list[str], lr: float,
         for g in opt.param_groups:
             g["lr"] = lr
     except (ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise ValueError(
+            f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
+            f"as the previous stage ({e}); use reset"
+        ) from None
+
+
+def _keep_zero(opt_w: Any, kept: dict, rank: int, index: int) -> None:
+    """`train.optimizer_state: keep` under DeepSpeed: the previous stage's part of the ZeRO optimizer state
+    (this process's) into this stage's engine, with this stage's settings and the current weights as masters."""
+    if "zero" not in kept:
+        raise ValueError(
+            f"stages.{index}: train.optimizer_state=keep under DeepSpeed needs the previous stage's optimizer "
+            "state from DeepSpeed (this run resumed from a checkpoint written without it); use reset, or resume "
+            "without DeepSpeed"
+        )
+    try:
+        load_zero_state(opt_w, kept["zero"], rank, masters=False)
+    except ValueError as e:
         raise ValueError(
             f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
             f"as the previous stage ({e}); use reset"
