@@ -379,15 +379,29 @@ def test_validation_refuses_what_cannot_train_sharded(tmp_path, monkeypatch):
         monkeypatch.delenv("FSDP_VERSION")
         assert main(["validate", str(path), "--sharding", "fsdp2"]) == 2
         assert main(["validate", str(path), "--sharding", "none"]) == 0
-        # DeepSpeed: ZeRO-3 refused (whole weights are gathered under FSDP2 only); ZeRO-2 takes checkpoints inside a
-        # stage and optimizer_state: keep (each process saves and carries its part of DeepSpeed's optimizer state)
+        # DeepSpeed: ZeRO-2 takes checkpoints inside a stage and optimizer_state: keep (each process saves and
+        # carries its part of DeepSpeed's optimizer state); ZeRO-3 refuses them and evaluation inside a stage
         naive = tiny_run_config("naive", output_dir=str(tmp_path), train={"checkpoint_every": 5})
-        naive["stages"][1]["train"] = {"optimizer_state": "keep"}
-        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-        with pytest.raises(ConfigError, match="ZeRO-3 partitions the parameters"):
-            validate_raw(naive, sharding="deepspeed")
+        naive["stages"][1]["train"] = {"optimizer_state": "keep", "eval_every": 2}
         monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
         assert validate_raw(naive, sharding="deepspeed")
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+        with pytest.raises(ConfigError) as err:
+            validate_raw(naive, sharding="deepspeed")
+        said = str(err.value).splitlines()
+        assert said[0].startswith("<config>: train.checkpoint_every: checkpoints inside a stage under ZeRO-3")
+        assert said[1].startswith("<config>: stages.1.train.optimizer_state: optimizer_state: keep under ZeRO-3")
+        assert said[2].startswith("<config>: stages.1.train.eval_every: evaluation inside a stage under ZeRO-3")
+        assert len(said) == 3
+        naive["train"]["checkpoint_every"] = 0
+        del naive["stages"][1]["train"]
+        assert validate_raw(naive, sharding="deepspeed")
+        # strategies whose penalty reads whole weights at every step: ZeRO-2 only
+        ewc = tiny_run_config({"name": "ewc"}, output_dir=str(tmp_path))
+        with pytest.raises(ConfigError, match="strategy ewc cannot train sharded .DeepSpeed.: its penalty reads"):
+            validate_raw(ewc, sharding="deepspeed")
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        assert validate_raw(ewc, sharding="deepspeed")
         # a strategy FSDP2 takes but DeepSpeed cannot (its before_step edits gradients the engine keeps): refused
         # under DeepSpeed only, with its reason, alone or composed
         agem = tiny_run_config([{"name": "replay"}, {"name": "agem"}], output_dir=str(tmp_path))

@@ -566,6 +566,10 @@ class Run:
         results.extra["strategy"] = [s.name for s in cfg.strategy]
         results.extra["processes"] = acc.num_processes
         results.extra["sharding"] = self.sharding
+        if self.sharding == "deepspeed":
+            from lifelong.train.accel import zero_stage
+
+            results.extra["zero_stage"] = zero_stage(acc)
         start, mid = 0, None
         if acc.is_main_process and latest_checkpoint(self.run_dir) is None:
             if self.strategy.trained_tensors(self.model) is not None:  # adapter-only checkpoints leave it out

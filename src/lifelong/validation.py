@@ -84,8 +84,9 @@ def check_sharding(cfg: RunConfig, at: Locator, mode: str) -> list[str]:
             continue
         cls = STRATEGIES.get(spec.name)
         refusal = "deepspeed_refusal" if mode == "deepspeed" else "fsdp_refusal"
+        args = (_zero_stage(),) if mode == "deepspeed" else ()
         why = (
-            getattr(cls(cls.Params(**(spec.model_extra or {})), seed=cfg.seed), refusal)()
+            getattr(cls(cls.Params(**(spec.model_extra or {})), seed=cfg.seed), refusal)(*args)
             if hasattr(cls, refusal)  # its parameters may decide
             else ("" if getattr(cls, "supports_fsdp", False) else getattr(cls, "fsdp_note", "") or "not tested sharded")
         )
@@ -102,20 +103,42 @@ def check_sharding(cfg: RunConfig, at: Locator, mode: str) -> list[str]:
     return msgs
 
 
-def _deepspeed_limits(cfg: RunConfig, at: Locator) -> list[str]:
-    """What lifelong does not run under DeepSpeed: ZeRO-3 (parameters partitioned). Under ZeRO-2 checkpoints
-    inside a stage and `optimizer_state: keep` carry each process's part of DeepSpeed's optimizer state
-    (`lifelong.train.accel.zero_state`)."""
+def _zero_stage() -> int:
+    """The ZeRO stage `accelerate launch` exported (2 when it exported none)."""
     import os
 
-    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip()
-    if stage == "3":
-        return [
-            f"{at.source}: accelerate config: DeepSpeed ZeRO-3 partitions the parameters, and lifelong gathers whole "
-            "weights for checkpoints, kept weights and exports under FSDP2 only; use FSDP2 (accelerate config "
-            "distributed_type: FSDP, fsdp_version: 2) instead, or ZeRO-2"
-        ]
-    return []
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip() or 2)
+
+
+def _deepspeed_limits(cfg: RunConfig, at: Locator) -> list[str]:
+    """What lifelong does not run under DeepSpeed. ZeRO-2 runs everything its strategies allow (checkpoints
+    inside a stage and `optimizer_state: keep` carry each process's part of DeepSpeed's optimizer state). ZeRO-3
+    partitions the weights during a stage (whole again at its end): checkpoints inside a stage, `keep` (lifelong
+    saves ZeRO-2's optimizer parts only) and evaluation inside a stage (`eval_every`) are refused."""
+    if _zero_stage() != 3:
+        return []
+    why = {
+        "checkpoint_every": "checkpoints inside a stage under ZeRO-3 would need ZeRO-3's partitioned optimizer state, "
+        "which lifelong saves for ZeRO-2 only; set checkpoint_every: 0 (stage-end checkpoints resume), or use ZeRO-2",
+        "optimizer_state": "optimizer_state: keep under ZeRO-3 would carry ZeRO-3's partitioned optimizer state, "
+        "which lifelong does for ZeRO-2 only; use reset, or ZeRO-2",
+        "eval_every": "evaluation inside a stage under ZeRO-3 would run on partitioned weights outside the engine; "
+        "set eval_every: 0 (every stage's end is evaluated), or use ZeRO-2",
+    }
+    msgs = []
+    for i in range(len(cfg.stages)):
+        tc = cfg.stage_train(i)
+        own = cfg.stages[i].train.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+        used = {
+            "checkpoint_every": tc.checkpoint_every,
+            "optimizer_state": tc.optimizer_state == "keep",
+            "eval_every": tc.eval_every,
+        }
+        for field, on in used.items():
+            if on:
+                loc = ("stages", i, "train", field) if field in own else ("train", field)
+                msgs.append(at(loc, why[field]))
+    return list(dict.fromkeys(msgs))
 
 
 def validate_raw(

@@ -66,9 +66,10 @@ class Strategy:
             return ""
         return self.fsdp_note or f"{type(self).__name__} is not tested with sharded parameters"
 
-    def deepspeed_refusal(self) -> str:
-        """Why this strategy, with its parameters, cannot run under DeepSpeed, or "" when it can (from
-        `supports_deepspeed` and `deepspeed_note`)."""
+    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
+        """Why this strategy, with its parameters, cannot run under DeepSpeed ZeRO stage `zero_stage` (2 or 3),
+        or "" when it can (from `supports_deepspeed` and `deepspeed_note`; a strategy that reads whole weights
+        while training overrides it for ZeRO-3)."""
         if self.supports_deepspeed:
             return ""
         return self.deepspeed_note or f"{type(self).__name__} is not tested under DeepSpeed"
@@ -142,8 +143,8 @@ class Compose(Strategy):
     def fsdp_refusal(self) -> str:
         return self.fsdp_note
 
-    def deepspeed_refusal(self) -> str:
-        return self.deepspeed_note
+    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
+        return "; ".join(f"{type(p).__name__}: {r}" for p in self.parts if (r := p.deepspeed_refusal(zero_stage)))
 
     def wrap_model(self, ctx: StageContext) -> Any:
         model = ctx.model

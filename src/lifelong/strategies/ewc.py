@@ -94,6 +94,14 @@ class EWC(Strategy):
         """Stages folded into the state."""
         self._version = 0  # bumped whenever the state changes (invalidates the device cache)
 
+    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
+        if zero_stage == 3:
+            return (
+                "its penalty reads every trained weight whole at each step, and ZeRO-3 holds the weights in "
+                "partitions outside the engine's own forward; use ZeRO-2"
+            )
+        return super().deepspeed_refusal(zero_stage)
+
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread
         over the processes (each computes its share; the sums are all-reduced). Sharded: every process runs

@@ -44,6 +44,14 @@ class L2(Strategy):
         self.anchor: dict[str, torch.Tensor] = {}
         self._version = 0  # bumped whenever the anchor changes (invalidates the device cache)
 
+    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
+        if zero_stage == 3:
+            return (
+                "its penalty reads every trained weight whole at each step, and ZeRO-3 holds the weights in "
+                "partitions outside the engine's own forward; use ZeRO-2"
+            )
+        return super().deepspeed_refusal(zero_stage)
+
     def before_stage(self, ctx: StageContext) -> None:
         if not self.anchor:  # first stage: anchor at the starting (pre-trained) weights
             self.anchor = snapshot(ctx.model)

@@ -63,10 +63,20 @@ def accelerator(**kwargs: Any) -> Any:
     from accelerate import Accelerator, PartialState
 
     cuda = torch.cuda.is_available()
-    if not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return Accelerator(cpu=not cuda, **kwargs)
+    if not cuda:
         PartialState(backend="gloo")
-        return Accelerator(**kwargs)
-    return Accelerator(cpu=not cuda, **kwargs)
+    acc = Accelerator(**kwargs)
+    if zero_stage(acc) == 3:
+        # accelerate registers the ZeRO-3 config with transformers, which then builds every model created from
+        # now on partitioned (`deepspeed.zero.Init`), even with zero3_init_flag false. lifelong loads, rebuilds
+        # and copies whole models between stages (evaluation, checkpoints, edits, merges); the engine partitions
+        # the model when `prepare` builds it for a stage.
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    return acc
 
 
 def zero_stage(acc: Any) -> int:
