@@ -7,8 +7,8 @@ ZeRO-2: the results matrix and every per-example score equal a one-process run w
 (naive, replay, ewc, l2, lwf, lora; gradient accumulation with a warmup + cosine schedule; checkpoints inside
 stages with `optimizer_state: keep`, and kill -9 + `--resume` bit for bit), and the weights in the stage-end
 checkpoints are the one-process weights up to float summation order. ZeRO-3: the same for naive, replay, lwf
-and lora. The one-process runs use the same run configs (tests/test_sharded.py's `run_configs`) with twice
-the per-process batch."""
+and lora. Both: a stream of instruct, preference (DPO) and merge stages. The one-process runs use the same
+run configs (tests/test_sharded.py's `run_configs`) with twice the per-process batch."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def ds(tmp_path_factory):
     from lifelong.testing import tiny_pretrained
 
     root = tmp_path_factory.mktemp("deepspeed")
-    return types.SimpleNamespace(config=run_configs(root, tiny_pretrained(root / "base")), runs=root / "runs")
+    base = tiny_pretrained(root / "base")
+    return types.SimpleNamespace(config=run_configs(root, base), runs=root / "runs", root=root, base=base)
 
 
 def pair(ds, strategy: str, name: str, batch: int, stage: int = 2, **train) -> tuple:
@@ -137,3 +138,38 @@ def test_zero3_run_matches_one_process(ds, strategy):
     `deepspeed.zero.Init` (which would initialise a model built from a config differently)."""
     two, one = pair(ds, strategy, f"{strategy}3", 8, stage=3, checkpoint_every=0)
     same_results(two, one)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_preference_and_merge_stages_under_deepspeed(ds, stage):
+    """An instruct, a preference (DPO, averaged halfway back to the stage start), an instruct stage from the base
+    and a merge of the two instruct stages' kept weights (tests/test_sharded_strategies.py's stream): DPO trains
+    through the engine with its own objective; averaging, kept weights and the merge act on the plain model
+    between stages. The same matrix as one process, the merge's output in the final checkpoint."""
+    from safetensors.torch import load_file
+    from test_sharded_strategies import preference_merge_config
+
+    from lifelong.cli import main
+
+    raw, paths = preference_merge_config(ds.base), []
+    for suffix, batch in ((f"zero{stage}", 8), ("one", 16)):
+        cfg = {**raw, "name": f"pref{stage}-{suffix}", "output_dir": str(ds.runs)}
+        cfg["train"] = {**raw["train"], "batch_size": batch}
+        paths.append(ds.root / f"pref{stage}-{suffix}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = zero(stage, "run", str(paths[0]), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert main(["run", str(paths[1]), "--quiet"]) == 0
+    two, one = ds.runs / f"pref{stage}-zero{stage}", ds.runs / f"pref{stage}-one"
+    a, b = results(two), results(one)
+    assert a["zero_stage"] == stage and a["processes"] == 2
+    diff = matrix_difference(a, b)
+    print(f"preference + merge, ZeRO-{stage}: max |matrix difference| 1 vs 2 processes = {diff}")
+    assert diff <= 1e-5, (a["matrix"], b["matrix"])
+    assert a["matrix"][2][1] > a["matrix"][1][1] + 10  # DPO raised the preference accuracy
+    wa, wb = weights(two, "stage3-end"), weights(one, "stage3-end")
+    merged = load_file(str(two / "keep" / "merged-merged" / "model.safetensors"))
+    assert all(bool((wa[k] == merged[k]).all()) for k in merged)  # the merge's output is the model
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    print(f"preference + merge, ZeRO-{stage}: max |weight difference| after the merge = {worst:.2e}")
+    assert worst < 1e-3

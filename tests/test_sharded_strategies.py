@@ -322,14 +322,12 @@ def test_sharded_strategy_run_matches_one_process(sharded, strategy):
             assert rel < 5e-3
 
 
-@pytest.mark.slow
-@needs_launcher
-def test_sharded_preference_and_merge_stages_match_one_process(sharded):
-    """task0 (instruct), pref1 (DPO against the stage start, averaged halfway back to it), task2 (from the
-    base), merged (task arithmetic of task0 and task2 from their kept safetensors): each matrix row is one
-    stage kind."""
+def preference_merge_config(base: str) -> dict:
+    """task0 (instruct), pref1 (DPO against the stage start, averaged halfway back to it), task2 (from the base),
+    merged (task arithmetic of task0 and task2 from their kept safetensors), on the tiny llama `base`
+    (tests/test_deepspeed.py runs it too)."""
     raw = _tiny("naive", n_stages=3)
-    raw["model"] = {"path": sharded.base}
+    raw["model"] = {"path": base}
     s0, s1, s2 = raw["stages"]
 
     def pairs(rows: list) -> list:
@@ -351,6 +349,16 @@ def test_sharded_preference_and_merge_stages_match_one_process(sharded):
         s2,
         {"name": "merged", "kind": "merge", "merge": {"method": "task_arithmetic", "models": ["task0", "task2"]}},
     ]
+    return raw
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_sharded_preference_and_merge_stages_match_one_process(sharded):
+    """task0 (instruct), pref1 (DPO against the stage start, averaged halfway back to it), task2 (from the
+    base), merged (task arithmetic of task0 and task2 from their kept safetensors): each matrix row is one
+    stage kind."""
+    raw = preference_merge_config(sharded.base)
     from safetensors.torch import load_file
 
     two, one = sharded.pair("pref-merge", raw)
