@@ -379,7 +379,7 @@ def train_stage(
     ctx.model = model
     model.eval()
     if engine:  # destroying the engine takes its gradient hooks off the model (EWC's Fisher runs backward)
-        whole = _gathered(model) if zero_stage(acc) == 3 else None  # ZeRO-3: every process gathers every weight
+        whole = sharding.full_state_dict(model, all_ranks=True) if zero_stage(acc) == 3 else None  # ZeRO-3
         release(acc)
         if whole is not None:  # a plain model with the trained weights in place of the partitioned one
             model = unsharded_copy(run, index, whole).eval()
@@ -433,15 +433,3 @@ def _keep_zero(opt_w: Any, kept: dict, rank: int, index: int) -> None:
             f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
             f"as the previous stage ({e}); use reset"
         ) from None
-
-
-def _gathered(model: Any) -> dict:
-    """Every tensor of a model whose parameters DeepSpeed ZeRO-3 partitions, whole, on every process (one
-    collective per parameter, in state-dict order; tied names share one gathered tensor)."""
-    done: dict[int, torch.Tensor] = {}
-    out = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) not in done:
-            done[id(t)] = sharding.full_tensor(t).detach().cpu()
-        out[name] = done[id(t)]
-    return out

@@ -11,7 +11,8 @@ the other processes when the model is sharded, so every process must call them, 
 same tensors. `local_tensor`, `shard_like` and `assign_full_` are local (no communication).
 
 DeepSpeed ZeRO-3 parameters (an empty local tensor and a `ds_id`) are gathered with
-`deepspeed.zero.GatheredParameters` by `full_tensor`; the state-dict functions cover FSDP2 and plain models.
+`deepspeed.zero.GatheredParameters` by `full_tensor`, and by `full_state_dict` one parameter at a time; the other
+state-dict functions cover FSDP2 and plain models.
 """
 
 from __future__ import annotations
@@ -121,10 +122,17 @@ def _options(**kw: Any) -> Any:
 def full_state_dict(model: torch.nn.Module, all_ranks: bool = False) -> dict[str, torch.Tensor]:
     """The model's whole state dict on the CPU, names as in the unsharded model. Sharded: gathered with
     `torch.distributed.checkpoint.state_dict.get_model_state_dict` (a collective); only process 0 gets the
-    tensors (the others an empty dict) unless `all_ranks`. Plain: `model.state_dict()` moved to the CPU
+    tensors (the others an empty dict) unless `all_ranks`. DeepSpeed ZeRO-3: gathered one parameter at a time
+    (a collective each, in state-dict order), on every process. Plain: `model.state_dict()` moved to the CPU
     (tensors already there are not copied)."""
     if not is_sharded(model):
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if any(_is_zero3(p) for p in model.parameters()):  # DeepSpeed ZeRO-3: every process gets the tensors
+        done: dict[int, torch.Tensor] = {}  # tied names share one gathered tensor
+        for t in model.state_dict(keep_vars=True).values():
+            if id(t) not in done:
+                done[id(t)] = full_tensor(t).detach().cpu()
+        return {k: done[id(t)] for k, t in model.state_dict(keep_vars=True).items()}
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     sd = get_model_state_dict(model, options=_options(cpu_offload=not all_ranks))
