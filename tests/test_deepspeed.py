@@ -4,11 +4,12 @@
 there). Only where deepspeed is installed (it is not a lifelong dependency); skipped otherwise.
 
 ZeRO-2: the results matrix and every per-example score equal a one-process run with the same global batch
-(naive, replay, ewc, l2, lwf, lora; gradient accumulation with a warmup + cosine schedule; checkpoints inside
-stages with `optimizer_state: keep`, and kill -9 + `--resume` bit for bit), and the weights in the stage-end
-checkpoints are the one-process weights up to float summation order. ZeRO-3: the same for naive, replay, lwf
-and lora. Both: a stream of instruct, preference (DPO) and merge stages. The one-process runs use the same
-run configs (tests/test_sharded.py's `run_configs`) with twice the per-process batch."""
+(naive, replay, ewc, l2, lwf, lora, seq_lora, merge_after_stage; gradient accumulation with a warmup + cosine
+schedule; checkpoints inside stages with `optimizer_state: keep`, and kill -9 + `--resume` bit for bit), and the
+weights in the stage-end checkpoints are the one-process weights up to float summation order. ZeRO-3: the same
+for naive, replay, lwf, lora, seq_lora and merge_after_stage. Both: a stream of instruct, preference (DPO) and
+merge stages. The one-process runs use the same run configs (tests/test_sharded.py's `run_configs`) with twice
+the per-process batch."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def same_results(two, one, tag: str = "stage1-end") -> None:
     assert worst < 5e-3  # float summation order, amplified by AdamW (as under FSDP2); a wrong step is 1e-2 or more
 
 
-@pytest.mark.parametrize("strategy", ["naive", "replay", "ewc", "l2", "lwf", "lora"])
+@pytest.mark.parametrize("strategy", ["naive", "replay", "ewc", "l2", "lwf", "lora", "seq_lora", "merge_after_stage"])
 def test_zero2_run_matches_one_process(ds, strategy):
     two, one = pair(ds, strategy, strategy, 8, checkpoint_every=0)
     same_results(two, one)
@@ -130,7 +131,7 @@ def test_zero2_checkpoints_keep_and_kill_resume(ds, capsys):
         assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa), latest  # bit for bit
 
 
-@pytest.mark.parametrize("strategy", ["naive", "replay", "lwf", "lora"])
+@pytest.mark.parametrize("strategy", ["naive", "replay", "lwf", "lora", "seq_lora", "merge_after_stage"])
 def test_zero3_run_matches_one_process(ds, strategy):
     """ZeRO-3: the weights are partitioned during each stage (the engine's own forward gathers them) and
     gathered whole on every process at its end (`deepspeed.zero.GatheredParameters`), so evaluation,

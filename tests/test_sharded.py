@@ -36,6 +36,8 @@ SPECS = {
     "ewc": {"name": "ewc", "weight": 1000.0},
     "lwf": {"name": "lwf", "weight": 1.0},
     "l2": {"name": "l2", "weight": 1.0},
+    "merge_after_stage": {"name": "merge_after_stage", "weight": 0.5},
+    "seq_lora": {"name": "seq_lora", "r": 4},
 }
 """The strategies of the end-to-end runs here and in tests/test_deepspeed.py."""
 
@@ -173,7 +175,7 @@ needs_launcher = pytest.mark.skipif(
 
 def run_configs(root, base: str):
     """A writer of run configs on the tiny stream: `config(strategy, name, batch, **train)` writes
-    `root/<name>.yaml` (runs under `root/runs`) and returns its path: 2 stages of 40 steps (lr 3e-3; LoRA 1e-2), a
+    `root/<name>.yaml` (runs under `root/runs`) and returns its path: 2 stages of 40 steps (lr 3e-3; adapters 1e-2), a
     checkpoint every 20 (a kill can land mid-stage), `train` entries replacing these; `train.batch_size` is per
     process. `base`: a tiny llama that knows the answer format (adapters learn on it)."""
 
@@ -184,10 +186,10 @@ def run_configs(root, base: str):
             output_dir=str(root / "runs"),
             n_stages=2,
             steps=40,
-            train={"lr": 1e-2 if strategy == "lora" else 3e-3, "checkpoint_every": 20, "keep_checkpoints": 4},
+            train={"lr": 1e-2 if "lora" in strategy else 3e-3, "checkpoint_every": 20, "keep_checkpoints": 4},
         )
         raw["model"] = {"path": base}
-        if strategy != "lora":  # unclipped: FSDP2 then equals DDP bit for bit (test below); LoRA keeps clipping
+        if "lora" not in strategy:  # unclipped: FSDP2 then equals DDP bit for bit (test below); LoRA keeps clipping
             raw["train"]["max_grad_norm"] = None
         raw["train"]["batch_size"] = batch  # per process: 8 x 2 processes = 16 in one
         raw["train"].update(train)

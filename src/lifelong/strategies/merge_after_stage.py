@@ -49,6 +49,7 @@ class MergeAfterStage(Strategy):
 
     Params = MergeParams
     supports_fsdp = True
+    supports_deepspeed = True  # it writes the weights after the stage, on the plain model
 
     def __init__(self, params: MergeParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

@@ -48,6 +48,7 @@ class SeqLoRA(Strategy):
     supports_distributed = True  # hooks act only on local parameters; DDP averages the adapter's gradients
     exports_peft = True  # a stage's model: the base plus the one adapter as it was at the end of that stage
     supports_fsdp = True  # sharded with the base when first created; exported whole (gathered)
+    supports_deepspeed = True  # adapters added between stages, on the plain model
 
     def __init__(self, params: SeqLoRAParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)

@@ -13,6 +13,13 @@ start (a new adapter) gets an unsharded rebuild of the model first (`unsharded_c
 shards whole. Optimizer state is loaded after `prepare` (into the sharded optimizer) and saved whole, keyed by
 parameter name (`torch.distributed.checkpoint.state_dict`); checkpoints hold whole weights written by the
 main process. Without sharding nothing here costs anything per step.
+
+DeepSpeed (`accelerate launch` with a ZeRO-2/3 config, docs/scale.md): each stage's batch shape and clipping go
+into the DeepSpeed config before `prepare` builds the engine; the engine divides the loss by the accumulation
+steps, clips and steps inside `accelerator.backward` at the boundary `accelerator.accumulate` marks, so the loop
+neither divides nor clips nor calls `before_step` (`StageContext.engine_steps`). At the stage end the engine is
+destroyed and the model is plain again (ZeRO-2: own storage; ZeRO-3: gathered and rebuilt). Optimizer state in
+checkpoints and across stages (`keep`) is each process's part of DeepSpeed's (ZeRO-2).
 """
 
 from __future__ import annotations
