@@ -53,7 +53,15 @@ def test_memit_default_lambda_keeps_gptj_balance(fact_setup):
     shares = {}
     for lam in (None, 15000.0):
         model = fact_setup.load()
-        params = dict(layers=[0], n_prefixes=0, v_steps=20, clamp_norm_factor=10, ridge=0.0, stats=fact_setup.stats)
+        params = dict(
+            layers=[0],
+            n_prefixes=0,
+            v_steps=20,
+            clamp_norm_factor=10,
+            ridge=0.0,
+            stats=fact_setup.stats,
+            start_key=False,
+        )  # the paper's keys: one per request
         editor = build_editor("memit", dict(params, mom2_update_weight=lam) if lam else params)
         module = mlp_out(model, 0)
         k = mean_at_subject(model, tok, module, req, ["{}"], "input")[0].double()

@@ -8,6 +8,10 @@ current h at L under the already-updated weights:
 
     R  = (z - h) / (layers left, this one included)
     dW = R K^T (lambda C + K K^T)^-1          (C = E[k k^T] over a corpus: the preserved memories)
+
+With `start_key` (default) K and R get a second column per request: the subject's key at the start of a text
+and, as its residual, that prompt's own hidden state at L plus the request's delta, minus its current one
+(docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lifelong.data.edit_requests import EditRequest
 from lifelong.editing import EDITORS
 from lifelong.editing.base import Editor, EditResult
 from lifelong.editing.common import (
+    at_subject,
     layer_module,
     mean_at_subject,
     mlp_out,
@@ -51,6 +56,14 @@ class MemitParams(ValueParams):
     clamp_norm_factor: float = Field(default=0.75, gt=0)
     """||delta|| clamp relative to the original hidden state (MEMIT: 0.75)."""
     v_steps: int = Field(default=25, ge=1)
+    start_key: bool = True
+    """Also fit each subject's key at the start of a text (the subject alone, nothing before it: the key of
+    every prompt that opens with the subject, the edit prompt included) as a second column of K, its target
+    the same delta added to that prompt's own hidden state at the last layer. MEMIT's key averages the
+    prompt over prefixes, in which the subject is mid-text; on SmolLM2 the start-of-text key has cosine
+    0.09-0.53 with it (the attention-sink position, other BPE tokens), and the more edits share a batch,
+    the less an update fitted to the averaged keys carries over to it (one batch of 100: efficacy 79 with
+    the paper's keys). ROME's `start_key` is the same constraint. `false`: the paper's keys."""
 
 
 def default_layers(model: Any) -> list[int]:
@@ -71,9 +84,22 @@ class Memit(Editor):
         self.cache = EditorCache()
 
     def apply(self, model: Any, tok: Any, requests: list[EditRequest]) -> EditResult:
+        layers, how = self.layers(model, tok)
+        zs, infos = self.targets(model, tok, requests, layers)
+        return self.update(model, tok, requests, layers, zs, infos, how)
+
+    def layers(self, model: Any, tok: Any) -> tuple[list[int], str]:
+        """The edited layers and how they were chosen (causal tracing, cached, or the depth rule)."""
         p: MemitParams = self.params  # type: ignore[assignment]
         fallback = default_layers(model)
-        layers, how = self.cache.layers(model, tok, p.layers, len(fallback), fallback)
+        return self.cache.layers(model, tok, p.layers, len(fallback), fallback)
+
+    def targets(
+        self, model: Any, tok: Any, requests: list[EditRequest], layers: list[int]
+    ) -> tuple[torch.Tensor, list[dict]]:
+        """Per request, the target hidden state z = h + delta at the last edited layer (on the model as it is:
+        MEMIT computes every target before any layer changes). Returns (zs (n, d), value-optimisation figures)."""
+        p: MemitParams = self.params  # type: ignore[assignment]
         last = layer_module(model, layers[-1])
         templates = self.cache.templates(model, tok, p)
         z, infos = [], []
@@ -81,7 +107,22 @@ class Memit(Editor):
             delta, h0, info = optimize_delta(model, tok, req, last, templates, p)
             z.append(h0 + delta)
             infos.append(info)
-        zs = torch.stack(z)
+        return torch.stack(z), infos
+
+    def update(
+        self,
+        model: Any,
+        tok: Any,
+        requests: list[EditRequest],
+        layers: list[int],
+        zs: torch.Tensor,
+        infos: list[dict],
+        how: str = "given",
+    ) -> EditResult:
+        """Spread the residuals z - h over `layers`, first to last (MEMIT's Algorithm 1, lines 8-14)."""
+        p: MemitParams = self.params  # type: ignore[assignment]
+        last = layer_module(model, layers[-1])
+        templates = self.cache.templates(model, tok, p)
         stats_log: dict = {}
         cs = self.cache.moments(model, tok, layers, p, stats_log)
         result = EditResult(
@@ -89,11 +130,22 @@ class Memit(Editor):
         )
         for req, info in zip(requests, infos):
             result.note_convergence(req, info["nll"], CONVERGED_NLL)
+        start = bare0 = None
+        lam = 0.0
+        subjects = [("{}", r.subject) for r in requests]
         for i, lay in enumerate(layers):
             module = mlp_out(model, lay)
             keys = mean_at_subject(model, tok, module, requests, templates, "input")  # (n, d_in)
             cur = mean_at_subject(model, tok, last, requests, templates, "output")  # (n, d)
+            if start is None:
+                start = cur
             resid = (zs - cur) / (len(layers) - i)
+            if p.start_key or bare0 is None:
+                bare = at_subject(model, tok, last, subjects, "output")
+                bare0 = bare if bare0 is None else bare0
+            if p.start_key:  # the subject at the start of a text: its own hidden state + the same delta
+                keys = torch.cat([keys, at_subject(model, tok, module, subjects, "input")])
+                resid = torch.cat([resid, (bare0 + (zs - start) - bare) / (len(layers) - i)])
             c = cs[lay].to(keys.device).double()
             lam = p.mom2_update_weight if p.mom2_update_weight is not None else GPTJ_LAMBDA_PER_KEY_DIM * c.shape[0]
             a = lam * c + keys.double().T @ keys.double()
@@ -102,6 +154,15 @@ class Memit(Editor):
             dw = (resid.double().T @ adj.T).float()  # (d_out, d_in)
             result.record(model, mlp_out_name(model, lay), to_param_layout(module, dw))
         result.info["lambda"] = lam
+        # how much of each request's residual z - h at the last layer the updates realised (1: all of it)
+        final = mean_at_subject(model, tok, last, requests, templates, "output")
+        assert start is not None
+        gap0 = (zs - start).norm(dim=1).clamp_min(1e-12)
+        result.info["realised"] = (1 - (zs - final).norm(dim=1) / gap0).tolist()
+        # the same at the start of a text (the subject alone): its hidden state against bare0 + delta
+        final_bare = at_subject(model, tok, last, subjects, "output")
+        assert bare0 is not None
+        result.info["realised_start"] = (1 - (bare0 + (zs - start) - final_bare).norm(dim=1) / gap0).tolist()
         return result
 
     def state_dict(self) -> dict[str, Any]:
