@@ -28,7 +28,7 @@ def test_default_rome_and_memit_land_on_held_out_facts():
     lambda from the key width, ROME's start-of-text key), on the first 20 held-out true facts (never used for
     tuning), each edit scored alone and undone (the papers' protocol): ROME efficacy >= 95, generalization
     >= 85, locality >= 85 (cf_prob; measured 100 / 91.7 / 90.9); MEMIT in batches of 10: efficacy >= 90
-    (measured 95); undo restores every weight."""
+    (measured 100 in both batches; 90 and 100 with the paper's keys alone); undo restores every weight."""
     from lifelong.editing.protocol import run_protocol
     from lifelong.models import load_model_and_tokenizer
 
@@ -50,7 +50,7 @@ def test_default_rome_and_memit_land_on_held_out_facts():
         # minutes on one core); given here so the test traces once
         memit = build_editor("memit", {"stats": stats, "layers": [0, 1, 2, 3, 4]})
         out = run_protocol(model, tok, memit, reqs, "rollback", 10, quiet=True, bootstrap=0)  # two batches of 10
-        assert out["summary"]["efficacy[cf_prob]"]["mean"] >= 90, out["summary"]  # measured: 90 and 100
+        assert out["summary"]["efficacy[cf_prob]"]["mean"] >= 90, out["summary"]  # measured: 100 and 100
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
         # the Eiffel Tower moves to Rome and back
         (req,) = [r for r in load_requests(FACTS) if r.id == "eiffel"]
