@@ -142,10 +142,6 @@ class Compose(Strategy):
         self.fsdp_note = "; ".join(  # type: ignore[misc]
             f"{type(p).__name__}: {r}" for p, r in ((p, p.fsdp_refusal()) for p in parts) if r
         )
-        self.supports_deepspeed = all(not p.deepspeed_refusal() for p in parts)  # type: ignore[misc]
-        self.deepspeed_note = "; ".join(  # type: ignore[misc]
-            f"{type(p).__name__}: {r}" for p, r in ((p, p.deepspeed_refusal()) for p in parts) if r
-        )
         self.exports_hf = all(p.exports_hf for p in parts)  # type: ignore[misc]
         self.exports_peft = self.exports_hf and any(p.exports_peft for p in parts)  # type: ignore[misc]
         self.export_note = next((p.export_note for p in parts if p.export_note), "")  # type: ignore[misc]

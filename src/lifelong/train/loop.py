@@ -418,10 +418,7 @@ def _keep_moments(opt: Any, model: Any, kept: dict, names: list[str], lr: float,
         for g in opt.param_groups:
             g["lr"] = lr
     except (ValueError, KeyError, IndexError, RuntimeError) as e:
-        raise ValueError(
-            f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
-            f"as the previous stage ({e}); use reset"
-        ) from None
+        raise _keep_mismatch(index, e) from None
 
 
 def _keep_zero(opt_w: Any, kept: dict, rank: int, index: int) -> None:
@@ -436,7 +433,12 @@ def _keep_zero(opt_w: Any, kept: dict, rank: int, index: int) -> None:
     try:
         load_zero_state(opt_w, kept["zero"], rank, masters=False)
     except ValueError as e:
-        raise ValueError(
-            f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
-            f"as the previous stage ({e}); use reset"
-        ) from None
+        raise _keep_mismatch(index, e) from None
+
+
+def _keep_mismatch(index: int, e: Exception) -> ValueError:
+    """The error of `train.optimizer_state: keep` when the kept state does not fit this stage's parameters."""
+    return ValueError(
+        f"stages.{index}: train.optimizer_state=keep needs the same trainable parameters "
+        f"as the previous stage ({e}); use reset"
+    )

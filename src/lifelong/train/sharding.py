@@ -129,10 +129,11 @@ def full_state_dict(model: torch.nn.Module, all_ranks: bool = False) -> dict[str
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if any(_is_zero3(p) for p in model.parameters()):  # DeepSpeed ZeRO-3: every process gets the tensors
         done: dict[int, torch.Tensor] = {}  # tied names share one gathered tensor
-        for t in model.state_dict(keep_vars=True).values():
+        held = model.state_dict(keep_vars=True)
+        for t in held.values():
             if id(t) not in done:
                 done[id(t)] = full_tensor(t).detach().cpu()
-        return {k: done[id(t)] for k, t in model.state_dict(keep_vars=True).items()}
+        return {k: done[id(t)] for k, t in held.items()}
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     sd = get_model_state_dict(model, options=_options(cpu_offload=not all_ranks))
